@@ -1,0 +1,30 @@
+"""What an agent worker needs to know; built by the command line from the settings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from ingress.contract import DEADLETTER_TOPIC, OUTBOUND_TOPIC
+
+
+class WorkerConfig(BaseModel):
+    """Configuration of one agent worker (plain data, no environment reads)."""
+
+    kafka_bootstrap: str
+    group_id: str = "bayou-agents"
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9465
+    telemetry_topic: str = "bayou.telemetry"
+    outbound_topic: str = OUTBOUND_TOPIC
+    deadletter_topic: str = DEADLETTER_TOPIC
+    state_dir: Path = Path(".bayou/state")
+    threshold: float = 30.0
+    window_seconds: float = 10.0
+    alert_cooldown_seconds: float = 60.0
+    grace_seconds: float = 2.0
+    # Records taken per batch: the runtime works in batches so per-record overhead stays low.
+    batch_max_records: int = 1000
+    # How long a fetch may wait for data; small, because commands must reach devices fast.
+    fetch_max_wait_ms: int = 10

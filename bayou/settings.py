@@ -1,0 +1,93 @@
+"""Bayou's settings: the one place configuration is read (environment, ``BAYOU_`` prefix)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, ValidationError
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from agents.config import WorkerConfig
+from ingress.config import IngressConfig
+from ingress.contract import DEADLETTER_TOPIC, DEFAULT_TOPIC, OUTBOUND_TOPIC
+from ingress.routes import DEMO_ROUTES
+
+
+class SettingsError(Exception):
+    """A setting with a bad value; the message names the environment variable."""
+
+
+class Settings(BaseSettings):
+    """Every Bayou setting, read from ``BAYOU_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="BAYOU_", extra="ignore")
+
+    kafka_bootstrap: str | None = Field(
+        default=None, description="Kafka bootstrap servers; unset = start the embedded broker"
+    )
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    metrics_host: str = "127.0.0.1"
+    ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    worker_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    topic_partitions: int = Field(default=4, ge=1)
+    replication_factor: int = Field(default=1, ge=1)
+    default_topic: str = DEFAULT_TOPIC
+    outbound_topic: str = OUTBOUND_TOPIC
+    deadletter_topic: str = DEADLETTER_TOPIC
+    state_dir: Path = Path(".bayou/state")
+    demo_threshold: float = 30.0
+    demo_window_seconds: float = Field(default=10.0, gt=0)
+    demo_alert_cooldown_seconds: float = Field(default=60.0, ge=0)
+    demo_grace_seconds: float = Field(default=2.0, ge=0)
+    fleet_devices: int = Field(default=20, ge=1)
+    fleet_hot_devices: int = Field(default=3, ge=0)
+    fleet_interval_seconds: float = Field(default=1.0, gt=0)
+    log_level: str = "WARNING"
+
+    def ingress_config(self, bootstrap: str, *, node_id: str = "ingress-1") -> IngressConfig:
+        """The ingress node's view of the settings."""
+        return IngressConfig(
+            kafka_bootstrap=bootstrap,
+            mqtt_host=self.mqtt_host,
+            mqtt_port=self.mqtt_port,
+            metrics_host=self.metrics_host,
+            metrics_port=self.ingress_metrics_port or None,
+            routes=list(DEMO_ROUTES),
+            default_topic=self.default_topic,
+            outbound_topics=[self.outbound_topic],
+            node_id=node_id,
+        )
+
+    def worker_config(self, bootstrap: str) -> WorkerConfig:
+        """The agent worker's view of the settings."""
+        return WorkerConfig(
+            kafka_bootstrap=bootstrap,
+            metrics_host=self.metrics_host,
+            metrics_port=self.worker_metrics_port or None,
+            outbound_topic=self.outbound_topic,
+            deadletter_topic=self.deadletter_topic,
+            state_dir=self.state_dir,
+            threshold=self.demo_threshold,
+            window_seconds=self.demo_window_seconds,
+            alert_cooldown_seconds=self.demo_alert_cooldown_seconds,
+            grace_seconds=self.demo_grace_seconds,
+        )
+
+    def all_topics(self) -> list[str]:
+        """Every Kafka topic the embedded stack needs, created explicitly at start."""
+        topics = [self.default_topic, self.outbound_topic, self.deadletter_topic]
+        topics += [r.kafka_topic for r in DEMO_ROUTES if r.kafka_topic not in topics]
+        return topics
+
+
+def load_settings() -> Settings:
+    """Read the settings; a bad value raises SettingsError naming the variable."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problems = []
+        for err in exc.errors():
+            field = ".".join(str(p) for p in err["loc"])
+            problems.append(f"BAYOU_{field.upper()}={err.get('input')!r}: {err['msg']}")
+        raise SettingsError("invalid setting " + "; ".join(problems)) from None

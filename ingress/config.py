@@ -1,0 +1,26 @@
+"""What an ingress node needs to know; built by the command line from the settings."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC
+from ingress.routes import RouteRule
+
+
+class IngressConfig(BaseModel):
+    """Configuration of one ingress node (plain data, no environment reads)."""
+
+    kafka_bootstrap: str
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = 1883
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = 9464
+    routes: list[RouteRule] = Field(default_factory=list)
+    default_topic: str = DEFAULT_TOPIC
+    outbound_topics: list[str] = Field(default_factory=lambda: [OUTBOUND_TOPIC])
+    # Kafka producer batching: the linger trades a little latency for far fewer requests.
+    producer_linger_ms: int = 2
+    max_packet_size: int = 1024 * 1024
+    max_inflight_out: int = 100
+    node_id: str = "ingress-1"
