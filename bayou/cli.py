@@ -1,0 +1,104 @@
+"""The ``bayou`` command: composes ingress, agents and the embedded broker; no logic of its own."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import typer
+
+from bayou.settings import Settings, SettingsError, load_settings
+
+app = typer.Typer(
+    help="Bayou: MQTT in, Kafka in the middle, Python agents, commands out.",
+    no_args_is_help=True,
+    add_completion=False,
+)
+
+
+def _settings() -> Settings:
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        typer.echo(f"bayou: {exc}", err=True)
+        raise typer.Exit(2) from None
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    return settings
+
+
+def _bootstrap(settings: Settings, command: str) -> str:
+    if not settings.kafka_bootstrap:
+        typer.echo(
+            f"bayou {command}: BAYOU_KAFKA_BOOTSTRAP is not set; point it at Kafka "
+            "(or run `bayou up`, which starts an embedded broker)",
+            err=True,
+        )
+        raise typer.Exit(2)
+    return settings.kafka_bootstrap
+
+
+def _create_topics(settings: Settings, bootstrap: str) -> None:
+    from bayou.kafka_topics import ensure_topics
+
+    asyncio.run(
+        ensure_topics(
+            bootstrap,
+            settings.all_topics(),
+            settings.topic_partitions,
+            settings.replication_factor,
+        )
+    )
+
+
+@app.command()
+def ingress(node_id: str = typer.Option("ingress-1", help="Name of this node in logs")) -> None:
+    """Run one MQTT ingress node against BAYOU_KAFKA_BOOTSTRAP."""
+    from ingress.node import PortInUseError, main
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings, "ingress")
+    _create_topics(settings, bootstrap)
+    try:
+        main(settings.ingress_config(bootstrap, node_id=node_id))
+    except PortInUseError as exc:
+        typer.echo(f"bayou ingress: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@app.command()
+def worker() -> None:
+    """Run one agent worker (the built-in demo agents) against BAYOU_KAFKA_BOOTSTRAP."""
+    from agents.worker import main
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings, "worker")
+    _create_topics(settings, bootstrap)
+    main(settings.worker_config(bootstrap))
+
+
+@app.command()
+def up(
+    demo: bool = typer.Option(False, "--demo", help="Also run a simulated fleet of devices"),
+) -> None:
+    """Start the whole stack: Kafka (embedded unless configured), ingress, agent worker."""
+    from bayou.stack import StackError, run_stack
+
+    settings = _settings()
+    try:
+        code = run_stack(settings, demo=demo)
+    except StackError as exc:
+        typer.echo(f"bayou up: {exc}", err=True)
+        raise typer.Exit(1) from None
+    raise typer.Exit(code)
+
+
+def main() -> None:
+    """Entry point for ``python -m bayou.cli``."""
+    app(prog_name="bayou")
+
+
+if __name__ == "__main__":
+    main()

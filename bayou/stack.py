@@ -1,0 +1,214 @@
+"""``bayou up``: start Kafka (embedded unless configured), one ingress node, one agent worker.
+
+Each part runs as its own child process (as it will in production), so ``up`` only
+supervises: it waits until every part reports ready on its metrics endpoint, prints where
+to connect, and on SIGINT/SIGTERM (or a child dying) stops them all, by PID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ctypes
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+from rich.console import Console
+
+from bayou.embedded import EmbeddedKafka
+from bayou.kafka_topics import ensure_topics
+from bayou.net import free_port, port_in_use
+from bayou.settings import Settings
+
+console = Console(highlight=False)
+
+
+class StackError(Exception):
+    """The stack could not start; the message says why in one line."""
+
+
+def _die_with_parent() -> None:
+    # PR_SET_PDEATHSIG = 1: if `bayou up` itself is killed, its children get SIGTERM
+    # instead of living on as orphans.
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
+    except OSError:
+        pass
+
+
+def _check_ports(settings: Settings) -> None:
+    checks = [
+        (settings.mqtt_host, settings.mqtt_port, "MQTT", "BAYOU_MQTT_PORT"),
+        (settings.metrics_host, settings.ingress_metrics_port, "ingress metrics",
+         "BAYOU_INGRESS_METRICS_PORT"),
+        (settings.metrics_host, settings.worker_metrics_port, "worker metrics",
+         "BAYOU_WORKER_METRICS_PORT"),
+    ]  # fmt: skip
+    for host, port, what, var in checks:
+        if port and port_in_use(host, port):
+            raise StackError(
+                f"{what} port {host}:{port} is already in use; set {var} to a free port"
+            )
+
+
+def _ready(url: str, metric: str) -> bool:
+    try:
+        with urllib.request.urlopen(url, timeout=0.5) as resp:
+            body: str = resp.read().decode()
+    except OSError:
+        return False
+    return f"\n{metric} 1.0" in body
+
+
+class Stack:
+    """The running children of ``bayou up``."""
+
+    def __init__(self, settings: Settings, log_dir: Path) -> None:
+        self.settings = settings
+        self.log_dir = log_dir
+        self.kafka: EmbeddedKafka | None = None
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.bootstrap = settings.kafka_bootstrap or ""
+
+    def start_kafka(self) -> None:
+        """Start the embedded broker unless BAYOU_KAFKA_BOOTSTRAP is set."""
+        if self.settings.kafka_bootstrap:
+            return
+        self.kafka = EmbeddedKafka(host="127.0.0.1")
+        self.bootstrap = self.kafka.start(log=self.log_dir / "kafka.log")
+
+    def spawn(self, name: str, command: str) -> None:
+        """Start ``bayou <command>`` as a child with the stack's bootstrap."""
+        # The children read their settings themselves; this only passes the environment on.
+        env = dict(os.environ)
+        env["BAYOU_KAFKA_BOOTSTRAP"] = self.bootstrap
+        env["BAYOU_MQTT_PORT"] = str(self.settings.mqtt_port)
+        env["BAYOU_INGRESS_METRICS_PORT"] = str(self.settings.ingress_metrics_port)
+        env["BAYOU_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port)
+        with open(self.log_dir / f"{name}.log", "ab") as log:
+            self.children[name] = subprocess.Popen(
+                [sys.executable, "-m", "bayou.cli", command],
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                preexec_fn=_die_with_parent,
+            )
+
+    def dead_child(self) -> str | None:
+        """The name and exit code of a child that exited, if any."""
+        for name, proc in self.children.items():
+            code = proc.poll()
+            if code is not None:
+                return f"{name} exited with code {code} (see {self.log_dir / (name + '.log')})"
+        return None
+
+    def stop(self, timeout: float = 10.0) -> None:
+        """SIGTERM every child, wait, SIGKILL stragglers, then stop the embedded broker."""
+        for proc in self.children.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + timeout
+        for proc in self.children.values():
+            try:
+                proc.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        self.children.clear()
+        if self.kafka:
+            self.kafka.stop()
+
+
+async def _wait_ready(stack: Stack, limit_s: float) -> None:
+    s = stack.settings
+    checks = {
+        "ingress": (f"http://{s.metrics_host}:{s.ingress_metrics_port}/metrics",
+                    "bayou_ingress_ready"),
+        "worker": (f"http://{s.metrics_host}:{s.worker_metrics_port}/metrics", "bayou_agent_ready"),
+    }  # fmt: skip
+    pending = dict(checks)
+    deadline = time.monotonic() + limit_s
+    while pending:
+        dead = stack.dead_child()
+        if dead:
+            raise StackError(dead)
+        if time.monotonic() > deadline:
+            raise StackError(f"not ready after {limit_s:.0f}s: {', '.join(pending)}")
+        for name, (url, metric) in list(pending.items()):
+            if await asyncio.to_thread(_ready, url, metric):
+                del pending[name]
+        await asyncio.sleep(0.1)
+
+
+def run_stack(settings: Settings, *, demo: bool) -> int:
+    """Run the stack until SIGINT/SIGTERM; return the exit code."""
+    t0 = time.monotonic()
+    if settings.ingress_metrics_port == 0:
+        settings.ingress_metrics_port = free_port(settings.metrics_host)
+    if settings.worker_metrics_port == 0:
+        settings.worker_metrics_port = free_port(settings.metrics_host)
+    _check_ports(settings)
+    log_dir = Path(".bayou/logs")
+    log_dir.mkdir(parents=True, exist_ok=True)
+    stack = Stack(settings, log_dir)
+    return asyncio.run(_run(stack, demo, t0))
+
+
+async def _run(stack: Stack, demo: bool, t0: float) -> int:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    s = stack.settings
+    try:
+        stack.start_kafka()
+        await ensure_topics(
+            stack.bootstrap, s.all_topics(), s.topic_partitions, s.replication_factor
+        )
+        stack.spawn("ingress", "ingress")
+        stack.spawn("worker", "worker")
+        await _wait_ready(stack, limit_s=60)
+        ready_s = time.monotonic() - t0
+        _print_banner(stack, ready_s)
+        fleet_task = None
+        if demo:
+            from bayou.fleet import run_fleet
+
+            fleet_task = asyncio.create_task(run_fleet(s, stop))
+        while not stop.is_set():
+            dead = stack.dead_child()
+            if dead:
+                console.print(f"[red]bayou up: {dead}; stopping[/red]")
+                return 1
+            try:
+                await asyncio.wait_for(stop.wait(), 0.5)
+            except TimeoutError:
+                pass
+        if fleet_task:
+            await asyncio.gather(fleet_task, return_exceptions=True)
+        console.print("stopping…")
+        return 0
+    finally:
+        await asyncio.to_thread(stack.stop)
+
+
+def _print_banner(stack: Stack, ready_s: float) -> None:
+    s = stack.settings
+    kafka = (
+        f"{stack.bootstrap} (embedded Tansu, memory only: its data is lost when bayou up stops)"
+        if stack.kafka
+        else f"{stack.bootstrap} (BAYOU_KAFKA_BOOTSTRAP)"
+    )
+    console.print(f"[bold green]Bayou is ready[/bold green] in {ready_s:.1f}s")
+    console.print(f"  MQTT             mqtt://{s.mqtt_host}:{s.mqtt_port}")
+    console.print(f"  Kafka bootstrap  {kafka}")
+    metrics = f"http://{s.metrics_host}:{{}}/metrics"
+    console.print(f"  Ingress metrics  {metrics.format(s.ingress_metrics_port)}")
+    console.print(f"  Worker metrics   {metrics.format(s.worker_metrics_port)}")
+    console.print(f"  Logs             {stack.log_dir}/")
+    console.print("  Stop with Ctrl-C.")

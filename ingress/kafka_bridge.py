@@ -1,0 +1,157 @@
+"""The node's two Kafka paths: writing publishes (acks=all) and reading records to deliver."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from ingress.contract import Headers
+from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
+
+log = logging.getLogger(__name__)
+
+DoneCallback = Callable[[BaseException | None], None]
+
+
+class KafkaIngest:
+    """Writes MQTT publishes to Kafka with ``acks=all`` and reports each acknowledgement.
+
+    ``submit`` is synchronous so the protocol's ``data_received`` never awaits; one pump task
+    feeds aiokafka's accumulator in arrival order (so per-client order is kept), and the
+    producer batches by linger time, which is where the throughput comes from.
+    """
+
+    def __init__(
+        self, bootstrap: str, linger_ms: int = 2, request_timeout_ms: int = 30_000
+    ) -> None:
+        self.producer = AIOKafkaProducer(
+            bootstrap_servers=bootstrap,
+            acks="all",
+            linger_ms=linger_ms,
+            max_batch_size=256 * 1024,
+            request_timeout_ms=request_timeout_ms,
+            client_id="bayou-ingress",
+        )
+        self._queue: deque[tuple[str, bytes, bytes, Headers, DoneCallback | None, float]] = deque()
+        self._wake = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.unacked = 0
+
+    async def start(self) -> None:
+        """Connect the producer and start the pump."""
+        await self.producer.start()
+        self._task = asyncio.create_task(self._pump(), name="bayou-ingest-pump")
+
+    async def stop(self) -> None:
+        """Flush what was handed to the producer, then stop."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.producer.stop()
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet acknowledged by Kafka."""
+        return len(self._queue) + self.unacked
+
+    def submit(
+        self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
+    ) -> None:
+        """Queue one record; ``done(None)`` once Kafka acknowledged it, ``done(exc)`` if not."""
+        self._queue.append((topic, key, value, headers, done, time.perf_counter()))
+        if len(self._queue) == 1:
+            self._wake.set()
+
+    async def _pump(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            topic, key, value, headers, done, t0 = queue.popleft()
+            self.unacked += 1
+            try:
+                fut = await self.producer.send(topic, value, key=key, headers=headers)
+            except Exception as exc:  # e.g. KafkaTimeoutError waiting for metadata
+                self._finish(done, t0, exc)
+                continue
+            fut.add_done_callback(lambda f, d=done, s=t0: self._on_ack(f, d, s))
+
+    def _on_ack(self, fut: asyncio.Future[Any], done: DoneCallback | None, t0: float) -> None:
+        exc = None if fut.cancelled() else fut.exception()
+        if fut.cancelled():
+            exc = asyncio.CancelledError()
+        self._finish(done, t0, exc)
+
+    def _finish(self, done: DoneCallback | None, t0: float, exc: BaseException | None) -> None:
+        self.unacked -= 1
+        if exc is None:
+            PRODUCE_LATENCY.observe(time.perf_counter() - t0)
+        else:
+            PRODUCE_FAILURES_TOTAL.inc()
+        if done is not None:
+            done(exc)
+
+
+Deliver = Callable[[list[Any]], None]
+
+
+class KafkaDelivery:
+    """Reads every partition of the delivery topics (no consumer group: every node sees
+    every record, DESIGN §1) from the end at start, and hands batches to ``deliver``.
+
+    Note: on the embedded Tansu broker ``seek_to_end`` can land a few records early
+    (its ListOffsets LATEST under-reports, DESIGN §10); a node started while subscribers
+    already wait could then deliver a few records from just before its start.
+    """
+
+    def __init__(self, bootstrap: str, topics: list[str], deliver: Deliver) -> None:
+        self.topics = topics
+        self.deliver = deliver
+        self.consumer = AIOKafkaConsumer(
+            bootstrap_servers=bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="latest",
+            # Small: this wait is added to every command's trip to the device.
+            fetch_max_wait_ms=5,
+            client_id="bayou-ingress-delivery",
+        )
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Assign all partitions of the topics, seek to their end, start reading."""
+        await self.consumer.start()
+        await self.consumer.topics()  # forces a metadata refresh
+        tps: list[TopicPartition] = []
+        for t in self.topics:
+            parts = self.consumer.partitions_for_topic(t)
+            if not parts:
+                raise RuntimeError(f"Kafka topic {t!r} does not exist; create it first")
+            tps += [TopicPartition(t, p) for p in sorted(parts)]
+        self.consumer.assign(tps)
+        await self.consumer.seek_to_end(*tps)
+        self._task = asyncio.create_task(self._run(), name="bayou-delivery")
+
+    async def stop(self) -> None:
+        """Stop reading."""
+        if self._task:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await self.consumer.stop()
+
+    async def _run(self) -> None:
+        while True:
+            batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
+            for records in batches.values():
+                try:
+                    self.deliver(records)
+                except Exception:
+                    log.exception("delivery of a batch failed")

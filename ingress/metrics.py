@@ -1,0 +1,32 @@
+"""Prometheus metrics of an ingress node. Names are the contract dashboards read."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+CONNECTIONS = Gauge("bayou_ingress_connections", "MQTT connections currently open")
+CONNECTS_TOTAL = Counter("bayou_ingress_connects_total", "CONNECTs accepted")
+PROTOCOL_ERRORS_TOTAL = Counter(
+    "bayou_ingress_protocol_errors_total", "Connections closed for breaking MQTT", ["reason"]
+)
+MESSAGES_IN_TOTAL = Counter(
+    "bayou_ingress_messages_in_total", "PUBLISH packets received, by Kafka topic", ["kafka_topic"]
+)
+MESSAGES_OUT_TOTAL = Counter(
+    "bayou_ingress_messages_out_total", "PUBLISH packets delivered to subscribers", ["qos"]
+)
+PRODUCE_FAILURES_TOTAL = Counter(
+    "bayou_ingress_produce_failures_total", "Kafka writes that failed (no PUBACK was sent)"
+)
+PRODUCE_LATENCY = Histogram(
+    "bayou_ingress_kafka_produce_seconds",
+    "Time from receiving a PUBLISH to Kafka acknowledging it",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+END_TO_END_LATENCY = Histogram(
+    "bayou_ingress_end_to_end_seconds",
+    "From bayou.ingress_ts (first receipt) to delivery to a subscriber on this node",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+SUBSCRIPTIONS = Gauge("bayou_ingress_subscriptions", "Active subscriptions on this node")
+READY = Gauge("bayou_ingress_ready", "1 once the node accepts MQTT and consumes its topics")

@@ -1,0 +1,221 @@
+"""An ingress node: the MQTT listener, its clients, and the bridge to Kafka."""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import signal
+import time
+from typing import Any
+
+from prometheus_client import start_http_server
+
+from ingress import codec
+from ingress.config import IngressConfig
+from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, Headers
+from ingress.kafka_bridge import KafkaDelivery, KafkaIngest
+from ingress.metrics import (
+    CONNECTIONS,
+    CONNECTS_TOTAL,
+    END_TO_END_LATENCY,
+    MESSAGES_OUT_TOTAL,
+    READY,
+    SUBSCRIPTIONS,
+)
+from ingress.protocol import MQTTConnection
+from ingress.routes import Router
+from ingress.subscriptions import SubscriptionTable
+
+log = logging.getLogger(__name__)
+
+# Backpressure: above HIGH unacknowledged records, stop reading from publishers until LOW.
+_PENDING_HIGH = 20_000
+_PENDING_LOW = 5_000
+
+
+class PortInUseError(Exception):
+    """The MQTT port is taken; the message names the port and the setting."""
+
+
+class IngressNode:
+    """Accepts MQTT clients, writes their publishes to Kafka, delivers records back."""
+
+    def __init__(self, config: IngressConfig) -> None:
+        self.config = config
+        self.router = Router(config.routes, config.default_topic)
+        self.subscriptions: SubscriptionTable[MQTTConnection] = SubscriptionTable()
+        self.ingest = KafkaIngest(config.kafka_bootstrap, config.producer_linger_ms)
+        delivery_topics = list(dict.fromkeys(self.router.kafka_topics() + config.outbound_topics))
+        self.delivery = KafkaDelivery(config.kafka_bootstrap, delivery_topics, self.deliver)
+        self.connections: set[MQTTConnection] = set()
+        self.clients: dict[str, MQTTConnection] = {}
+        self._paused: set[MQTTConnection] = set()
+        self._server: asyncio.Server | None = None
+        self._keepalive_task: asyncio.Task[None] | None = None
+
+    # lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect to Kafka, then open the MQTT port; ready when this returns."""
+        if self.config.metrics_port:
+            start_http_server(self.config.metrics_port, addr=self.config.metrics_host)
+        await self.ingest.start()
+        await self.delivery.start()
+        loop = asyncio.get_running_loop()
+        try:
+            self._server = await loop.create_server(
+                lambda: MQTTConnection(self), self.config.mqtt_host, self.config.mqtt_port
+            )
+        except OSError as exc:
+            await self.delivery.stop()
+            await self.ingest.stop()
+            if exc.errno == errno.EADDRINUSE:
+                raise PortInUseError(
+                    f"MQTT port {self.config.mqtt_host}:{self.config.mqtt_port} is already in "
+                    "use; set BAYOU_MQTT_PORT to a free port"
+                ) from None
+            raise
+        self._keepalive_task = asyncio.create_task(self._keepalive_sweep())
+        READY.set(1)
+
+    async def stop(self) -> None:
+        """Close the listener and every client, flush Kafka writes, stop consuming."""
+        READY.set(0)
+        if self._keepalive_task:
+            self._keepalive_task.cancel()
+        if self._server:
+            self._server.close()
+        for conn in list(self.connections):
+            conn.close()
+        await self.ingest.stop()
+        await self.delivery.stop()
+
+    @property
+    def port(self) -> int:
+        """The bound MQTT port (useful when configured as 0)."""
+        assert self._server is not None
+        return int(self._server.sockets[0].getsockname()[1])
+
+    # connections -------------------------------------------------------------------------
+
+    def connection_opened(self, conn: MQTTConnection) -> None:
+        """A TCP connection arrived (no CONNECT yet)."""
+        self.connections.add(conn)
+        CONNECTIONS.set(len(self.connections))
+
+    def client_connected(self, conn: MQTTConnection) -> None:
+        """CONNECT accepted: a client id connected twice keeps only the newest connection."""
+        assert conn.client_id is not None
+        old = self.clients.get(conn.client_id)
+        if old is not None and old is not conn:
+            log.info("client %s connected again: closing the older connection", conn.client_id)
+            old.close()
+        self.clients[conn.client_id] = conn
+        CONNECTS_TOTAL.inc()
+
+    def connection_closed(self, conn: MQTTConnection) -> None:
+        """Forget everything about a connection (clean sessions only, for now)."""
+        self.connections.discard(conn)
+        self._paused.discard(conn)
+        if conn.client_id is not None and self.clients.get(conn.client_id) is conn:
+            del self.clients[conn.client_id]
+        self.subscriptions.remove_all(conn, list(conn.filters))
+        conn.filters.clear()
+        CONNECTIONS.set(len(self.connections))
+        SUBSCRIPTIONS.set(self.subscriptions.count)
+
+    def throttle(self, conn: MQTTConnection) -> None:
+        """Stop reading from a publisher while too much waits for Kafka."""
+        if self.ingest.pending > _PENDING_HIGH and conn.transport is not None:
+            conn.transport.pause_reading()
+            self._paused.add(conn)
+
+    def _resume_paused(self) -> None:
+        if self._paused and self.ingest.pending < _PENDING_LOW:
+            for conn in self._paused:
+                if conn.transport is not None and not conn.closed:
+                    conn.transport.resume_reading()
+            self._paused.clear()
+
+    async def _keepalive_sweep(self) -> None:
+        # One sweep a second instead of a timer per connection: idle clients cost nothing.
+        while True:
+            await asyncio.sleep(0.2)
+            self._resume_paused()
+            now = time.monotonic()
+            for conn in list(self.connections):
+                if conn.keep_alive and now - conn.last_seen > 1.5 * conn.keep_alive:
+                    conn.abort("keep-alive timeout")  # [MQTT-3.1.2-24]
+
+    # Kafka ↔ MQTT ------------------------------------------------------------------------
+
+    def headers_for(self, topic: str, qos: int, retain: bool, client_id: str) -> Headers:
+        """Record headers per the contract (DESIGN §3)."""
+        return [
+            ("mqtt.topic", topic.encode()),
+            ("mqtt.qos", b"1" if qos else b"0"),
+            ("mqtt.retain", b"1" if retain else b"0"),
+            ("mqtt.client_id", client_id.encode()),
+            (H_INGRESS_TS, str(int(time.time() * 1000)).encode()),
+        ]
+
+    def deliver(self, records: list[Any]) -> None:
+        """Deliver Kafka records to the matching subscribers on this node."""
+        subs = self.subscriptions
+        now_ms = time.time() * 1000
+        for rec in records:
+            topic_b = qos_b = ts_b = None
+            for k, v in rec.headers or ():
+                if k == H_MQTT_TOPIC:
+                    topic_b = v
+                elif k == H_MQTT_QOS:
+                    qos_b = v
+                elif k == H_INGRESS_TS:
+                    ts_b = v
+            if topic_b is None:
+                continue
+            topic = topic_b.decode("utf-8", "replace")
+            targets = subs.match(topic)
+            if not targets:
+                continue
+            msg_qos = 1 if qos_b and qos_b != b"0" else 0
+            payload = rec.value or b""
+            heads: dict[int, bytes] = {}
+            for conn, sub_qos in targets:
+                qos = min(msg_qos, sub_qos)
+                head = heads.get(qos)
+                if head is None:
+                    head = heads[qos] = codec.publish_parts(topic, payload, qos)[0]
+                if qos:
+                    pid = conn.next_packet_id()
+                    conn.inflight_out[pid] = now_ms
+                    conn.write(head + pid.to_bytes(2, "big") + payload)
+                else:
+                    conn.write(head + payload)
+                MESSAGES_OUT_TOTAL.labels(str(qos)).inc()
+            if ts_b:
+                END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
+
+
+async def serve(config: IngressConfig, stop: asyncio.Event) -> None:
+    """Run a node until ``stop`` is set."""
+    node = IngressNode(config)
+    await node.start()
+    try:
+        await stop.wait()
+    finally:
+        await node.stop()
+
+
+def main(config: IngressConfig) -> None:
+    """Run a node in this process until SIGINT or SIGTERM."""
+
+    async def _run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await serve(config, stop)
+
+    asyncio.run(_run())
