@@ -86,23 +86,21 @@ class Router:
     def _compile(rule: RouteRule) -> re.Pattern[str]:
         parts: list[str] = []
         levels = rule.mqtt.split("/")
-        for i, lvl in enumerate(levels):
+        tail = ""
+        for lvl in levels:
             m = _PLACEHOLDER.match(lvl)
             if m:
                 parts.append(f"(?P<{m.group(1)}>[^/]*)")
             elif lvl == "+":
                 parts.append("[^/]*")
             elif lvl == "#":
-                # '#' also matches the parent level itself ("a/#" matches "a").
-                if i == 0:
-                    return re.compile(r"^(?!\$).*$")
-                prefix = "/".join(parts)
-                return re.compile("^" + prefix + "(?:/.*)?$")
+                # '#' is last; it also matches the parent level itself ("a/#" matches "a").
+                tail = "(?:/.*)?" if parts else ".*"
             else:
                 parts.append(re.escape(lvl))
-        pattern = "/".join(parts)
-        if levels[0].startswith("{") or levels[0] == "+":
-            pattern = r"(?!\$)" + pattern
+        pattern = "/".join(parts) + tail
+        if levels[0] in ("+", "#") or _PLACEHOLDER.match(levels[0]):
+            pattern = r"(?!\$)" + pattern  # wildcards never match '$' topics [MQTT-4.7.2-1]
         return re.compile("^" + pattern + "$")
 
     def route(self, mqtt_topic: str) -> Route:

@@ -1,0 +1,138 @@
+"""Fixtures that start real parts: the embedded Tansu broker, an ingress node, a worker.
+
+Every process is started on free ports of 127.0.0.1 and stopped by its PID in teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from bayou.embedded import EmbeddedKafka
+from bayou.kafka_topics import ensure_topics
+from bayou.net import free_port
+from bayou.settings import Settings
+from tests.helpers import metric_value, stop_process, wait_until
+
+BAYOU = [sys.executable, "-m", "bayou.cli"]
+
+
+def bayou_env(**extra: str) -> dict[str, str]:
+    """The environment for a bayou child: this one without BAYOU_* settings, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BAYOU_")}
+    env.update(extra)
+    return env
+
+
+@dataclass
+class Proc:
+    """A bayou child process started by a fixture."""
+
+    proc: subprocess.Popen[bytes]
+    log: Path
+    mqtt_port: int = 0
+    metrics_port: int = 0
+
+    def log_text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+def start_bayou(command: list[str], env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
+    with open(log, "ab") as out:
+        return subprocess.Popen(
+            BAYOU + command, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )  # fmt: skip
+
+
+def create_topics(bootstrap: str) -> None:
+    s = Settings()
+    asyncio.run(ensure_topics(bootstrap, s.all_topics(), 4, 1))
+
+
+def start_kafka(log: Path) -> EmbeddedKafka:
+    kafka = EmbeddedKafka()
+    kafka.start(log=log)
+    create_topics(kafka.bootstrap)
+    return kafka
+
+
+def start_ingress(bootstrap: str, log: Path) -> Proc:
+    mqtt_port, metrics_port = free_port(), free_port()
+    env = bayou_env(
+        BAYOU_KAFKA_BOOTSTRAP=bootstrap,
+        BAYOU_MQTT_PORT=str(mqtt_port),
+        BAYOU_INGRESS_METRICS_PORT=str(metrics_port),
+        BAYOU_LOG_LEVEL="INFO",
+    )
+    p = Proc(start_bayou(["ingress"], env, log), log, mqtt_port, metrics_port)
+    try:
+        wait_until(
+            lambda: (
+                p.proc.poll() is not None
+                or metric_value(metrics_port, "bayou_ingress_ready") == 1.0
+            ),
+            30,
+            "ingress ready",
+        )
+    except TimeoutError:
+        stop_process(p.proc)
+        raise
+    assert p.proc.poll() is None, p.log_text()
+    return p
+
+
+def start_worker(bootstrap: str, log: Path, state_dir: Path) -> Proc:
+    metrics_port = free_port()
+    env = bayou_env(
+        BAYOU_KAFKA_BOOTSTRAP=bootstrap,
+        BAYOU_WORKER_METRICS_PORT=str(metrics_port),
+        BAYOU_STATE_DIR=str(state_dir),
+        BAYOU_LOG_LEVEL="INFO",
+    )
+    p = Proc(start_bayou(["worker"], env, log), log, 0, metrics_port)
+    try:
+        wait_until(
+            lambda: (
+                p.proc.poll() is not None or metric_value(metrics_port, "bayou_agent_ready") == 1.0
+            ),
+            60,
+            "worker ready",
+        )
+    except TimeoutError:
+        stop_process(p.proc)
+        raise
+    assert p.proc.poll() is None, p.log_text()
+    return p
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
+    """One embedded broker shared by the session's integration tests."""
+    k = start_kafka(tmp_path_factory.mktemp("kafka") / "tansu.log")
+    yield k
+    k.stop()
+
+
+@pytest.fixture(scope="session")
+def ingress(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """A `bayou ingress` process on the shared broker."""
+    p = start_ingress(kafka.bootstrap, tmp_path_factory.mktemp("ingress") / "ingress.log")
+    yield p
+    stop_process(p.proc)
+
+
+@pytest.fixture(scope="session")
+def worker(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """A `bayou worker` process (demo agents) on the shared broker."""
+    d = tmp_path_factory.mktemp("worker")
+    p = start_worker(kafka.bootstrap, d / "worker.log", d / "state")
+    yield p
+    stop_process(p.proc)
