@@ -24,6 +24,9 @@ class WorkerConfig(BaseModel):
     window_seconds: float = 10.0
     alert_cooldown_seconds: float = 60.0
     grace_seconds: float = 2.0
+    # Event times further ahead of the wall clock than this do not advance the watermark, so
+    # one device with a wrong clock cannot close every other device's windows early.
+    max_clock_skew_seconds: float = 300.0
     # Records taken per batch: the runtime works in batches so per-record overhead stays low.
     batch_max_records: int = 1000
     # How long a fetch may wait for data; small, because commands must reach devices fast.
