@@ -86,19 +86,25 @@ async def _monitor(uri: str, counts: FleetCounts, stop: asyncio.Event) -> None:
     client = MQTTClient(client_id="bayou-fleet-monitor", config={"auto_reconnect": True})
     await client.connect(uri)
     await client.subscribe([("alerts/#", 1), ("sensors/+/stats", 1)])
-    try:
-        while not stop.is_set():
-            try:
-                msg = await asyncio.wait_for(client.deliver_message(), 0.5)
-            except TimeoutError:
-                continue
+
+    async def listen() -> None:
+        # No timeout on deliver_message: amqtt leaves a reader task behind on timeout,
+        # which then swallows the next message.
+        while True:
+            msg = await client.deliver_message()
             if msg is None:
                 continue
             if msg.topic.startswith("alerts/"):
                 counts.alerts += 1
             else:
                 counts.stats += 1
+
+    listener = asyncio.create_task(listen())
+    try:
+        await stop.wait()
     finally:
+        listener.cancel()
+        await asyncio.gather(listener, return_exceptions=True)
         await client.disconnect()
 
 
@@ -117,7 +123,7 @@ async def run_fleet(settings: Settings, stop: asyncio.Event) -> FleetCounts:
         )
         for i in range(n)
     ]  # fmt: skip
-    console = Console(highlight=False)
+    console = Console(highlight=False, soft_wrap=True)
     t0 = time.monotonic()
     if console.is_terminal:
         with Live(counts.line(n, 0), console=console, refresh_per_second=2) as live:

@@ -24,7 +24,7 @@ from bayou.kafka_topics import ensure_topics
 from bayou.net import free_port, port_in_use
 from bayou.settings import Settings
 
-console = Console(highlight=False)
+console = Console(highlight=False, soft_wrap=True)
 
 
 class StackError(Exception):
@@ -199,11 +199,7 @@ async def _run(stack: Stack, demo: bool, t0: float) -> int:
 
 def _print_banner(stack: Stack, ready_s: float) -> None:
     s = stack.settings
-    kafka = (
-        f"{stack.bootstrap} (embedded Tansu, memory only: its data is lost when bayou up stops)"
-        if stack.kafka
-        else f"{stack.bootstrap} (BAYOU_KAFKA_BOOTSTRAP)"
-    )
+    kafka = f"{stack.bootstrap} (embedded Tansu)" if stack.kafka else stack.bootstrap
     console.print(f"[bold green]Bayou is ready[/bold green] in {ready_s:.1f}s")
     console.print(f"  MQTT             mqtt://{s.mqtt_host}:{s.mqtt_port}")
     console.print(f"  Kafka bootstrap  {kafka}")
@@ -211,4 +207,9 @@ def _print_banner(stack: Stack, ready_s: float) -> None:
     console.print(f"  Ingress metrics  {metrics.format(s.ingress_metrics_port)}")
     console.print(f"  Worker metrics   {metrics.format(s.worker_metrics_port)}")
     console.print(f"  Logs             {stack.log_dir}/")
+    if stack.kafka:
+        console.print(
+            "[yellow]  The embedded Kafka keeps data in memory only: its data is lost when "
+            "bayou up stops.[/yellow]\n  Set BAYOU_KAFKA_BOOTSTRAP to use a real Kafka."
+        )
     console.print("  Stop with Ctrl-C.")

@@ -1,0 +1,167 @@
+"""`bayou up`: one command starts the stack, Ctrl-C/SIGTERM stops it with no orphans."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import IO
+
+import pytest
+
+from bayou.net import free_port
+from tests.conftest import BAYOU, bayou_env
+from tests.helpers import alive, children_of, stop_process
+
+pytestmark = pytest.mark.integration
+
+
+def _up_env(tmp_path: Path, **extra: str) -> tuple[dict[str, str], int]:
+    mqtt = free_port()
+    env = bayou_env(
+        BAYOU_MQTT_PORT=str(mqtt),
+        BAYOU_INGRESS_METRICS_PORT=str(free_port()),
+        BAYOU_WORKER_METRICS_PORT=str(free_port()),
+        BAYOU_STATE_DIR=str(tmp_path / "state"),
+        PYTHONUNBUFFERED="1",
+        **extra,
+    )
+    return env, mqtt
+
+
+def _read_until(stream: IO[str], pattern: str, timeout: float) -> tuple[re.Match[str], str]:
+    """Read lines until one matches; a background-free poll with a deadline."""
+    import selectors
+
+    sel = selectors.DefaultSelector()
+    sel.register(stream, selectors.EVENT_READ)
+    seen = ""
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            if not sel.select(timeout=0.5):
+                continue
+            line = stream.readline()
+            if not line:
+                break
+            seen += line
+            m = re.search(pattern, line)
+            if m:
+                return m, seen
+    finally:
+        sel.close()
+    raise TimeoutError(f"no line matching {pattern!r}; output so far:\n{seen}")
+
+
+def _start_up(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [*BAYOU, "up", *args], env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, text=True,
+    )  # fmt: skip
+
+
+def _close(proc: subprocess.Popen[str]) -> None:
+    if proc.stdout is not None:
+        proc.stdout.close()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
+    env, mqtt = _up_env(tmp_path)
+    proc = _start_up(tmp_path, env)
+    try:
+        assert proc.stdout is not None
+        _, banner = _read_until(proc.stdout, r"Bayou is ready in ([\d.]+)s", 90)
+        _, banner2 = _read_until(proc.stdout, r"Stop with Ctrl-C", 10)
+        banner += banner2
+        assert f"mqtt://127.0.0.1:{mqtt}" in banner
+        assert "data is lost" in banner
+        assert "Kafka bootstrap  127.0.0.1:" in banner
+        kids = children_of(proc.pid)
+        assert len(kids) >= 3, "expected Tansu, an ingress node and a worker"
+
+        # The quickstart path: mosquitto clients against the stack.
+        sub = subprocess.Popen(
+            ["mosquitto_sub", "-p", str(mqtt), "-t", "devices/d-up/commands", "-q", "1",
+             "-C", "1", "-W", "30"],
+            stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        time.sleep(0.5)
+        reading = json.dumps({"temperature": 45.0, "humidity": 50.0, "ts": time.time()})
+        subprocess.run(
+            ["mosquitto_pub", "-p", str(mqtt), "-t", "sensors/d-up/telemetry", "-q", "1",
+             "-m", reading],
+            check=True, timeout=10,
+        )  # fmt: skip
+        out, _ = sub.communicate(timeout=40)
+        assert json.loads(out)["command"] == "cool"
+
+        proc.send_signal(sig)
+        assert proc.wait(30) == 0
+        for pid in kids:
+            assert not alive(pid), f"child {pid} outlived bayou up"
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+        _close(proc)
+
+
+def test_up_demo_runs_a_fleet_and_reports_commands_delivered(tmp_path: Path) -> None:
+    env, _ = _up_env(
+        tmp_path,
+        BAYOU_FLEET_DEVICES="4",
+        BAYOU_FLEET_HOT_DEVICES="2",
+        BAYOU_FLEET_INTERVAL_SECONDS="0.2",
+    )
+    proc = _start_up(tmp_path, env, "--demo")
+    try:
+        assert proc.stdout is not None
+        m, _ = _read_until(proc.stdout, r"messages in (\d+).*commands delivered ([1-9]\d*)", 90)
+        assert int(m.group(1)) > 0
+        kids = children_of(proc.pid)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        for pid in kids:
+            assert not alive(pid)
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+        _close(proc)
+
+
+def test_up_with_mqtt_port_taken_names_port_and_setting(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env, _ = _up_env(tmp_path)
+        env["BAYOU_MQTT_PORT"] = str(port)
+        r = subprocess.run(
+            [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert r.returncode == 1
+    assert f"127.0.0.1:{port} is already in use; set BAYOU_MQTT_PORT" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
+def test_bad_setting_is_named(tmp_path: Path) -> None:
+    env, _ = _up_env(tmp_path)
+    env["BAYOU_DEMO_THRESHOLD"] = "warm"
+    r = subprocess.run(
+        [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 2
+    assert "BAYOU_DEMO_THRESHOLD" in r.stderr
+    assert "warm" in r.stderr
+
+
+def test_ingress_without_kafka_says_what_to_set(tmp_path: Path) -> None:
+    r = subprocess.run(
+        [sys.executable, "-m", "bayou.cli", "ingress"], env=bayou_env(), cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert r.returncode == 2
+    assert "BAYOU_KAFKA_BOOTSTRAP" in r.stderr
