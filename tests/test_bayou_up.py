@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import queue
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import IO
@@ -34,28 +36,39 @@ def _up_env(tmp_path: Path, **extra: str) -> tuple[dict[str, str], int]:
     return env, mqtt
 
 
-def _read_until(stream: IO[str], pattern: str, timeout: float) -> tuple[re.Match[str], str]:
-    """Read lines until one matches; a background-free poll with a deadline."""
-    import selectors
+class Lines:
+    """Lines of a child's stdout, read by a thread so waits can have deadlines.
 
-    sel = selectors.DefaultSelector()
-    sel.register(stream, selectors.EVENT_READ)
-    seen = ""
-    deadline = time.monotonic() + timeout
-    try:
-        while time.monotonic() < deadline:
-            if not sel.select(timeout=0.5):
-                continue
-            line = stream.readline()
-            if not line:
-                break
-            seen += line
+    (select() on the pipe would miss lines already read into Python's buffer.)
+    """
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.q: queue.Queue[str | None] = queue.Queue()
+        self.seen = ""
+        threading.Thread(target=self._pump, args=(stream,), daemon=True).start()
+
+    def _pump(self, stream: IO[str]) -> None:
+        try:
+            for line in stream:
+                self.q.put(line)
+        except (ValueError, OSError):  # the test closed the pipe after the child exited
+            pass
+        self.q.put(None)
+
+    def until(self, pattern: str, timeout: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                line = self.q.get(timeout=max(0.01, left))
+            except queue.Empty:
+                line = ""
+            if line is None or left <= 0:
+                raise TimeoutError(f"no line matching {pattern!r}; output so far:\n{self.seen}")
+            self.seen += line
             m = re.search(pattern, line)
             if m:
-                return m, seen
-    finally:
-        sel.close()
-    raise TimeoutError(f"no line matching {pattern!r}; output so far:\n{seen}")
+                return m
 
 
 def _start_up(tmp_path: Path, env: dict[str, str], *args: str) -> subprocess.Popen[str]:
@@ -76,9 +89,10 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
     proc = _start_up(tmp_path, env)
     try:
         assert proc.stdout is not None
-        _, banner = _read_until(proc.stdout, r"Bayou is ready in ([\d.]+)s", 90)
-        _, banner2 = _read_until(proc.stdout, r"Stop with Ctrl-C", 10)
-        banner += banner2
+        lines = Lines(proc.stdout)
+        lines.until(r"Bayou is ready in ([\d.]+)s", 90)
+        lines.until(r"Stop with Ctrl-C", 10)
+        banner = lines.seen
         assert f"mqtt://127.0.0.1:{mqtt}" in banner
         assert "data is lost" in banner
         assert "Kafka bootstrap  127.0.0.1:" in banner
@@ -120,7 +134,7 @@ def test_up_demo_runs_a_fleet_and_reports_commands_delivered(tmp_path: Path) -> 
     proc = _start_up(tmp_path, env, "--demo")
     try:
         assert proc.stdout is not None
-        m, _ = _read_until(proc.stdout, r"messages in (\d+).*commands delivered ([1-9]\d*)", 90)
+        m = Lines(proc.stdout).until(r"messages in (\d+).*commands delivered ([1-9]\d*)", 90)
         assert int(m.group(1)) > 0
         kids = children_of(proc.pid)
         proc.send_signal(signal.SIGINT)
