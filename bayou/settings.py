@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -27,6 +28,7 @@ class Settings(BaseSettings):
     )
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    ingress_producer: Literal["confluent", "aiokafka"] = "confluent"
     metrics_host: str = "127.0.0.1"
     ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535)
@@ -57,6 +59,7 @@ class Settings(BaseSettings):
             default_topic=self.default_topic,
             outbound_topics=[self.outbound_topic],
             node_id=node_id,
+            producer=self.ingress_producer,
         )
 
     def worker_config(self, bootstrap: str) -> WorkerConfig:

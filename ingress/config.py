@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Literal
+
 from pydantic import BaseModel, Field
 
 from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC
@@ -21,6 +23,7 @@ class IngressConfig(BaseModel):
     outbound_topics: list[str] = Field(default_factory=lambda: [OUTBOUND_TOPIC])
     # Kafka producer batching: the linger trades a little latency for far fewer requests.
     producer_linger_ms: int = 2
+    producer: Literal["confluent", "aiokafka"] = "confluent"
     max_packet_size: int = 1024 * 1024
     max_inflight_out: int = 100
     node_id: str = "ingress-1"

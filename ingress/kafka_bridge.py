@@ -13,14 +13,17 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
 from ingress.contract import Headers
 from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
+from ingress.producer_types import DoneCallback
 
 log = logging.getLogger(__name__)
 
-DoneCallback = Callable[[BaseException | None], None]
 
-
-class KafkaIngest:
+class AiokafkaIngest:
     """Writes MQTT publishes to Kafka with ``acks=all`` and reports each acknowledgement.
+
+    The alternative to :class:`ingress.producer_confluent.ConfluentIngest`, kept so both can
+    be measured (``BAYOU_INGRESS_PRODUCER=aiokafka``); aiokafka's idempotent producer does not
+    work on the embedded broker, so this one is not idempotent.
 
     ``submit`` is synchronous so the protocol's ``data_received`` never awaits; one pump task
     feeds aiokafka's accumulator in arrival order (so per-client order is kept), and the

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from ingress import codec
 from ingress.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
 from ingress.codec import ProtocolError
-from ingress.metrics import MESSAGES_IN_TOTAL, PROTOCOL_ERRORS_TOTAL
+from ingress.metrics import PROTOCOL_ERRORS_TOTAL
 from ingress.topics import TopicError, validate_topic_filter, validate_topic_name
 
 if TYPE_CHECKING:
@@ -42,6 +42,7 @@ class MQTTConnection(asyncio.Protocol):
         # QoS 1 publishes awaiting Kafka, in arrival order: PUBACKs leave in that order.
         self._acks: deque[list[int]] = deque()
         self._next_pid = 0
+        self._flush_scheduled = False
         self.inflight_out: dict[int, float] = {}
         self.closed = False
         self.peer = "?"
@@ -123,7 +124,7 @@ class MQTTConnection(asyncio.Protocol):
             raise ProtocolError("QoS 2 publishes are not supported by this node yet")
         assert self.client_id is not None
         route = self.node.router.route(topic)
-        MESSAGES_IN_TOTAL.labels(route.kafka_topic).inc()
+        self.node.count_in(route.kafka_topic)
         headers = self.node.headers_for(topic, qos, retain, self.client_id)
         if qos == 0:
             self.node.ingest.submit(route.kafka_topic, route.key, payload, headers, None)
@@ -146,6 +147,13 @@ class MQTTConnection(asyncio.Protocol):
             self.abort("Kafka write failed", count=False)
             return
         slot[1] = 1
+        if not self._flush_scheduled:
+            # Acks arrive in batches; one write per connection per batch, not per PUBACK.
+            self._flush_scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_acks)
+
+    def _flush_acks(self) -> None:
+        self._flush_scheduled = False
         acks = self._acks
         out = bytearray()
         while acks and acks[0][1]:
