@@ -7,14 +7,13 @@ import errno
 import logging
 import signal
 import time
-from typing import Any
 
 from prometheus_client import Counter, start_http_server
 
 from ingress import codec
 from ingress.config import IngressConfig
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, Headers
-from ingress.kafka_bridge import AiokafkaIngest, KafkaDelivery
+from ingress.delivery import KafkaDelivery, Record
 from ingress.metrics import (
     CONNECTIONS,
     CONNECTS_TOTAL,
@@ -24,6 +23,7 @@ from ingress.metrics import (
     READY,
     SUBSCRIPTIONS,
 )
+from ingress.producer_aiokafka import AiokafkaIngest
 from ingress.producer_confluent import ConfluentIngest
 from ingress.producer_types import Ingest
 from ingress.protocol import MQTTConnection
@@ -54,7 +54,9 @@ class IngressNode:
             else AiokafkaIngest(config.kafka_bootstrap, config.producer_linger_ms)
         )
         delivery_topics = list(dict.fromkeys(self.router.kafka_topics() + config.outbound_topics))
-        self.delivery = KafkaDelivery(config.kafka_bootstrap, delivery_topics, self.deliver)
+        self.delivery = KafkaDelivery(
+            config.kafka_bootstrap, delivery_topics, self.deliver, config.node_id
+        )
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}
         self._paused: set[MQTTConnection] = set()
@@ -177,13 +179,13 @@ class IngressNode:
             (H_INGRESS_TS, str(int(time.time() * 1000)).encode()),
         ]
 
-    def deliver(self, records: list[Any]) -> None:
+    def deliver(self, records: list[Record]) -> None:
         """Deliver Kafka records to the matching subscribers on this node."""
         subs = self.subscriptions
         now_ms = time.time() * 1000
-        for rec in records:
+        for rec_headers, payload in records:
             topic_b = qos_b = ts_b = None
-            for k, v in rec.headers or ():
+            for k, v in rec_headers:
                 if k == H_MQTT_TOPIC:
                     topic_b = v
                 elif k == H_MQTT_QOS:
@@ -197,7 +199,6 @@ class IngressNode:
             if not targets:
                 continue
             msg_qos = 1 if qos_b and qos_b != b"0" else 0
-            payload = rec.value or b""
             heads: dict[int, bytes] = {}
             for conn, sub_qos in targets:
                 qos = min(msg_qos, sub_qos)

@@ -1,4 +1,4 @@
-"""The node's two Kafka paths: writing publishes (acks=all) and reading records to deliver."""
+"""The ingest producer on aiokafka (the alternative to confluent-kafka, for measuring both)."""
 
 from __future__ import annotations
 
@@ -6,10 +6,9 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
 from typing import Any
 
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer
 
 from ingress.contract import Headers
 from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
@@ -101,60 +100,3 @@ class AiokafkaIngest:
             PRODUCE_FAILURES_TOTAL.inc()
         if done is not None:
             done(exc)
-
-
-Deliver = Callable[[list[Any]], None]
-
-
-class KafkaDelivery:
-    """Reads every partition of the delivery topics (no consumer group: every node sees
-    every record, DESIGN §1) from the end at start, and hands batches to ``deliver``.
-
-    Note: on the embedded Tansu broker ``seek_to_end`` can land a few records early
-    (its ListOffsets LATEST under-reports, DESIGN §10); a node started while subscribers
-    already wait could then deliver a few records from just before its start.
-    """
-
-    def __init__(self, bootstrap: str, topics: list[str], deliver: Deliver) -> None:
-        self.topics = topics
-        self.deliver = deliver
-        self.consumer = AIOKafkaConsumer(
-            bootstrap_servers=bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="latest",
-            # Small: this wait is added to every command's trip to the device.
-            fetch_max_wait_ms=5,
-            client_id="bayou-ingress-delivery",
-        )
-        self._task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        """Assign all partitions of the topics, seek to their end, start reading."""
-        await self.consumer.start()
-        await self.consumer.topics()  # forces a metadata refresh
-        tps: list[TopicPartition] = []
-        for t in self.topics:
-            parts = self.consumer.partitions_for_topic(t)
-            if not parts:
-                raise RuntimeError(f"Kafka topic {t!r} does not exist; create it first")
-            tps += [TopicPartition(t, p) for p in sorted(parts)]
-        self.consumer.assign(tps)
-        await self.consumer.seek_to_end(*tps)
-        self._task = asyncio.create_task(self._run(), name="bayou-delivery")
-
-    async def stop(self) -> None:
-        """Stop reading."""
-        if self._task:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-        await self.consumer.stop()
-
-    async def _run(self) -> None:
-        while True:
-            batches = await self.consumer.getmany(timeout_ms=500, max_records=5000)
-            for records in batches.values():
-                try:
-                    self.deliver(records)
-                except Exception:
-                    log.exception("delivery of a batch failed")
