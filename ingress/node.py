@@ -183,6 +183,9 @@ class IngressNode:
         """Deliver Kafka records to the matching subscribers on this node."""
         subs = self.subscriptions
         now_ms = time.time() * 1000
+        # One socket write per connection per batch: a write per message cost ~15 % CPU.
+        out: dict[MQTTConnection, list[bytes]] = {}
+        sent = [0, 0]
         for rec_headers, payload in records:
             topic_b = qos_b = ts_b = None
             for k, v in rec_headers:
@@ -205,15 +208,23 @@ class IngressNode:
                 head = heads.get(qos)
                 if head is None:
                     head = heads[qos] = codec.publish_parts(topic, payload, qos)[0]
+                parts = out.get(conn)
+                if parts is None:
+                    parts = out[conn] = []
                 if qos:
                     pid = conn.next_packet_id()
                     conn.inflight_out[pid] = now_ms
-                    conn.write(head + pid.to_bytes(2, "big") + payload)
+                    parts += (head, pid.to_bytes(2, "big"), payload)
                 else:
-                    conn.write(head + payload)
-                self._out_counters[qos].inc()
+                    parts += (head, payload)
+                sent[qos] += 1
             if ts_b:
                 END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
+        for conn, parts in out.items():
+            conn.write(b"".join(parts))
+        for qos in (0, 1):
+            if sent[qos]:
+                self._out_counters[qos].inc(sent[qos])
 
 
 async def serve(config: IngressConfig, stop: asyncio.Event) -> None:
