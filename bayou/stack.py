@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import ctypes
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -80,6 +81,9 @@ class Stack:
             return
         self.kafka = EmbeddedKafka(host="127.0.0.1")
         self.bootstrap = self.kafka.start(log=self.log_dir / "kafka.log")
+        # Agent state (windows, saved input offsets) refers to the Kafka it was built from;
+        # a new embedded broker starts empty, so old state would make the worker skip input.
+        shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
     def spawn(self, name: str, command: str) -> None:
         """Start ``bayou <command>`` as a child with the stack's bootstrap."""

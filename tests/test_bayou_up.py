@@ -86,6 +86,10 @@ def _close(proc: subprocess.Popen[str]) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals) -> None:
     env, mqtt = _up_env(tmp_path)
+    # State left by an earlier run against another (now gone) embedded broker.
+    stale = tmp_path / "state" / "demo" / "stale-marker"
+    stale.parent.mkdir(parents=True)
+    stale.write_text("from a previous embedded broker")
     proc = _start_up(tmp_path, env)
     try:
         assert proc.stdout is not None
@@ -98,6 +102,7 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
         assert "Kafka bootstrap  127.0.0.1:" in banner
         kids = children_of(proc.pid)
         assert len(kids) >= 3, "expected Tansu, an ingress node and a worker"
+        assert not stale.exists(), "state of an earlier embedded broker must not be reused"
 
         # The quickstart path: mosquitto clients against the stack.
         sub = subprocess.Popen(
