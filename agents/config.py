@@ -14,6 +14,7 @@ class WorkerConfig(BaseModel):
 
     kafka_bootstrap: str
     group_id: str = "bayou-agents"
+    session_timeout_ms: int = 6_000
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9465
     telemetry_topic: str = "bayou.telemetry"

@@ -32,6 +32,7 @@ class Settings(BaseSettings):
     metrics_host: str = "127.0.0.1"
     ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535)
+    worker_session_timeout_ms: int = Field(default=6_000, ge=1_000)
     topic_partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     default_topic: str = DEFAULT_TOPIC
@@ -68,6 +69,7 @@ class Settings(BaseSettings):
             kafka_bootstrap=bootstrap,
             metrics_host=self.metrics_host,
             metrics_port=self.worker_metrics_port or None,
+            session_timeout_ms=self.worker_session_timeout_ms,
             outbound_topic=self.outbound_topic,
             deadletter_topic=self.deadletter_topic,
             state_dir=self.state_dir,

@@ -41,7 +41,8 @@ class KafkaDelivery:
             "group.id": f"bayou-delivery-{node_id}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
-            # Small: this wait is added to every command's trip to the device.
+            # Small: the embedded broker holds a fetch for the whole wait even when data
+            # arrives (measured: 100 ms raised pub→sub p50 from 8 to 19 ms at 1,000 msg/s).
             "fetch.wait.max.ms": 5,
             "client.id": f"bayou-delivery-{node_id}",
         }
