@@ -7,7 +7,13 @@ import logging
 
 import typer
 
-from bayou.settings import Settings, SettingsError, load_settings
+from bayou.settings import (
+    PortTakenError,
+    Settings,
+    SettingsError,
+    check_ports_free,
+    load_settings,
+)
 
 app = typer.Typer(
     help="Bayou: MQTT in, Kafka in the middle, Python agents, commands out.",
@@ -40,6 +46,14 @@ def _bootstrap(settings: Settings, command: str) -> str:
     return settings.kafka_bootstrap
 
 
+def _ports_free(settings: Settings, command: str, which: tuple[str, ...]) -> None:
+    try:
+        check_ports_free(settings, which)
+    except PortTakenError as exc:
+        typer.echo(f"bayou {command}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
 def _create_topics(settings: Settings, bootstrap: str) -> None:
     from bayou.kafka_topics import ensure_topics
 
@@ -60,6 +74,7 @@ def ingress(node_id: str = typer.Option("ingress-1", help="Name of this node in 
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "ingress")
+    _ports_free(settings, "ingress", ("mqtt", "ingress_metrics"))
     _create_topics(settings, bootstrap)
     try:
         main(settings.ingress_config(bootstrap, node_id=node_id))
@@ -75,6 +90,7 @@ def worker() -> None:
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "worker")
+    _ports_free(settings, "worker", ("worker_metrics",))
     _create_topics(settings, bootstrap)
     main(settings.worker_config(bootstrap))
 

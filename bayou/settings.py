@@ -9,6 +9,7 @@ from pydantic import Field, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.config import WorkerConfig
+from bayou.net import port_in_use
 from ingress.config import IngressConfig
 from ingress.contract import DEADLETTER_TOPIC, DEFAULT_TOPIC, OUTBOUND_TOPIC
 from ingress.routes import DEMO_ROUTES
@@ -16,6 +17,10 @@ from ingress.routes import DEMO_ROUTES
 
 class SettingsError(Exception):
     """A setting with a bad value; the message names the environment variable."""
+
+
+class PortTakenError(Exception):
+    """A port Bayou must listen on is taken; the message names the port and the setting."""
 
 
 class Settings(BaseSettings):
@@ -96,3 +101,20 @@ def load_settings() -> Settings:
             field = ".".join(str(p) for p in err["loc"])
             problems.append(f"BAYOU_{field.upper()}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
+
+
+def check_ports_free(settings: Settings, which: tuple[str, ...]) -> None:
+    """Raise PortTakenError naming the port and its setting if one of ``which`` is taken.
+
+    ``which`` names settings without their ``_port`` suffix: ``mqtt``, ``ingress_metrics``,
+    ``worker_metrics``. Checked before starting anything, so the error is one clear line.
+    """
+    for name in which:
+        port: int = getattr(settings, f"{name}_port")
+        host = settings.mqtt_host if name == "mqtt" else settings.metrics_host
+        if port and port_in_use(host, port):
+            what = name.replace("_", " ").replace("mqtt", "MQTT")
+            raise PortTakenError(
+                f"{what} port {host}:{port} is already in use; "
+                f"set BAYOU_{name.upper()}_PORT to a free port"
+            )

@@ -21,29 +21,14 @@ from rich.console import Console
 
 from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
-from bayou.net import die_with_parent, free_port, port_in_use
-from bayou.settings import Settings
+from bayou.net import die_with_parent, free_port
+from bayou.settings import PortTakenError, Settings, check_ports_free
 
 console = Console(highlight=False, soft_wrap=True)
 
 
 class StackError(Exception):
     """The stack could not start; the message says why in one line."""
-
-
-def _check_ports(settings: Settings) -> None:
-    checks = [
-        (settings.mqtt_host, settings.mqtt_port, "MQTT", "BAYOU_MQTT_PORT"),
-        (settings.metrics_host, settings.ingress_metrics_port, "ingress metrics",
-         "BAYOU_INGRESS_METRICS_PORT"),
-        (settings.metrics_host, settings.worker_metrics_port, "worker metrics",
-         "BAYOU_WORKER_METRICS_PORT"),
-    ]  # fmt: skip
-    for host, port, what, var in checks:
-        if port and port_in_use(host, port):
-            raise StackError(
-                f"{what} port {host}:{port} is already in use; set {var} to a free port"
-            )
 
 
 def _ready(url: str, metric: str) -> bool:
@@ -149,7 +134,10 @@ def run_stack(settings: Settings, *, demo: bool) -> int:
         settings.ingress_metrics_port = free_port(settings.metrics_host)
     if settings.worker_metrics_port == 0:
         settings.worker_metrics_port = free_port(settings.metrics_host)
-    _check_ports(settings)
+    try:
+        check_ports_free(settings, ("mqtt", "ingress_metrics", "worker_metrics"))
+    except PortTakenError as exc:
+        raise StackError(str(exc)) from None
     log_dir = Path(".bayou/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings, log_dir)

@@ -27,6 +27,8 @@ PAYLOAD_HEADER = struct.Struct(">QQ")
 PACKET_ID = struct.Struct(">H")
 
 
+# Independent of ingress/codec.py on purpose: a load generator sharing the broker's codec
+# would share its bugs, and the broker is measured against mosquitto with the same bytes.
 def encode_remaining_length(n: int) -> bytes:
     """The MQTT variable-length integer (1 to 4 bytes) for a remaining length ``n``."""
     if n < 0 or n > MAX_REMAINING_LENGTH:

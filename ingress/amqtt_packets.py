@@ -14,7 +14,6 @@ from typing import Any, TypeVar
 
 from amqtt.adapters import BufferReader
 from amqtt.mqtt.connect import ConnectPacket
-from amqtt.mqtt.packet import MQTTFixedHeader
 from amqtt.mqtt.subscribe import SubscribePacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 
@@ -32,9 +31,18 @@ def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
     raise ProtocolError("decoder waited for more data than the packet holds")
 
 
-def _reader(ptype: int, flags: int, body: bytes) -> tuple[BufferReader, MQTTFixedHeader]:
+def _decode(cls: Any, ptype: int, flags: int, body: bytes, expected_flags: int) -> Any:
+    """Decode one packet with amqtt's class ``cls``; every failure is a ProtocolError."""
+    name = cls.__name__.removesuffix("Packet").upper()
+    if flags != expected_flags:
+        raise ProtocolError(f"{name} with fixed-header flags {flags:04b}")  # [MQTT-2.2.2-2]
     raw = bytes(((ptype << 4) | flags,)) + encode_remaining_length(len(body)) + body
-    return BufferReader(raw), MQTTFixedHeader(ptype, flags, len(body))
+    try:
+        return _run_sync(cls.from_stream(BufferReader(raw)))
+    except ProtocolError:
+        raise
+    except Exception as exc:  # amqtt raises assorted errors on garbage
+        raise ProtocolError(f"malformed {name}: {exc}") from exc
 
 
 @dataclass(slots=True)
@@ -58,15 +66,7 @@ class ConnectInfo:
 
 def decode_connect(flags: int, body: bytes) -> ConnectInfo:
     """Decode a CONNECT body; raise ProtocolError when it is malformed."""
-    if flags != 0:
-        raise ProtocolError("CONNECT with non-zero fixed-header flags")
-    reader, _ = _reader(CONNECT, flags, body)
-    try:
-        pkt = _run_sync(ConnectPacket.from_stream(reader))
-    except ProtocolError:
-        raise
-    except Exception as exc:  # amqtt raises assorted errors on garbage
-        raise ProtocolError(f"malformed CONNECT: {exc}") from exc
+    pkt = _decode(ConnectPacket, CONNECT, flags, body, 0)
     vh, pl = pkt.variable_header, pkt.payload
     if vh is None or pl is None:
         raise ProtocolError("malformed CONNECT")
@@ -90,15 +90,7 @@ def decode_connect(flags: int, body: bytes) -> ConnectInfo:
 
 def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
     """SUBSCRIBE → (packet id, [(filter, requested qos)])."""
-    if flags != 0x02:
-        raise ProtocolError("SUBSCRIBE with fixed-header flags other than 0010")
-    reader, _ = _reader(SUBSCRIBE, flags, body)
-    try:
-        pkt = _run_sync(SubscribePacket.from_stream(reader))
-    except ProtocolError:
-        raise
-    except Exception as exc:
-        raise ProtocolError(f"malformed SUBSCRIBE: {exc}") from exc
+    pkt = _decode(SubscribePacket, SUBSCRIBE, flags, body, 0x02)
     topics = [(str(t), int(q)) for t, q in (pkt.payload.topics if pkt.payload else [])]
     if not topics:
         raise ProtocolError("SUBSCRIBE with no topic filter")  # [MQTT-3.8.3-3]
@@ -107,15 +99,7 @@ def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]
 
 def decode_unsubscribe(flags: int, body: bytes) -> tuple[int, list[str]]:
     """UNSUBSCRIBE → (packet id, [filter])."""
-    if flags != 0x02:
-        raise ProtocolError("UNSUBSCRIBE with fixed-header flags other than 0010")
-    reader, _ = _reader(UNSUBSCRIBE, flags, body)
-    try:
-        pkt = _run_sync(UnsubscribePacket.from_stream(reader))
-    except ProtocolError:
-        raise
-    except Exception as exc:
-        raise ProtocolError(f"malformed UNSUBSCRIBE: {exc}") from exc
+    pkt = _decode(UnsubscribePacket, UNSUBSCRIBE, flags, body, 0x02)
     topics = [str(t) for t in (pkt.payload.topics if pkt.payload else [])]
     if not topics:
         raise ProtocolError("UNSUBSCRIBE with no topic filter")  # [MQTT-3.10.3-2]

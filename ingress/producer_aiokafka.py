@@ -11,13 +11,12 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from ingress.contract import Headers
-from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
-from ingress.producer_types import DoneCallback
+from ingress.producer_types import AckAccounting, DoneCallback
 
 log = logging.getLogger(__name__)
 
 
-class AiokafkaIngest:
+class AiokafkaIngest(AckAccounting):
     """Writes MQTT publishes to Kafka with ``acks=all`` and reports each acknowledgement.
 
     The alternative to :class:`ingress.producer_confluent.ConfluentIngest`, kept so both can
@@ -32,6 +31,7 @@ class AiokafkaIngest:
     def __init__(
         self, bootstrap: str, linger_ms: int = 2, request_timeout_ms: int = 30_000
     ) -> None:
+        super().__init__()
         self.producer = AIOKafkaProducer(
             bootstrap_servers=bootstrap,
             acks="all",
@@ -43,12 +43,16 @@ class AiokafkaIngest:
         self._queue: deque[tuple[str, bytes, bytes, Headers, DoneCallback | None, float]] = deque()
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self.unacked = 0
 
     async def start(self) -> None:
         """Connect the producer and start the pump."""
         await self.producer.start()
         self._task = asyncio.create_task(self._pump(), name="bayou-ingest-pump")
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet acknowledged: still queued, or handed to aiokafka."""
+        return len(self._queue) + self.unacked
 
     async def stop(self) -> None:
         """Flush what was handed to the producer, then stop."""
@@ -56,11 +60,6 @@ class AiokafkaIngest:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
         await self.producer.stop()
-
-    @property
-    def pending(self) -> int:
-        """Records submitted and not yet acknowledged by Kafka."""
-        return len(self._queue) + self.unacked
 
     def submit(
         self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
@@ -91,12 +90,3 @@ class AiokafkaIngest:
         if fut.cancelled():
             exc = asyncio.CancelledError()
         self._finish(done, t0, exc)
-
-    def _finish(self, done: DoneCallback | None, t0: float, exc: BaseException | None) -> None:
-        self.unacked -= 1
-        if exc is None:
-            PRODUCE_LATENCY.observe(time.perf_counter() - t0)
-        else:
-            PRODUCE_FAILURES_TOTAL.inc()
-        if done is not None:
-            done(exc)

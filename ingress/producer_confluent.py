@@ -16,18 +16,18 @@ from typing import Any, cast
 from confluent_kafka import KafkaException, Producer
 
 from ingress.contract import Headers
-from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
-from ingress.producer_types import DoneCallback
+from ingress.producer_types import AckAccounting, DoneCallback
 
 _CkHeaders = list[tuple[str, str | bytes | None]]
 
 
-class ConfluentIngest:
+class ConfluentIngest(AckAccounting):
     """Writes MQTT publishes with ``acks=all`` and idempotence; reports each acknowledgement."""
 
     def __init__(
         self, bootstrap: str, linger_ms: int = 2, message_timeout_ms: int = 30_000
     ) -> None:
+        super().__init__()
         self._conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "client.id": "bayou-ingress",
@@ -47,7 +47,6 @@ class ConfluentIngest:
         self._lock = threading.Lock()
         self._running = False
         self._thread: threading.Thread | None = None
-        self.unacked = 0
 
     async def start(self) -> None:
         """Create the producer, check the cluster answers, start the poll thread."""
@@ -66,11 +65,6 @@ class ConfluentIngest:
         self._running = False
         if self._thread is not None:
             await asyncio.to_thread(self._thread.join, 5)
-
-    @property
-    def pending(self) -> int:
-        """Records submitted and not yet acknowledged by Kafka."""
-        return self.unacked
 
     def submit(
         self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
@@ -110,12 +104,3 @@ class ConfluentIngest:
     ) -> None:
         for done, t0, exc in batch:
             self._finish(done, t0, exc)
-
-    def _finish(self, done: DoneCallback | None, t0: float, exc: BaseException | None) -> None:
-        self.unacked -= 1
-        if exc is None:
-            PRODUCE_LATENCY.observe(time.perf_counter() - t0)
-        else:
-            PRODUCE_FAILURES_TOTAL.inc()
-        if done is not None:
-            done(exc)

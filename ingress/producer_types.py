@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Protocol
 
 from ingress.contract import Headers
+from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
 
 DoneCallback = Callable[[BaseException | None], None]
 
@@ -23,3 +25,24 @@ class Ingest(Protocol):
     def submit(
         self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
     ) -> None: ...
+
+
+class AckAccounting:
+    """The bookkeeping both producers share: unacknowledged count, metrics, the callback."""
+
+    def __init__(self) -> None:
+        self.unacked = 0
+
+    @property
+    def pending(self) -> int:
+        """Records submitted and not yet acknowledged (or failed) by Kafka."""
+        return self.unacked
+
+    def _finish(self, done: DoneCallback | None, t0: float, exc: BaseException | None) -> None:
+        self.unacked -= 1
+        if exc is None:
+            PRODUCE_LATENCY.observe(time.perf_counter() - t0)
+        else:
+            PRODUCE_FAILURES_TOTAL.inc()
+        if done is not None:
+            done(exc)

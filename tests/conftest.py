@@ -64,13 +64,14 @@ def start_kafka(log: Path) -> EmbeddedKafka:
     return kafka
 
 
-def start_ingress(bootstrap: str, log: Path) -> Proc:
+def start_ingress(bootstrap: str, log: Path, **extra_env: str) -> Proc:
     mqtt_port, metrics_port = free_port(), free_port()
     env = bayou_env(
         BAYOU_KAFKA_BOOTSTRAP=bootstrap,
         BAYOU_MQTT_PORT=str(mqtt_port),
         BAYOU_INGRESS_METRICS_PORT=str(metrics_port),
         BAYOU_LOG_LEVEL="INFO",
+        **extra_env,
     )
     p = Proc(start_bayou(["ingress"], env, log), log, mqtt_port, metrics_port)
     try:

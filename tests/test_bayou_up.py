@@ -16,9 +16,10 @@ from typing import IO
 
 import pytest
 
+from bayou.embedded import EmbeddedKafka
 from bayou.net import free_port
 from tests.conftest import BAYOU, bayou_env
-from tests.helpers import alive, children_of, stop_process
+from tests.helpers import Mqtt, alive, children_of, stop_process
 
 pytestmark = pytest.mark.integration
 
@@ -184,3 +185,50 @@ def test_ingress_without_kafka_says_what_to_set(tmp_path: Path) -> None:
     )  # fmt: skip
     assert r.returncode == 2
     assert "BAYOU_KAFKA_BOOTSTRAP" in r.stderr
+
+
+def test_worker_with_metrics_port_taken_names_port_and_setting(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        env = bayou_env(BAYOU_KAFKA_BOOTSTRAP="127.0.0.1:1", BAYOU_WORKER_METRICS_PORT=str(port))
+        r = subprocess.run(
+            [*BAYOU, "worker"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+        )
+    assert r.returncode == 1
+    assert r.stderr.strip() == (
+        f"bayou worker: worker metrics port 127.0.0.1:{port} is already in use; "
+        "set BAYOU_WORKER_METRICS_PORT to a free port"
+    )
+
+
+def test_up_uses_the_configured_kafka_instead_of_embedding_one(
+    tmp_path: Path, kafka: EmbeddedKafka
+) -> None:
+    """BAYOU_KAFKA_BOOTSTRAP set: no embedded broker; the stack runs on the given Kafka."""
+    env, mqtt = _up_env(tmp_path, BAYOU_KAFKA_BOOTSTRAP=kafka.bootstrap)
+    proc = _start_up(tmp_path, env)
+    try:
+        assert proc.stdout is not None
+        lines = Lines(proc.stdout)
+        lines.until(r"Bayou is ready", 90)
+        lines.until(r"Stop with Ctrl-C", 10)
+        assert f"Kafka bootstrap  {kafka.bootstrap}\n" in lines.seen
+        assert "embedded" not in lines.seen
+        kids = children_of(proc.pid)
+        assert len(kids) == 2, "only an ingress node and a worker: no broker of its own"
+        device = Mqtt(mqtt, "d-ext").connect()
+        try:
+            device.subscribe("devices/d-ext/commands", 1)
+            reading = json.dumps({"temperature": 45.0, "humidity": 50.0, "ts": time.time()})
+            device.publish("sensors/d-ext/telemetry", reading).wait_for_publish(10)
+            assert json.loads(device.expect().payload)["device"] == "d-ext"
+        finally:
+            device.close()
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(30) == 0
+        assert kafka.proc is not None and kafka.proc.poll() is None, "its Kafka is not its own"
+    finally:
+        stop_process(proc)  # type: ignore[arg-type]
+        _close(proc)
