@@ -63,6 +63,7 @@ def _create_topics(settings: Settings, bootstrap: str) -> None:
             settings.all_topics(),
             settings.topic_partitions,
             settings.replication_factor,
+            settings.compacted_topics(),
         )
     )
 

@@ -7,9 +7,18 @@ from aiokafka.errors import TopicAlreadyExistsError
 
 
 async def ensure_topics(
-    bootstrap: str, topics: list[str], partitions: int, replication_factor: int
+    bootstrap: str,
+    topics: list[str],
+    partitions: int,
+    replication_factor: int,
+    compacted: frozenset[str] = frozenset(),
 ) -> list[str]:
-    """Create the missing topics; return the names it created."""
+    """Create the missing topics; return the names it created.
+
+    Topics in ``compacted`` get ``cleanup.policy=compact``: they hold the latest value per key
+    (retained messages, sessions). The embedded broker never compacts (DESIGN §10); readers
+    materialise them last-value-wins either way.
+    """
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
     try:
@@ -19,7 +28,15 @@ async def ensure_topics(
             return []
         try:
             await admin.create_topics(
-                [NewTopic(t, partitions, replication_factor) for t in missing]
+                [
+                    NewTopic(
+                        t,
+                        partitions,
+                        replication_factor,
+                        topic_configs={"cleanup.policy": "compact"} if t in compacted else {},
+                    )
+                    for t in missing
+                ]
             )
         except TopicAlreadyExistsError:
             # Another process (a second node) created it between list and create: fine.

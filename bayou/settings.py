@@ -11,7 +11,13 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from agents.config import WorkerConfig
 from bayou.net import port_in_use
 from ingress.config import IngressConfig
-from ingress.contract import DEADLETTER_TOPIC, DEFAULT_TOPIC, OUTBOUND_TOPIC
+from ingress.contract import (
+    DEADLETTER_TOPIC,
+    DEFAULT_TOPIC,
+    OUTBOUND_TOPIC,
+    RETAINED_TOPIC,
+    SESSIONS_TOPIC,
+)
 from ingress.routes import DEMO_ROUTES
 
 
@@ -43,6 +49,17 @@ class Settings(BaseSettings):
     default_topic: str = DEFAULT_TOPIC
     outbound_topic: str = OUTBOUND_TOPIC
     deadletter_topic: str = DEADLETTER_TOPIC
+    retained_topic: str = RETAINED_TOPIC
+    sessions_topic: str = SESSIONS_TOPIC
+    max_packet_size: int = Field(default=1024 * 1024, ge=16, le=268_435_455)
+    max_inflight_messages: int = Field(default=100, ge=1, le=65535)
+    routes_file: Path | None = Field(
+        default=None, description="TOML or YAML file of route rules; unset = the demo routes"
+    )
+    tls_port: int | None = Field(default=None, ge=0, le=65535)
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    ws_port: int | None = Field(default=None, ge=0, le=65535)
     state_dir: Path = Path(".bayou/state")
     demo_threshold: float = 30.0
     demo_window_seconds: float = Field(default=10.0, gt=0)
@@ -66,6 +83,14 @@ class Settings(BaseSettings):
             outbound_topics=[self.outbound_topic],
             node_id=node_id,
             producer=self.ingress_producer,
+            retained_topic=self.retained_topic,
+            sessions_topic=self.sessions_topic,
+            max_packet_size=self.max_packet_size,
+            max_inflight_out=self.max_inflight_messages,
+            tls_port=self.tls_port,
+            tls_certfile=self.tls_certfile,
+            tls_keyfile=self.tls_keyfile,
+            ws_port=self.ws_port,
         )
 
     def worker_config(self, bootstrap: str) -> WorkerConfig:
@@ -88,7 +113,11 @@ class Settings(BaseSettings):
         """Every Kafka topic the embedded stack needs, created explicitly at start."""
         topics = [self.default_topic, self.outbound_topic, self.deadletter_topic]
         topics += [r.kafka_topic for r in DEMO_ROUTES if r.kafka_topic not in topics]
-        return topics
+        return [*topics, *sorted(self.compacted_topics())]
+
+    def compacted_topics(self) -> frozenset[str]:
+        """The topics that keep the latest value per key: retained messages and sessions."""
+        return frozenset((self.retained_topic, self.sessions_topic))
 
 
 def load_settings() -> Settings:

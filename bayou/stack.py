@@ -153,7 +153,11 @@ async def _run(stack: Stack, demo: bool, t0: float) -> int:
     try:
         stack.start_kafka()
         await ensure_topics(
-            stack.bootstrap, s.all_topics(), s.topic_partitions, s.replication_factor
+            stack.bootstrap,
+            s.all_topics(),
+            s.topic_partitions,
+            s.replication_factor,
+            s.compacted_topics(),
         )
         stack.spawn("ingress", "ingress")
         stack.spawn("worker", "worker")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC
+from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
 from ingress.routes import RouteRule
 
 
@@ -27,3 +28,10 @@ class IngressConfig(BaseModel):
     max_packet_size: int = 1024 * 1024
     max_inflight_out: int = 100
     node_id: str = "ingress-1"
+    retained_topic: str = RETAINED_TOPIC
+    sessions_topic: str = SESSIONS_TOPIC
+    # Optional listeners besides plain TCP (None = off).
+    tls_port: int | None = None
+    tls_certfile: Path | None = None
+    tls_keyfile: Path | None = None
+    ws_port: int | None = None

@@ -54,7 +54,7 @@ def start_bayou(command: list[str], env: dict[str, str], log: Path) -> subproces
 
 def create_topics(bootstrap: str) -> None:
     s = Settings()
-    asyncio.run(ensure_topics(bootstrap, s.all_topics(), 4, 1))
+    asyncio.run(ensure_topics(bootstrap, s.all_topics(), 4, 1, s.compacted_topics()))
 
 
 def start_kafka(log: Path) -> EmbeddedKafka:
