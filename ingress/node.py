@@ -13,7 +13,7 @@ from prometheus_client import Counter, start_http_server
 from ingress import codec
 from ingress.config import IngressConfig
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, Headers
-from ingress.delivery import KafkaDelivery, Record
+from ingress.delivery import Record, TopicReader
 from ingress.metrics import (
     CONNECTIONS,
     CONNECTS_TOTAL,
@@ -54,8 +54,8 @@ class IngressNode:
             else AiokafkaIngest(config.kafka_bootstrap, config.producer_linger_ms)
         )
         delivery_topics = list(dict.fromkeys(self.router.kafka_topics() + config.outbound_topics))
-        self.delivery = KafkaDelivery(
-            config.kafka_bootstrap, delivery_topics, self.deliver, config.node_id
+        self.delivery = TopicReader(
+            config.kafka_bootstrap, delivery_topics, self.deliver, f"delivery-{config.node_id}"
         )
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}
@@ -186,9 +186,10 @@ class IngressNode:
         # One socket write per connection per batch: a write per message cost ~15 % CPU.
         out: dict[MQTTConnection, list[bytes]] = {}
         sent = [0, 0]
-        for rec_headers, payload in records:
+        for rec in records:
+            payload = rec.value or b""
             topic_b = qos_b = ts_b = None
-            for k, v in rec_headers:
+            for k, v in rec.headers:
                 if k == H_MQTT_TOPIC:
                     topic_b = v
                 elif k == H_MQTT_QOS:
