@@ -30,3 +30,4 @@ END_TO_END_LATENCY = Histogram(
 )
 SUBSCRIPTIONS = Gauge("bayou_ingress_subscriptions", "Active subscriptions on this node")
 READY = Gauge("bayou_ingress_ready", "1 once the node accepts MQTT and consumes its topics")
+RETAINED = Gauge("bayou_ingress_retained_messages", "Retained messages materialised on this node")

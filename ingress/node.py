@@ -25,8 +25,9 @@ from ingress.metrics import (
 )
 from ingress.producer_aiokafka import AiokafkaIngest
 from ingress.producer_confluent import ConfluentIngest
-from ingress.producer_types import Ingest
+from ingress.producer_types import DoneCallback, Ingest
 from ingress.protocol import MQTTConnection
+from ingress.retained import RetainedStore
 from ingress.routes import Router
 from ingress.subscriptions import SubscriptionTable
 
@@ -35,6 +36,10 @@ log = logging.getLogger(__name__)
 # Backpressure: above HIGH unacknowledged records, stop reading from publishers until LOW.
 _PENDING_HIGH = 20_000
 _PENDING_LOW = 5_000
+
+
+_QOS = {b"0": 0, b"1": 1, b"2": 2}
+_QOS_BYTES = (b"0", b"1", b"2")
 
 
 class PortInUseError(Exception):
@@ -57,12 +62,20 @@ class IngressNode:
         self.delivery = TopicReader(
             config.kafka_bootstrap, delivery_topics, self.deliver, f"delivery-{config.node_id}"
         )
+        self.retained = RetainedStore()
+        self.retained_reader = TopicReader(
+            config.kafka_bootstrap,
+            [config.retained_topic],
+            self.retained.apply,
+            f"retained-{config.node_id}",
+            from_beginning=True,
+        )
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}
         self._paused: set[MQTTConnection] = set()
         # Labelled children cached: labels() per message cost ~10 % of a core.
         self._in_counters: dict[str, Counter] = {}
-        self._out_counters = [MESSAGES_OUT_TOTAL.labels("0"), MESSAGES_OUT_TOTAL.labels("1")]
+        self._out_counters = [MESSAGES_OUT_TOTAL.labels(str(q)) for q in (0, 1, 2)]
         self._server: asyncio.Server | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
 
@@ -73,6 +86,8 @@ class IngressNode:
         if self.config.metrics_port:
             start_http_server(self.config.metrics_port, addr=self.config.metrics_host)
         await self.ingest.start()
+        # Retained messages are materialised before the node accepts a client.
+        await self.retained_reader.start()
         await self.delivery.start()
         loop = asyncio.get_running_loop()
         try:
@@ -81,6 +96,7 @@ class IngressNode:
             )
         except OSError as exc:
             await self.delivery.stop()
+            await self.retained_reader.stop()
             await self.ingest.stop()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
@@ -102,6 +118,7 @@ class IngressNode:
             conn.close()
         await self.ingest.stop()
         await self.delivery.stop()
+        await self.retained_reader.stop()
 
     @property
     def port(self) -> int:
@@ -135,6 +152,30 @@ class IngressNode:
         self.subscriptions.remove_all(conn, list(conn.filters))
         conn.filters.clear()
         CONNECTIONS.set(len(self.connections))
+        SUBSCRIPTIONS.set(self.subscriptions.count)
+
+    def store_retained(
+        self, topic: str, payload: bytes, qos: int, headers: Headers, done: DoneCallback | None
+    ) -> None:
+        """Write a retained message (empty payload: a tombstone that clears it) to Kafka.
+
+        It is applied to this node's store as soon as Kafka acknowledges it, so a subscriber
+        on this node sees it right after the publisher's PUBACK; other nodes apply it when
+        their reader gets to it.
+        """
+
+        def stored(exc: BaseException | None) -> None:
+            if exc is None:
+                self.retained.put(topic, payload, qos)
+            if done is not None:
+                done(exc)
+
+        self.ingest.submit(
+            self.config.retained_topic, topic.encode(), payload or None, headers, stored
+        )
+
+    def subscriptions_changed(self, conn: MQTTConnection) -> None:
+        """A client subscribed or unsubscribed."""
         SUBSCRIPTIONS.set(self.subscriptions.count)
 
     def count_in(self, kafka_topic: str) -> None:
@@ -173,7 +214,7 @@ class IngressNode:
         """Record headers per the contract (DESIGN §3)."""
         return [
             ("mqtt.topic", topic.encode()),
-            ("mqtt.qos", b"1" if qos else b"0"),
+            ("mqtt.qos", _QOS_BYTES[qos]),
             ("mqtt.retain", b"1" if retain else b"0"),
             ("mqtt.client_id", client_id.encode()),
             (H_INGRESS_TS, str(int(time.time() * 1000)).encode()),
@@ -183,9 +224,10 @@ class IngressNode:
         """Deliver Kafka records to the matching subscribers on this node."""
         subs = self.subscriptions
         now_ms = time.time() * 1000
+        now_mono = time.monotonic()
         # One socket write per connection per batch: a write per message cost ~15 % CPU.
         out: dict[MQTTConnection, list[bytes]] = {}
-        sent = [0, 0]
+        sent = [0, 0, 0]
         for rec in records:
             payload = rec.value or b""
             topic_b = qos_b = ts_b = None
@@ -202,7 +244,7 @@ class IngressNode:
             targets = subs.match(topic)
             if not targets:
                 continue
-            msg_qos = 1 if qos_b and qos_b != b"0" else 0
+            msg_qos = _QOS.get(qos_b or b"0", 0)
             heads: dict[int, bytes] = {}
             for conn, sub_qos in targets:
                 qos = min(msg_qos, sub_qos)
@@ -214,7 +256,7 @@ class IngressNode:
                     parts = out[conn] = []
                 if qos:
                     pid = conn.next_packet_id()
-                    conn.inflight_out[pid] = now_ms
+                    conn.inflight_out[pid] = now_mono
                     parts += (head, pid.to_bytes(2, "big"), payload)
                 else:
                     parts += (head, payload)
@@ -223,7 +265,7 @@ class IngressNode:
                 END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
         for conn, parts in out.items():
             conn.write(b"".join(parts))
-        for qos in (0, 1):
+        for qos in (0, 1, 2):
             if sent[qos]:
                 self._out_counters[qos].inc(sent[qos])
 

@@ -40,7 +40,9 @@ class AiokafkaIngest(AckAccounting):
             request_timeout_ms=request_timeout_ms,
             client_id="bayou-ingress",
         )
-        self._queue: deque[tuple[str, bytes, bytes, Headers, DoneCallback | None, float]] = deque()
+        self._queue: deque[tuple[str, bytes, bytes | None, Headers, DoneCallback | None, float]] = (
+            deque()
+        )
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
 
@@ -62,7 +64,12 @@ class AiokafkaIngest(AckAccounting):
         await self.producer.stop()
 
     def submit(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers,
+        done: DoneCallback | None,
     ) -> None:
         """Queue one record; ``done(None)`` once Kafka acknowledged it, ``done(exc)`` if not."""
         self._queue.append((topic, key, value, headers, done, time.perf_counter()))

@@ -67,7 +67,12 @@ class ConfluentIngest(AckAccounting):
             await asyncio.to_thread(self._thread.join, 5)
 
     def submit(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers,
+        done: DoneCallback | None,
     ) -> None:
         """Queue one record; ``done(None)`` once Kafka acknowledged it, ``done(exc)`` if not."""
         assert self._producer is not None

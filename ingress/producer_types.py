@@ -23,7 +23,12 @@ class Ingest(Protocol):
     def pending(self) -> int: ...
 
     def submit(
-        self, topic: str, key: bytes, value: bytes, headers: Headers, done: DoneCallback | None
+        self,
+        topic: str,
+        key: bytes,
+        value: bytes | None,
+        headers: Headers,
+        done: DoneCallback | None,
     ) -> None: ...
 
 

@@ -24,8 +24,8 @@ CONNACK_ACCEPTED = 0
 CONNACK_BAD_PROTOCOL = 1
 CONNACK_IDENTIFIER_REJECTED = 2
 
-# Highest QoS this node grants and accepts inbound; QoS 2 is not built yet.
-MAX_QOS = 1
+# Highest QoS this node grants.
+MAX_QOS = 2
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -43,7 +43,10 @@ class MQTTConnection(asyncio.Protocol):
         self._acks: deque[list[int]] = deque()
         self._next_pid = 0
         self._flush_scheduled = False
+        # Outbound QoS 1/2 packets not yet completed: packet id → send time (-1: PUBREL sent).
         self.inflight_out: dict[int, float] = {}
+        # Inbound QoS 2 packet ids before PUBREL: False until PUBREC went out [MQTT-4.3.3].
+        self.qos2_in: dict[int, bool] = {}
         self.closed = False
         self.peer = "?"
 
@@ -80,8 +83,10 @@ class MQTTConnection(asyncio.Protocol):
             self._on_connect(pkt)
         elif t == codec.PUBLISH:
             self._on_publish(pkt)
-        elif t == codec.PUBACK:
-            self.inflight_out.pop(codec.decode_packet_id(pkt.body), None)
+        elif t in (codec.PUBACK, codec.PUBREC, codec.PUBCOMP):
+            self._on_outbound_ack(pkt)
+        elif t == codec.PUBREL:
+            self._on_pubrel(pkt)
         elif t == codec.PINGREQ:
             self.write(codec.PINGRESP_BYTES)
         elif t == codec.SUBSCRIBE:
@@ -120,50 +125,89 @@ class MQTTConnection(asyncio.Protocol):
             validate_topic_name(topic)
         except TopicError as exc:
             raise ProtocolError(str(exc)) from exc
-        if qos > MAX_QOS:
-            raise ProtocolError("QoS 2 publishes are not supported by this node yet")
         assert self.client_id is not None
-        route = self.node.router.route(topic)
-        self.node.count_in(route.kafka_topic)
-        headers = self.node.headers_for(topic, qos, retain, self.client_id)
+        if qos == 2 and pid in self.qos2_in:
+            # A resend before PUBREL: already written (or being written) to Kafka once.
+            # [MQTT-4.3.3-2] answer PUBREC again once it is in Kafka, write nothing.
+            if self.qos2_in[pid]:
+                self.write(codec.encode_ack(codec.PUBREC, pid))
+            return
+        node = self.node
+        route = node.router.route(topic)
+        node.count_in(route.kafka_topic)
+        headers = node.headers_for(topic, qos, retain, self.client_id)
         if qos == 0:
-            self.node.ingest.submit(route.kafka_topic, route.key, payload, headers, None)
-        else:
-            slot = [pid, 0]  # [packet id, state: 0 waiting, 1 acked]
-            self._acks.append(slot)
-            self.node.ingest.submit(
-                route.kafka_topic, route.key, payload, headers, lambda exc: self._acked(slot, exc)
-            )
-        self.node.throttle(self)
+            node.ingest.submit(route.kafka_topic, route.key, payload, headers, None)
+            if retain:
+                node.store_retained(topic, payload, qos, headers, None)
+            node.throttle(self)
+            return
+        # [packet id, Kafka writes outstanding, ack packet type]
+        slot = [pid, 2 if retain else 1, codec.PUBACK if qos == 1 else codec.PUBREC]
+        if qos == 2:
+            self.qos2_in[pid] = False
+        self._acks.append(slot)
+        done = lambda exc: self._acked(slot, exc)  # noqa: E731
+        node.ingest.submit(route.kafka_topic, route.key, payload, headers, done)
+        if retain:
+            node.store_retained(topic, payload, qos, headers, done)
+        node.throttle(self)
 
     def _acked(self, slot: list[int], exc: BaseException | None) -> None:
         if self.closed:
             return
         if exc is not None:
-            # Not in Kafka: no PUBACK. Closing makes the client resend on reconnect.
+            # Not in Kafka: no PUBACK/PUBREC. Closing makes the client resend on reconnect.
             log.warning(
-                "client %s: Kafka write failed (%s); closing, no PUBACK", self.client_id, exc
+                "client %s: Kafka write failed (%s); closing, no acknowledgement",
+                self.client_id,
+                exc,
             )
             self.abort("Kafka write failed", count=False)
             return
-        slot[1] = 1
-        if not self._flush_scheduled:
+        slot[1] -= 1
+        if slot[1] == 0 and not self._flush_scheduled:
             # Acks arrive in batches; one write per connection per batch, not per PUBACK.
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_acks)
 
     def _flush_acks(self) -> None:
+        # In the order the PUBLISH packets arrived [MQTT-4.6.0-2].
         self._flush_scheduled = False
         acks = self._acks
         out = bytearray()
-        while acks and acks[0][1]:
-            out += codec.encode_ack(codec.PUBACK, acks.popleft()[0])
+        while acks and acks[0][1] == 0:
+            pid, _, ack_type = acks.popleft()
+            if ack_type == codec.PUBREC:
+                self.qos2_in[pid] = True
+            out += codec.encode_ack(ack_type, pid)
         if out:
             self.write(bytes(out))
+
+    def _on_pubrel(self, pkt: codec.Packet) -> None:
+        if pkt.flags != 0x02:
+            raise ProtocolError("PUBREL with fixed-header flags other than 0010")
+        pid = codec.decode_packet_id(pkt.body)
+        if self.qos2_in.get(pid) is False:
+            # PUBREC not sent yet (Kafka has not acknowledged): a conforming client never
+            # sends PUBREL before PUBREC.
+            raise ProtocolError("PUBREL before PUBREC")
+        self.qos2_in.pop(pid, None)
+        self.write(codec.encode_ack(codec.PUBCOMP, pid))  # [MQTT-4.3.3-2]
+
+    def _on_outbound_ack(self, pkt: codec.Packet) -> None:
+        pid = codec.decode_packet_id(pkt.body)
+        if pkt.type == codec.PUBREC:
+            if pid in self.inflight_out:
+                self.inflight_out[pid] = -1.0  # released: only PUBCOMP outstanding
+            self.write(codec.encode_ack(codec.PUBREL, pid))
+        else:  # PUBACK or PUBCOMP ends the flow
+            self.inflight_out.pop(pid, None)
 
     def _on_subscribe(self, pkt: codec.Packet) -> None:
         pid, topics = decode_subscribe(pkt.flags, pkt.body)
         codes: list[int] = []
+        granted_filters: list[tuple[str, int]] = []
         for filt, qos in topics:
             if qos > 2:
                 raise ProtocolError("SUBSCRIBE with QoS 3")  # [MQTT-3-8.3-4]
@@ -176,7 +220,13 @@ class MQTTConnection(asyncio.Protocol):
             self.filters[filt] = granted
             self.node.subscriptions.subscribe(self, filt, granted)
             codes.append(granted)
+            granted_filters.append((filt, granted))
         self.write(codec.encode_suback(pid, codes))
+        # Retained messages matching a new subscription follow its SUBACK [MQTT-3.3.1-6].
+        for filt, granted in granted_filters:
+            for topic, payload, qos in self.node.retained.matching(filt):
+                self.send_publish(topic, payload, min(qos, granted), retain=True)
+        self.node.subscriptions_changed(self)
 
     def _on_unsubscribe(self, pkt: codec.Packet) -> None:
         pid, topics = decode_unsubscribe(pkt.flags, pkt.body)
@@ -187,10 +237,22 @@ class MQTTConnection(asyncio.Protocol):
 
     # outbound ---------------------------------------------------------------------------
 
+    def send_publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+        """Send one PUBLISH outside the batched delivery path (retained messages, wills)."""
+        pid = 0
+        if qos:
+            pid = self.next_packet_id()
+            self.inflight_out[pid] = time.monotonic()
+        self.write(codec.encode_publish(topic, payload, qos, pid, retain))
+
     def next_packet_id(self) -> int:
-        """A packet id for an outbound QoS 1 publish (1..65535, wrapping)."""
-        self._next_pid = self._next_pid % 65535 + 1
-        return self._next_pid
+        """A packet id for an outbound QoS 1/2 publish: 1..65535, none still in flight."""
+        inflight = self.inflight_out
+        for _ in range(65535):
+            self._next_pid = self._next_pid % 65535 + 1
+            if self._next_pid not in inflight:
+                return self._next_pid
+        raise ProtocolError("65,535 outbound messages in flight")
 
     def write(self, data: bytes) -> None:
         """Send bytes unless the connection is closing."""
