@@ -31,3 +31,7 @@ END_TO_END_LATENCY = Histogram(
 SUBSCRIPTIONS = Gauge("bayou_ingress_subscriptions", "Active subscriptions on this node")
 READY = Gauge("bayou_ingress_ready", "1 once the node accepts MQTT and consumes its topics")
 RETAINED = Gauge("bayou_ingress_retained_messages", "Retained messages materialised on this node")
+WILLS_TOTAL = Counter("bayou_ingress_wills_sent_total", "Will messages published")
+TAKEOVERS_TOTAL = Counter(
+    "bayou_ingress_takeovers_total", "Connections closed because their client id connected again"
+)

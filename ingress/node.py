@@ -22,11 +22,13 @@ from ingress.metrics import (
     MESSAGES_OUT_TOTAL,
     READY,
     SUBSCRIPTIONS,
+    TAKEOVERS_TOTAL,
+    WILLS_TOTAL,
 )
 from ingress.producer_aiokafka import AiokafkaIngest
 from ingress.producer_confluent import ConfluentIngest
 from ingress.producer_types import DoneCallback, Ingest
-from ingress.protocol import MQTTConnection
+from ingress.protocol import MQTTConnection, Will
 from ingress.retained import RetainedStore
 from ingress.routes import Router
 from ingress.subscriptions import SubscriptionTable
@@ -139,6 +141,7 @@ class IngressNode:
         old = self.clients.get(conn.client_id)
         if old is not None and old is not conn:
             log.info("client %s connected again: closing the older connection", conn.client_id)
+            TAKEOVERS_TOTAL.inc()
             old.close()
         self.clients[conn.client_id] = conn
         CONNECTS_TOTAL.inc()
@@ -173,6 +176,19 @@ class IngressNode:
         self.ingest.submit(
             self.config.retained_topic, topic.encode(), payload or None, headers, stored
         )
+
+    def publish_will(self, conn: MQTTConnection, will: Will) -> None:
+        """Publish a client's will as if the client had published it."""
+        assert conn.client_id is not None
+        route = self.router.route(will.topic)
+        self.count_in(route.kafka_topic)
+        headers = self.headers_for(will.topic, will.qos, will.retain, conn.client_id)
+        self.ingest.submit(route.kafka_topic, route.key, will.payload, headers, None)
+        if will.retain:
+            self.store_retained(will.topic, will.payload, will.qos, headers, None)
+        WILLS_TOTAL.inc()
+        log.info("client %s gone without DISCONNECT: will published to %s", conn.client_id,
+                 will.topic)  # fmt: skip
 
     def subscriptions_changed(self, conn: MQTTConnection) -> None:
         """A client subscribed or unsubscribed."""

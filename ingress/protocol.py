@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from ingress import codec
@@ -26,6 +27,16 @@ CONNACK_IDENTIFIER_REJECTED = 2
 
 # Highest QoS this node grants.
 MAX_QOS = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Will:
+    """A client's will message, published if it goes away without DISCONNECT."""
+
+    topic: str
+    payload: bytes
+    qos: int
+    retain: bool
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -49,6 +60,7 @@ class MQTTConnection(asyncio.Protocol):
         self.qos2_in: dict[int, bool] = {}
         self.closed = False
         self.peer = "?"
+        self.will: Will | None = None
 
     # asyncio.Protocol -------------------------------------------------------------------
 
@@ -61,6 +73,11 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self.will is not None:
+            # Closed without DISCONNECT: socket loss, keep-alive timeout, protocol error or
+            # takeover [MQTT-3.1.2-8].
+            self.node.publish_will(self, self.will)
+            self.will = None
         self.node.connection_closed(self)
 
     def data_received(self, data: bytes) -> None:
@@ -94,6 +111,7 @@ class MQTTConnection(asyncio.Protocol):
         elif t == codec.UNSUBSCRIBE:
             self._on_unsubscribe(pkt)
         elif t == codec.DISCONNECT:
+            self.will = None  # [MQTT-3.1.2-10]: a clean disconnect discards the will
             self.close()
         elif t == codec.CONNECT:
             raise ProtocolError("second CONNECT")  # [MQTT-3.1.0-2]
@@ -113,6 +131,16 @@ class MQTTConnection(asyncio.Protocol):
             self.write(codec.encode_connack(CONNACK_IDENTIFIER_REJECTED))  # [MQTT-3.1.3-8]
             self.abort("empty client id without clean session")
             return
+        if info.will_topic is not None:
+            try:
+                validate_topic_name(info.will_topic)
+            except TopicError as exc:
+                raise ProtocolError(f"invalid will topic: {exc}") from exc
+            if info.will_qos > 2:
+                raise ProtocolError("will QoS 3")  # [MQTT-3.1.2-14]
+            self.will = Will(
+                info.will_topic, info.will_message or b"", info.will_qos, info.will_retain
+            )
         client_id = info.client_id or f"bayou-{id(self):x}"
         self.client_id = client_id
         self.keep_alive = info.keep_alive
