@@ -38,9 +38,10 @@ OnRecords = Callable[[list[Record]], None]
 class TopicReader:
     """Assigns all partitions of ``topics`` and passes their records to ``on_records``.
 
-    ``from_beginning`` reads each partition from its start and makes :meth:`start` return only
-    once every partition was read up to the high watermark its first fetch reported: that is
-    how compacted topics (retained messages, sessions) are materialised before a node serves.
+    ``from_beginning`` reads each partition from its start, otherwise from its end. Either way
+    :meth:`start` returns only once every partition was read up to the high watermark its
+    first fetch reported: that is how compacted topics (retained messages, sessions) are
+    materialised before a node serves, and how ``positions`` covers every partition.
     The high watermark comes from Fetch responses, not ListOffsets, which under-reports on the
     embedded broker (DESIGN §10).
 
@@ -101,8 +102,9 @@ class TopicReader:
         self._running = True
         self._thread = threading.Thread(target=self._read, name="bayou-read", daemon=True)
         self._thread.start()
-        if self.from_beginning:
-            await asyncio.wait_for(self._caught_up.wait(), catch_up_timeout)
+        # Wait until every partition has been read to its end once: then ``positions`` holds
+        # every partition (sessions start from them).
+        await asyncio.wait_for(self._caught_up.wait(), catch_up_timeout)
 
     async def stop(self) -> None:
         """Stop reading and close the consumer."""
@@ -123,12 +125,12 @@ class TopicReader:
                 continue
             msgs = [first, *consumer.consume(5000, 0)]
             batch: list[Record] = []
-            eofs: list[tuple[str, int]] = []
+            eofs: list[tuple[str, int, int]] = []
             for m in msgs:
                 err = m.error()
                 if err is not None:
                     if err.code() == KafkaError._PARTITION_EOF:
-                        eofs.append((m.topic(), m.partition()))  # type: ignore[arg-type]
+                        eofs.append((m.topic(), m.partition(), m.offset()))  # type: ignore[arg-type]
                     else:
                         log.warning("reader %s: %s", self._conf["client.id"], err)
                     continue
@@ -142,16 +144,22 @@ class TopicReader:
                 except RuntimeError:  # loop closed during shutdown
                     return
 
-    def _hand_over(self, batch: list[Record], eofs: list[tuple[str, int]]) -> None:
+    def _hand_over(self, batch: list[Record], eofs: list[tuple[str, int, int]]) -> None:
         positions = self.positions
         for rec in batch:
             positions[(rec.topic, rec.partition)] = rec.offset + 1
+        for topic, partition, offset in eofs:
+            # At the end of a partition: its position is the high watermark of the fetch,
+            # also for a partition that has had no record since the node started.
+            key = (topic, partition)
+            if offset > positions.get(key, -1):
+                positions[key] = offset
         if batch:
             try:
                 self.on_records(batch)
             except Exception:
                 log.exception("handling a batch of records failed")
         if eofs and not self._caught_up.is_set():
-            self._at_end.update(eofs)
+            self._at_end.update((t, p) for t, p, _ in eofs)
             if self._at_end >= self._partitions:
                 self._caught_up.set()

@@ -35,3 +35,13 @@ WILLS_TOTAL = Counter("bayou_ingress_wills_sent_total", "Will messages published
 TAKEOVERS_TOTAL = Counter(
     "bayou_ingress_takeovers_total", "Connections closed because their client id connected again"
 )
+SESSIONS_STORED = Gauge("bayou_ingress_sessions_stored", "Persistent sessions known to this node")
+SESSIONS_RESUMED_TOTAL = Counter(
+    "bayou_ingress_sessions_resumed_total", "Connections that resumed a stored session"
+)
+SESSIONS_CREATED_TOTAL = Counter(
+    "bayou_ingress_sessions_created_total", "Persistent sessions created"
+)
+REPLAYED_TOTAL = Counter(
+    "bayou_ingress_replayed_messages_total", "Messages sent to resumed sessions from Kafka"
+)

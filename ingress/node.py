@@ -7,6 +7,8 @@ import errno
 import logging
 import signal
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from prometheus_client import Counter, start_http_server
 
@@ -31,6 +33,7 @@ from ingress.producer_types import DoneCallback, Ingest
 from ingress.protocol import MQTTConnection, Will
 from ingress.retained import RetainedStore
 from ingress.routes import Router
+from ingress.session_manager import SessionManager
 from ingress.subscriptions import SubscriptionTable
 
 log = logging.getLogger(__name__)
@@ -72,6 +75,15 @@ class IngressNode:
             f"retained-{config.node_id}",
             from_beginning=True,
         )
+        self.sessions = SessionManager(self)
+        self.sessions_reader = TopicReader(
+            config.kafka_bootstrap,
+            [config.sessions_topic],
+            self.sessions.store.apply,
+            f"sessions-{config.node_id}",
+            from_beginning=True,
+        )
+        self._tasks: set[asyncio.Task[None]] = set()
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}
         self._paused: set[MQTTConnection] = set()
@@ -88,8 +100,9 @@ class IngressNode:
         if self.config.metrics_port:
             start_http_server(self.config.metrics_port, addr=self.config.metrics_host)
         await self.ingest.start()
-        # Retained messages are materialised before the node accepts a client.
+        # Retained messages and sessions are materialised before the node accepts a client.
         await self.retained_reader.start()
+        await self.sessions_reader.start()
         await self.delivery.start()
         loop = asyncio.get_running_loop()
         try:
@@ -99,6 +112,7 @@ class IngressNode:
         except OSError as exc:
             await self.delivery.stop()
             await self.retained_reader.stop()
+            await self.sessions_reader.stop()
             await self.ingest.stop()
             if exc.errno == errno.EADDRINUSE:
                 raise PortInUseError(
@@ -118,9 +132,14 @@ class IngressNode:
             self._server.close()
         for conn in list(self.connections):
             conn.close()
+        for task in list(self._tasks):
+            task.cancel()
+        # Let connection_lost run (it saves sessions) before the producer flushes.
+        await asyncio.sleep(0)
         await self.ingest.stop()
         await self.delivery.stop()
         await self.retained_reader.stop()
+        await self.sessions_reader.stop()
 
     @property
     def port(self) -> int:
@@ -135,27 +154,58 @@ class IngressNode:
         self.connections.add(conn)
         CONNECTIONS.set(len(self.connections))
 
-    def client_connected(self, conn: MQTTConnection) -> None:
-        """CONNECT accepted: a client id connected twice keeps only the newest connection."""
+    def client_connected(self, conn: MQTTConnection, clean: bool) -> bool:
+        """CONNECT accepted; return CONNACK's session-present flag.
+
+        A client id connected twice keeps only the newest connection [MQTT-3.1.4-2]; on this
+        node the older one hands its session over directly, across nodes through Kafka.
+        """
         assert conn.client_id is not None
         old = self.clients.get(conn.client_id)
+        handed = None
         if old is not None and old is not conn:
             log.info("client %s connected again: closing the older connection", conn.client_id)
             TAKEOVERS_TOTAL.inc()
+            if old.session is not None and not old.session.clean:
+                handed = self.sessions.snapshot(old)
+            old.taken_over = True
             old.close()
         self.clients[conn.client_id] = conn
         CONNECTS_TOTAL.inc()
+        return self.sessions.connect(conn, clean, handed)
 
     def connection_closed(self, conn: MQTTConnection) -> None:
-        """Forget everything about a connection (clean sessions only, for now)."""
+        """Save or drop the connection's session, then forget the connection."""
         self.connections.discard(conn)
         self._paused.discard(conn)
-        if conn.client_id is not None and self.clients.get(conn.client_id) is conn:
-            del self.clients[conn.client_id]
+        if conn.client_id is not None:
+            self.sessions.disconnected(conn)
+            if self.clients.get(conn.client_id) is conn:
+                del self.clients[conn.client_id]
         self.subscriptions.remove_all(conn, list(conn.filters))
         conn.filters.clear()
         CONNECTIONS.set(len(self.connections))
         SUBSCRIPTIONS.set(self.subscriptions.count)
+
+    def write_session(
+        self,
+        client_id: str,
+        value: bytes | None,
+        then: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Write a session record (None: a tombstone) to the sessions topic.
+
+        Applied to this node's store at once, so a reconnect here sees it even before the
+        reader gets to it; the reader applies it again in log order.
+        """
+        self.sessions.store.put(client_id, value)
+        self.ingest.submit(self.config.sessions_topic, client_id.encode(), value, [], then)
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        """Run a node task, cancelled when the node stops."""
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def store_retained(
         self, topic: str, payload: bytes, qos: int, headers: Headers, done: DoneCallback | None
@@ -216,8 +266,12 @@ class IngressNode:
 
     async def _keepalive_sweep(self) -> None:
         # One sweep a second instead of a timer per connection: idle clients cost nothing.
+        ticks = 0
         while True:
             await asyncio.sleep(0.2)
+            ticks += 1
+            if ticks % 5 == 0:
+                self.sessions.checkpoint()
             self._resume_paused()
             now = time.monotonic()
             for conn in list(self.connections):
@@ -238,11 +292,27 @@ class IngressNode:
 
     def deliver(self, records: list[Record]) -> None:
         """Deliver Kafka records to the matching subscribers on this node."""
-        subs = self.subscriptions
+        self._deliver(records, self.subscriptions.match)
+
+    def deliver_to(self, conn: MQTTConnection, items: list[tuple[Record, int]]) -> None:
+        """Deliver live records held back during a session's replay, in order."""
+        if not items or conn.closed:
+            return
+
+        def match(topic: str) -> list[tuple[MQTTConnection, int]]:
+            # The connection's filters now decide, as they would have live.
+            qos = conn.granted_qos(topic)
+            return [] if qos is None else [(conn, qos)]
+
+        self._deliver([rec for rec, _ in items], match)
+
+    def _deliver(
+        self, records: list[Record], match: Callable[[str], list[tuple[MQTTConnection, int]]]
+    ) -> None:
         now_ms = time.time() * 1000
-        now_mono = time.monotonic()
         # One socket write per connection per batch: a write per message cost ~15 % CPU.
         out: dict[MQTTConnection, list[bytes]] = {}
+        qos2_to_persist: set[MQTTConnection] = set()
         sent = [0, 0, 0]
         for rec in records:
             payload = rec.value or b""
@@ -257,12 +327,16 @@ class IngressNode:
             if topic_b is None:
                 continue
             topic = topic_b.decode("utf-8", "replace")
-            targets = subs.match(topic)
+            targets = match(topic)
             if not targets:
                 continue
             msg_qos = _QOS.get(qos_b or b"0", 0)
             heads: dict[int, bytes] = {}
             for conn, sub_qos in targets:
+                if conn.replaying:
+                    # A resumed session still reading its backlog: live records wait.
+                    conn.live_buffer.append((rec, sub_qos))
+                    continue
                 qos = min(msg_qos, sub_qos)
                 head = heads.get(qos)
                 if head is None:
@@ -272,15 +346,22 @@ class IngressNode:
                     parts = out[conn] = []
                 if qos:
                     pid = conn.next_packet_id()
-                    conn.inflight_out[pid] = now_mono
+                    conn.inflight_out[pid] = (rec.topic, rec.partition, rec.offset, qos, False)
                     parts += (head, pid.to_bytes(2, "big"), payload)
+                    if qos == 2 and conn.session is not None and not conn.session.clean:
+                        qos2_to_persist.add(conn)
                 else:
                     parts += (head, payload)
                 sent[qos] += 1
             if ts_b:
                 END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
         for conn, parts in out.items():
-            conn.write(b"".join(parts))
+            if conn in qos2_to_persist:
+                conn.hold()
+                conn.write(b"".join(parts))
+                self.sessions.save_then_release(conn)
+            else:
+                conn.write(b"".join(parts))
         for qos in (0, 1, 2):
             if sent[qos]:
                 self._out_counters[qos].inc(sent[qos])

@@ -13,10 +13,15 @@ from ingress import codec
 from ingress.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
 from ingress.codec import ProtocolError
 from ingress.metrics import PROTOCOL_ERRORS_TOTAL
-from ingress.topics import TopicError, validate_topic_filter, validate_topic_name
+from ingress.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 
 if TYPE_CHECKING:
+    from ingress.delivery import Record
     from ingress.node import IngressNode
+    from ingress.sessions import SessionState
+
+# (Kafka topic, partition, offset, qos, released) of an outbound QoS 1/2 message in flight.
+Inflight = tuple[str | None, int, int, int, bool]
 
 log = logging.getLogger(__name__)
 
@@ -54,8 +59,20 @@ class MQTTConnection(asyncio.Protocol):
         self._acks: deque[list[int]] = deque()
         self._next_pid = 0
         self._flush_scheduled = False
-        # Outbound QoS 1/2 packets not yet completed: packet id → send time (-1: PUBREL sent).
-        self.inflight_out: dict[int, float] = {}
+        # Outbound QoS 1/2 packets not yet completed: packet id → (Kafka topic, partition,
+        # offset, qos, released: PUBREC received and PUBREL sent). Topic None: not from a
+        # delivery topic (retained messages, wills).
+        self.inflight_out: dict[int, Inflight] = {}
+        self.qos2_out_sent = 0
+        # Sessions (ingress/session_manager.py).
+        self.session: SessionState | None = None
+        self.connected_ms = 0
+        self.taken_over = False
+        self.replaying = False
+        self.replay_cursor: dict[tuple[str, int], int] = {}
+        self.live_buffer: list[tuple[Record, int]] = []
+        self._held: list[bytes] | None = None
+        self._holds = 0
         # Inbound QoS 2 packet ids before PUBREL: False until PUBREC went out [MQTT-4.3.3].
         self.qos2_in: dict[int, bool] = {}
         self.closed = False
@@ -144,8 +161,10 @@ class MQTTConnection(asyncio.Protocol):
         client_id = info.client_id or f"bayou-{id(self):x}"
         self.client_id = client_id
         self.keep_alive = info.keep_alive
-        self.node.client_connected(self)
-        self.write(codec.encode_connack(CONNACK_ACCEPTED, session_present=False))
+        self.connected_ms = int(time.time() * 1000)
+        present = self.node.client_connected(self, info.clean_session)
+        # A resumed session's replay runs as a task, so its messages follow this CONNACK.
+        self.write(codec.encode_connack(CONNACK_ACCEPTED, session_present=present))
 
     def _on_publish(self, pkt: codec.Packet) -> None:
         topic, qos, pid, retain, _dup, payload = codec.decode_publish(pkt.flags, pkt.body)
@@ -226,8 +245,9 @@ class MQTTConnection(asyncio.Protocol):
     def _on_outbound_ack(self, pkt: codec.Packet) -> None:
         pid = codec.decode_packet_id(pkt.body)
         if pkt.type == codec.PUBREC:
-            if pid in self.inflight_out:
-                self.inflight_out[pid] = -1.0  # released: only PUBCOMP outstanding
+            entry = self.inflight_out.get(pid)
+            if entry is not None:
+                self.inflight_out[pid] = (*entry[:4], True)  # only PUBCOMP outstanding
             self.write(codec.encode_ack(codec.PUBREL, pid))
         else:  # PUBACK or PUBCOMP ends the flow
             self.inflight_out.pop(pid, None)
@@ -270,8 +290,25 @@ class MQTTConnection(asyncio.Protocol):
         pid = 0
         if qos:
             pid = self.next_packet_id()
-            self.inflight_out[pid] = time.monotonic()
+            self.inflight_out[pid] = (None, 0, 0, qos, False)
         self.write(codec.encode_publish(topic, payload, qos, pid, retain))
+
+    def write_publish(
+        self, topic: str, payload: bytes, qos: int, packet_id: int, dup: bool = False
+    ) -> None:
+        """Send a PUBLISH whose packet id the caller has recorded."""
+        data = codec.encode_publish(topic, payload, qos, packet_id)
+        if dup:
+            data = bytes((data[0] | 0x08,)) + data[1:]
+        self.write(data)
+
+    def granted_qos(self, topic: str) -> int | None:
+        """The highest QoS of this connection's filters matching ``topic`` (None: no match)."""
+        best: int | None = None
+        for filt, qos in self.filters.items():
+            if (best is None or qos > best) and matches(filt, topic):
+                best = qos
+        return best
 
     def next_packet_id(self) -> int:
         """A packet id for an outbound QoS 1/2 publish: 1..65535, none still in flight."""
@@ -283,9 +320,26 @@ class MQTTConnection(asyncio.Protocol):
         raise ProtocolError("65,535 outbound messages in flight")
 
     def write(self, data: bytes) -> None:
-        """Send bytes unless the connection is closing."""
-        if self.transport is not None and not self.closed:
+        """Send bytes unless the connection is closing (or hold them, see :meth:`hold`)."""
+        if self._held is not None:
+            self._held.append(data)
+        elif self.transport is not None and not self.closed:
             self.transport.write(data)
+
+    def hold(self) -> None:
+        """Keep writes back until the matching :meth:`release` (nests; order is kept)."""
+        self._holds += 1
+        if self._held is None:
+            self._held = []
+
+    def release(self) -> None:
+        """End one :meth:`hold`; the last one sends everything held, in order."""
+        self._holds -= 1
+        if self._holds <= 0:
+            self._holds = 0
+            held, self._held = self._held, None
+            if held:
+                self.write(b"".join(held))
 
     def close(self) -> None:
         """Close after pending writes are flushed."""

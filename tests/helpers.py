@@ -12,7 +12,7 @@ import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from aiokafka import AIOKafkaConsumer, TopicPartition
@@ -33,6 +33,7 @@ class Mqtt:
     port: int
     client_id: str
     clean_session: bool = True
+    transport: Literal["tcp", "websockets"] = "tcp"
     messages: queue.Queue[Received] = field(default_factory=queue.Queue)
 
     def __post_init__(self) -> None:
@@ -41,10 +42,16 @@ class Mqtt:
             client_id=self.client_id,
             clean_session=self.clean_session,
             protocol=paho.MQTTv311,
+            transport=self.transport,
         )
         self.client.on_message = self._on_message
+        self.connack_flags = 0
+        self.client.on_connect = self._on_connect
         self._subacks: queue.Queue[Any] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, codes, props: self._subacks.put(codes)
+
+    def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
+        self.connack_flags = 1 if getattr(flags, "session_present", False) else 0
 
     def _on_message(self, client: Any, userdata: Any, msg: Any) -> None:
         self.messages.put(Received(msg.topic, bytes(msg.payload), msg.qos, bool(msg.retain)))

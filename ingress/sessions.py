@@ -1,0 +1,129 @@
+"""Persistent MQTT sessions (clean session = 0), kept in the compacted topic ``bayou.sessions``.
+
+A session record, keyed by client id, holds the subscriptions, the position per delivery
+partition up to which the session was served, the outbound QoS 1/2 messages still in flight
+(by Kafka offset and packet id) and the inbound QoS 2 packet ids awaiting PUBREL. Messages
+themselves are never copied: on reconnect, to any node, they are read again from Kafka from
+those positions (DESIGN §2), so an offline device costs the broker only its small entry here.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ingress.delivery import Record
+from ingress.metrics import SESSIONS_STORED
+
+PartitionKey = tuple[str, int]
+
+
+@dataclass(slots=True)
+class Pending:
+    """An outbound QoS 1/2 message sent and not yet completed by the client."""
+
+    topic: str
+    partition: int
+    offset: int
+    packet_id: int
+    qos: int
+    released: bool = False  # QoS 2: PUBREC received, PUBREL sent, PUBCOMP outstanding
+
+
+@dataclass(slots=True)
+class SessionState:
+    """Everything a node needs to resume a client's session."""
+
+    client_id: str
+    subscriptions: dict[str, int] = field(default_factory=dict)
+    served: dict[PartitionKey, int] = field(default_factory=dict)
+    pending: list[Pending] = field(default_factory=list)
+    qos2_in: list[int] = field(default_factory=list)
+    owner: str = ""  # "<node id>/<connection start ms>" of the connection that owns it
+    clean: bool = False  # a clean session's record only claims the client id
+
+    def to_bytes(self) -> bytes:
+        """The record value written to ``bayou.sessions``."""
+        doc: dict[str, Any] = {
+            "v": 1,
+            "subs": self.subscriptions,
+            "served": [[t, p, o] for (t, p), o in self.served.items()],
+            "pending": [
+                [x.topic, x.partition, x.offset, x.packet_id, x.qos, x.released]
+                for x in self.pending
+            ],
+            "qos2_in": self.qos2_in,
+            "owner": self.owner,
+            "clean": self.clean,
+        }
+        return json.dumps(doc, separators=(",", ":")).encode()
+
+    @classmethod
+    def from_bytes(cls, client_id: str, raw: bytes) -> SessionState:
+        """Parse a record value; raises ValueError on a record this version cannot read."""
+        doc = json.loads(raw)
+        if doc.get("v") != 1:
+            raise ValueError(f"session record version {doc.get('v')!r}")
+        return cls(
+            client_id=client_id,
+            subscriptions={str(k): int(v) for k, v in doc["subs"].items()},
+            served={(str(t), int(p)): int(o) for t, p, o in doc["served"]},
+            pending=[
+                Pending(str(t), int(p), int(o), int(pid), int(q), bool(r))
+                for t, p, o, pid, q, r in doc["pending"]
+            ],
+            qos2_in=[int(x) for x in doc["qos2_in"]],
+            owner=str(doc.get("owner", "")),
+            clean=bool(doc.get("clean", False)),
+        )
+
+    def replay_start(self, key: PartitionKey) -> int | None:
+        """Where replay of a partition starts: the oldest pending message, else served."""
+        offsets = [x.offset for x in self.pending if (x.topic, x.partition) == key]
+        served = self.served.get(key)
+        if served is not None:
+            offsets.append(served)
+        return min(offsets) if offsets else None
+
+
+class SessionStore:
+    """Client id → its session record as stored (bytes, parsed only on reconnect).
+
+    Keeping the raw value keeps an offline session to a few hundred bytes of broker memory.
+    ``on_owner_change`` is told when another connection (on any node) took a session over.
+    """
+
+    def __init__(self) -> None:
+        self._raw: dict[str, bytes] = {}
+        self.owner_listeners: list[Any] = []
+
+    def __len__(self) -> int:
+        return len(self._raw)
+
+    def __contains__(self, client_id: str) -> bool:
+        return client_id in self._raw
+
+    def get(self, client_id: str) -> SessionState | None:
+        """The stored session of ``client_id``, or None."""
+        raw = self._raw.get(client_id)
+        return None if raw is None else SessionState.from_bytes(client_id, raw)
+
+    def put(self, client_id: str, raw: bytes | None) -> None:
+        """Store (or, with None, forget) a session record."""
+        if raw is None:
+            self._raw.pop(client_id, None)
+        else:
+            self._raw[client_id] = raw
+        SESSIONS_STORED.set(len(self._raw))
+
+    def apply(self, records: list[Record]) -> None:
+        """Apply records of the sessions topic, in log order."""
+        for rec in records:
+            if rec.key is None:
+                continue
+            client_id = rec.key.decode("utf-8", "replace")
+            self.put(client_id, rec.value)
+            if rec.value is not None:
+                for listener in self.owner_listeners:
+                    listener(client_id, rec.value)
