@@ -71,6 +71,7 @@ def _create_topics(settings: Settings, bootstrap: str) -> None:
 @app.command()
 def ingress(node_id: str = typer.Option("ingress-1", help="Name of this node in logs")) -> None:
     """Run one MQTT ingress node against BAYOU_KAFKA_BOOTSTRAP."""
+    from ingress.listeners import ListenerError
     from ingress.node import PortInUseError, main
 
     settings = _settings()
@@ -79,7 +80,7 @@ def ingress(node_id: str = typer.Option("ingress-1", help="Name of this node in 
     _create_topics(settings, bootstrap)
     try:
         main(settings.ingress_config(bootstrap, node_id=node_id))
-    except PortInUseError as exc:
+    except (PortInUseError, ListenerError) as exc:
         typer.echo(f"bayou ingress: {exc}", err=True)
         raise typer.Exit(1) from None
 

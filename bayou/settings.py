@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NamedTuple
 
-from pydantic import Field, ValidationError
+from pydantic import Field, PrivateAttr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from agents.config import WorkerConfig
@@ -18,7 +18,8 @@ from ingress.contract import (
     RETAINED_TOPIC,
     SESSIONS_TOPIC,
 )
-from ingress.routes import DEMO_ROUTES
+from ingress.routes import DEMO_ROUTES, EgressRule, RouteRule
+from ingress.routes_file import RoutesFileError, load_routes_file
 
 
 class SettingsError(Exception):
@@ -27,6 +28,14 @@ class SettingsError(Exception):
 
 class PortTakenError(Exception):
     """A port Bayou must listen on is taken; the message names the port and the setting."""
+
+
+class RouteRules(NamedTuple):
+    """The route rules in force: inbound, outbound (egress) and the default topic."""
+
+    inbound: list[RouteRule]
+    egress: list[EgressRule]
+    default_topic: str
 
 
 class Settings(BaseSettings):
@@ -70,16 +79,47 @@ class Settings(BaseSettings):
     fleet_interval_seconds: float = Field(default=1.0, gt=0)
     log_level: str = "WARNING"
 
+    _route_rules: RouteRules | None = PrivateAttr(default=None)
+
+    def route_rules(self) -> RouteRules:
+        """The rules of BAYOU_ROUTES_FILE, or the demo routes when it is unset (read once).
+
+        Raises SettingsError naming BAYOU_ROUTES_FILE, the file, the rule and the field.
+        """
+        if self._route_rules is not None:
+            return self._route_rules
+        if self.routes_file is None:
+            rules = RouteRules(list(DEMO_ROUTES), [], self.default_topic)
+        else:
+            try:
+                loaded = load_routes_file(self.routes_file)
+            except RoutesFileError as exc:
+                raise SettingsError(f"BAYOU_ROUTES_FILE={exc}") from None
+            default = self.default_topic
+            if loaded.default_topic is not None:
+                if "default_topic" in self.model_fields_set and default != loaded.default_topic:
+                    raise SettingsError(
+                        f"BAYOU_DEFAULT_TOPIC={default!r} and default_topic="
+                        f"{loaded.default_topic!r} in BAYOU_ROUTES_FILE={self.routes_file} "
+                        "disagree; set only one"
+                    )
+                default = loaded.default_topic
+            rules = RouteRules(loaded.inbound, loaded.outbound, default)
+        self._route_rules = rules
+        return rules
+
     def ingress_config(self, bootstrap: str, *, node_id: str = "ingress-1") -> IngressConfig:
         """The ingress node's view of the settings."""
+        rules = self.route_rules()
         return IngressConfig(
             kafka_bootstrap=bootstrap,
             mqtt_host=self.mqtt_host,
             mqtt_port=self.mqtt_port,
             metrics_host=self.metrics_host,
             metrics_port=self.ingress_metrics_port or None,
-            routes=list(DEMO_ROUTES),
-            default_topic=self.default_topic,
+            routes=rules.inbound,
+            egress_routes=rules.egress,
+            default_topic=rules.default_topic,
             outbound_topics=[self.outbound_topic],
             node_id=node_id,
             producer=self.ingress_producer,
@@ -111,9 +151,11 @@ class Settings(BaseSettings):
 
     def all_topics(self) -> list[str]:
         """Every Kafka topic the embedded stack needs, created explicitly at start."""
-        topics = [self.default_topic, self.outbound_topic, self.deadletter_topic]
-        topics += [r.kafka_topic for r in DEMO_ROUTES if r.kafka_topic not in topics]
-        return [*topics, *sorted(self.compacted_topics())]
+        rules = self.route_rules()
+        topics = [rules.default_topic, self.outbound_topic, self.deadletter_topic]
+        topics += [r.kafka_topic for r in rules.inbound]
+        topics += [r.kafka_topic for r in rules.egress]
+        return list(dict.fromkeys([*topics, *sorted(self.compacted_topics())]))
 
     def compacted_topics(self) -> frozenset[str]:
         """The topics that keep the latest value per key: retained messages and sessions."""
@@ -121,15 +163,17 @@ class Settings(BaseSettings):
 
 
 def load_settings() -> Settings:
-    """Read the settings; a bad value raises SettingsError naming the variable."""
+    """Read the settings and the routes file; a bad value raises SettingsError naming it."""
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
             problems.append(f"BAYOU_{field.upper()}={err.get('input')!r}: {err['msg']}")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
+    settings.route_rules()  # before anything starts: a bad routes file is a bad setting
+    return settings
 
 
 def check_ports_free(settings: Settings, which: tuple[str, ...]) -> None:

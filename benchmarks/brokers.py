@@ -7,6 +7,7 @@ by process id. CPU time is read from ``/proc/<pid>/stat``.
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -15,6 +16,7 @@ from pathlib import Path
 from typing import Protocol
 
 from bayou.net import free_port, wait_for_port
+from benchmarks.fleet import parse_nofile_limits, parse_vmrss_kib
 
 HOST = "127.0.0.1"
 _TICKS = os.sysconf("SC_CLK_TCK")
@@ -36,6 +38,28 @@ def process_cpu_s(pid: int) -> float:
     fields = _stat_fields(pid)
     # After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
     return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
+
+
+def process_rss_kib(pid: int) -> int:
+    """VmRSS of ``pid`` in KiB (``/proc/<pid>/status``)."""
+    with open(f"/proc/{pid}/status") as f:
+        return parse_vmrss_kib(f.read())
+
+
+def nofile_limits(pid: int) -> tuple[int | None, int | None]:
+    """(soft, hard) open-file limit of ``pid``; None = unlimited, or (None, None) if unknown."""
+    try:
+        with open(f"/proc/{pid}/limits") as f:
+            return parse_nofile_limits(f.read())
+    except (OSError, ValueError):
+        return None, None
+
+
+def raise_nofile_soft_limit() -> None:
+    """``preexec_fn`` for brokers: soft RLIMIT_NOFILE up to the hard limit (10,000+ clients)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != resource.RLIM_INFINITY and (hard == resource.RLIM_INFINITY or soft < hard):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def descendants(pid: int) -> list[int]:
@@ -110,6 +134,8 @@ class Broker(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
     def cpu(self) -> dict[str, float]: ...
+    def rss_kib(self) -> int: ...
+    def pid(self) -> int: ...
     def describe(self) -> dict[str, object]: ...
 
 
@@ -169,6 +195,7 @@ class Mosquitto:
             stdout=subprocess.DEVNULL,
             stderr=open(self.workdir / "stderr.log", "wb"),
             stdin=subprocess.DEVNULL,
+            preexec_fn=raise_nofile_soft_limit,
         )
         try:
             _wait_listening(self.proc, self.port, 10.0, "mosquitto")
@@ -187,12 +214,21 @@ class Mosquitto:
         assert self.proc is not None
         return {"broker_cpu_s": process_cpu_s(self.proc.pid)}
 
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kib(self) -> int:
+        return process_rss_kib(self.pid())
+
     def describe(self) -> dict[str, object]:
+        assert self.proc is not None
         return {
             "binary": self.binary,
             "version": self.version,
             "port": self.port,
             "set_tcp_nodelay": self.nodelay,
+            "nofile_soft_hard": list(nofile_limits(self.proc.pid)),
         }
 
 
@@ -255,6 +291,7 @@ class Bayou:
             stdout=open(log, "wb"),
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
+            preexec_fn=raise_nofile_soft_limit,
         )
         try:
             _wait_listening(self.proc, self.port, 60.0, "bayou ingress")
@@ -285,8 +322,24 @@ class Bayou:
         ingress, self.processes = tree_cpu_s(self.proc.pid)
         return {"broker_cpu_s": ingress, "kafka_cpu_s": process_cpu_s(self.kafka_pid)}
 
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def rss_kib(self) -> int:
+        """VmRSS of the ingress process and any children it started (not the Kafka broker)."""
+        total = process_rss_kib(self.pid())
+        for child in descendants(self.pid()):
+            try:
+                total += process_rss_kib(child)
+            except (OSError, ValueError):
+                pass
+        return total
+
     def describe(self) -> dict[str, object]:
+        assert self.proc is not None
         return {
+            "nofile_soft_hard": list(nofile_limits(self.proc.pid)),
             "port": self.port,
             "bootstrap": self.bootstrap,
             "ingress_processes": self.processes,

@@ -27,7 +27,8 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto
+from benchmarks import fleet
+from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto, nofile_limits
 from benchmarks.load import WorkerParams, WorkerResult, worker_main
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -39,12 +40,15 @@ class Scenario:
     title: str
     qos: int
     with_subscriber: bool
+    kind: str = "pubsub"  # "pubsub", "fanout" or "idle"
 
 
 SCENARIOS = [
     Scenario("qos0_pub_sub", "QoS 0 publisher -> subscriber", 0, True),
     Scenario("qos1_pub_sub", "QoS 1 publisher -> subscriber", 1, True),
     Scenario("qos1_puback", "QoS 1 publish -> PUBACK, no subscriber", 1, False),
+    Scenario("fanout_1000", "one publisher -> 1,000 subscribers", 1, True, "fanout"),
+    Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
 ]
 
 console = Console(width=None if sys.stdout.isatty() else 132)
@@ -61,6 +65,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     ap.add_argument("--warmup", type=int, default=2000, help="warm-up messages per publisher")
     ap.add_argument("--deadline", type=float, default=15.0, help="seconds before a run is cut")
     ap.add_argument("--repeat", type=int, default=3, help="interleaved runs per scenario (median)")
+    fan = ap.add_argument_group("fanout_1000")
+    fan.add_argument("--subscribers", type=int, default=1000, help="subscriber connections")
+    fan.add_argument("--fanout-messages", type=int, default=300, help="messages published per run")
+    fan.add_argument("--fanout-qos", type=int, choices=[0, 1], default=1, help="pub and sub QoS")
+    fan.add_argument(
+        "--fanout-window", type=int, default=10, help="messages whose deliveries may be outstanding"
+    )
+    fan.add_argument("--fanout-procs", type=int, default=4, help="subscriber generator processes")
+    fan.add_argument("--fanout-warmup", type=int, default=5, help="warm-up messages (not counted)")
+    idle = ap.add_argument_group("idle_memory")
+    idle.add_argument("--idle-connections", type=int, default=10_000, help="idle clients")
+    idle.add_argument("--idle-procs", type=int, default=4, help="generator processes holding them")
+    idle.add_argument("--idle-keepalive", type=int, default=3600, help="CONNECT keep-alive, s")
+    idle.add_argument("--idle-settle", type=float, default=2.0, help="s to wait before reading RSS")
+    idle.add_argument("--idle-repeat", type=int, default=1, help="runs per broker")
     ap.add_argument(
         "--only", choices=["mosquitto", "bayou"], default=None, help="run one broker only"
     )
@@ -83,6 +102,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--payload must be at least 16 bytes (timestamp + sequence)")
     if args.messages < args.publishers:
         ap.error("--messages must be at least --publishers")
+    if not 1 <= args.fanout_procs <= args.subscribers:
+        ap.error("--fanout-procs must be between 1 and --subscribers")
+    if not 1 <= args.idle_procs <= args.idle_connections:
+        ap.error("--idle-procs must be between 1 and --idle-connections")
+    if args.fanout_window < 1 or args.fanout_messages < 1:
+        ap.error("--fanout-window and --fanout-messages must be at least 1")
     return args
 
 
@@ -212,6 +237,218 @@ def run_once(broker: Broker, sc: Scenario, args: argparse.Namespace, run_id: str
     return out
 
 
+def _kill_all(procs: list[Any]) -> None:
+    """Join generator processes; kill (by pid) any still alive after 5 s."""
+    for proc in procs:
+        proc.join(5.0)
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, 9)
+            proc.join()
+
+
+def _expect(results: Any, kind: str, n: int, timeout: float, what: str) -> dict[int, Any]:
+    """Wait for ``n`` messages of ``kind`` from generator processes; raise on an error report."""
+    got: dict[int, Any] = {}
+    deadline = time.monotonic() + timeout
+    while len(got) < n:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise RuntimeError(f"generator processes did not report {what} in {timeout:.0f}s")
+        try:
+            k, idx, payload = results.get(timeout=left)
+        except queue.Empty:
+            continue
+        if k == "error":
+            raise RuntimeError(f"generator {idx} failed ({what}): {payload}")
+        if k == kind:
+            got[idx] = payload
+    return got
+
+
+def run_fanout(broker: Broker, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    """One publisher, ``--subscribers`` subscribers on one topic, in generator processes."""
+    ctx = mp.get_context("fork")
+    results: mp.Queue[Any] = ctx.Queue()  # the subscriber processes
+    pub_results: mp.Queue[Any] = ctx.Queue()  # the publisher process
+    warm, start, stop = ctx.Event(), ctx.Event(), ctx.Event()
+    k = args.fanout_procs
+    counters = ctx.RawArray("q", k)
+    p = fleet.FanoutParams(
+        host="127.0.0.1",
+        port=broker.port,
+        topic=f"bench/{run_id}/fan",
+        qos=args.fanout_qos,
+        subscribers=args.subscribers,
+        sub_procs=k,
+        messages=args.fanout_messages,
+        warmup=args.fanout_warmup,
+        window=args.fanout_window,
+        batch=args.fanout_window,
+        payload_size=args.payload,
+        deadline_s=args.deadline,
+        client_prefix=f"bench-{run_id}",
+    )
+    procs = [
+        ctx.Process(
+            target=fleet.fanout_subscriber_main,
+            args=(p, i, n, counters, results, stop),
+            daemon=True,
+        )
+        for i, n in enumerate(fleet.shares(args.subscribers, k))
+    ]
+    procs.append(
+        ctx.Process(
+            target=fleet.fanout_publisher_main,
+            args=(p, counters, pub_results, warm, start),
+            daemon=True,
+        )
+    )
+    for proc in procs:
+        proc.start()
+    try:
+        t_conn = time.monotonic()
+        _expect(results, "ready", k, 120.0, "connected and subscribed")
+        _expect(pub_results, "ready", 1, 30.0, "publisher connected")
+        connect_s = time.monotonic() - t_conn
+        warm.set()
+        _expect(pub_results, "warm", 1, 60.0, "warm-up")
+        cpu0 = broker.cpu()
+        start.set()
+        done = _expect(pub_results, "result", 1, args.deadline + 30.0, "publisher done")
+        pub: fleet.PublisherResult = done[-1]
+        cpu1 = broker.cpu()
+        stop.set()
+        subs: list[fleet.SubscriberResult] = list(
+            _expect(results, "result", k, 60.0, "subscriber results").values()
+        )
+    finally:
+        warm.set()
+        start.set()
+        stop.set()
+        _kill_all(procs)
+    lat = array.array("q")
+    for r in subs:
+        a = array.array("q")
+        a.frombytes(r.latencies_ns)
+        lat.extend(a)
+    lat_sorted = sorted(lat)
+    delivered = sum(r.delivered for r in subs)
+    expected = pub.sent * args.subscribers
+    span_s = (pub.t_end_ns - pub.t_start_ns) / 1e9
+    broker_cpu = cpu1["broker_cpu_s"] - cpu0["broker_cpu_s"]
+    out: dict[str, Any] = {
+        "messages": pub.sent,
+        "subscribers": args.subscribers,
+        "qos": args.fanout_qos,
+        "publisher_acks": pub.acks,
+        "sent": expected,  # deliveries expected: messages x subscribers
+        "completed": delivered,
+        "lost_or_cut": expected - delivered,
+        "seconds": round(span_s, 3),
+        "connect_s": round(connect_s, 3),
+        "msgs_per_s": round(delivered / span_s, 1) if span_s > 0 else 0.0,
+        "broker_cpu_s": round(broker_cpu, 3),
+        "msgs_per_broker_cpu_s": round(delivered / broker_cpu, 1) if broker_cpu > 0 else None,
+        "p50_ms": round(_percentile(lat_sorted, 0.50), 3),
+        "p99_ms": round(_percentile(lat_sorted, 0.99), 3),
+        "max_ms": round(lat_sorted[-1] / 1e6, 3) if lat_sorted else None,
+        "stalled": pub.stalled,
+        "timed_out": pub.timed_out,
+    }
+    if "kafka_cpu_s" in cpu0:
+        kafka_cpu = cpu1["kafka_cpu_s"] - cpu0["kafka_cpu_s"]
+        out["kafka_cpu_s"] = round(kafka_cpu, 3)
+        total = broker_cpu + kafka_cpu
+        out["msgs_per_cpu_s_incl_kafka"] = round(delivered / total, 1) if total > 0 else None
+    return out
+
+
+def run_idle(broker: Broker, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
+    """Broker RSS before, with ``--idle-connections`` idle clients, and after they leave."""
+    n = args.idle_connections
+    soft, _hard = nofile_limits(broker.pid())
+    if soft is not None and soft < n + 64:
+        raise RuntimeError(f"{broker.name} may open only {soft} files; {n} clients need more")
+    ctx = mp.get_context("fork")
+    results: mp.Queue[Any] = ctx.Queue()
+    disconnect = ctx.Event()
+    procs = [
+        ctx.Process(
+            target=fleet.idle_worker_main,
+            args=(
+                "127.0.0.1",
+                broker.port,
+                i,
+                count,
+                args.idle_keepalive,
+                f"bench-{run_id}",
+                results,
+                disconnect,
+            ),
+            daemon=True,
+        )
+        for i, count in enumerate(fleet.shares(n, args.idle_procs))
+    ]
+    time.sleep(args.idle_settle / 2)
+    rss_before = broker.rss_kib()
+    t0 = time.monotonic()
+    for proc in procs:
+        proc.start()
+    try:
+        conn = _expect(results, "connected", len(procs), 300.0, "connected")
+        connect_s = time.monotonic() - t0
+        connected = sum(c for c, _s in conn.values())
+        time.sleep(args.idle_settle)
+        rss_connected = broker.rss_kib()
+        cpu_idle0 = broker.cpu()["broker_cpu_s"]
+        time.sleep(1.0)
+        cpu_idle = broker.cpu()["broker_cpu_s"] - cpu_idle0
+        disconnect.set()
+        dropped = sum(_expect(results, "closed", len(procs), 120.0, "closed").values())
+        time.sleep(args.idle_settle)
+        rss_after = broker.rss_kib()
+    finally:
+        disconnect.set()
+        _kill_all(procs)
+    per = fleet.kib_per_connection(rss_before, rss_connected, connected)
+    return {
+        "connections": connected,
+        "dropped_while_idle": dropped,
+        "connect_s": round(connect_s, 3),
+        "connects_per_s": round(connected / connect_s, 1) if connect_s > 0 else None,
+        "rss_before_kib": rss_before,
+        "rss_connected_kib": rss_connected,
+        "rss_after_disconnect_kib": rss_after,
+        "kib_per_connection": round(per, 3) if per is not None else None,
+        "kib_kept_after_disconnect": rss_after - rss_before,
+        "idle_cpu_s_per_s": round(cpu_idle, 3),
+    }
+
+
+_IDLE_MEDIAN_KEYS = [
+    "kib_per_connection",
+    "rss_before_kib",
+    "rss_connected_kib",
+    "rss_after_disconnect_kib",
+    "kib_kept_after_disconnect",
+    "connect_s",
+    "connects_per_s",
+    "idle_cpu_s_per_s",
+]
+
+
+def summarize_idle(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Median of each idle-memory figure over the runs; the raw runs are kept alongside."""
+    out: dict[str, Any] = {}
+    for key in _IDLE_MEDIAN_KEYS:
+        vals = [r[key] for r in runs if r.get(key) is not None]
+        if vals:
+            out[key] = round(statistics.median(vals), 3)
+    out["connections"] = min(r["connections"] for r in runs)
+    out["runs"] = runs
+    return out
+
+
 _MEDIAN_KEYS = [
     "msgs_per_s",
     "msgs_per_broker_cpu_s",
@@ -263,7 +500,10 @@ def print_table(report: dict[str, Any]) -> None:
         ("ratio", "right"),
     ]:
         table.add_column(col, justify=justify)  # type: ignore[arg-type]
+    idle = [sc for sc in report["scenarios"] if sc["name"] == "idle_memory"]
     for sc in report["scenarios"]:
+        if sc["name"] == "idle_memory":
+            continue
         first = True
         for name in ("mosquitto", "bayou"):
             r = sc.get(name)
@@ -285,7 +525,44 @@ def print_table(report: dict[str, Any]) -> None:
     console.print(table)
     console.print(
         "ratio = Bayou msg per ingress CPU-second / mosquitto msg per broker CPU-second "
-        "(target for qos1_puback vs mosquitto qos1_pub_sub: >= 0.5, DESIGN.md section 9)"
+        "(target for qos1_puback vs mosquitto qos1_pub_sub: >= 0.5, DESIGN.md section 9); "
+        "fanout_1000: msg = deliveries (target ratio >= 0.5)"
+    )
+    if idle:
+        print_idle_table(idle[0])
+
+
+def print_idle_table(sc: dict[str, Any]) -> None:
+    table = Table(title="Idle connections: broker RSS (KiB; Bayou = ingress process)")
+    for col in [
+        "broker",
+        "clients",
+        "RSS before",
+        "RSS connected",
+        "RSS after disconnect",
+        "KiB per client",
+        "connects/s",
+        "ratio",
+    ]:
+        table.add_column(col, justify="left" if col == "broker" else "right")
+    for name in ("mosquitto", "bayou"):
+        r = sc.get(name)
+        if r is None:
+            continue
+        table.add_row(
+            name,
+            _fmt(r.get("connections")),
+            _fmt(r.get("rss_before_kib")),
+            _fmt(r.get("rss_connected_kib")),
+            _fmt(r.get("rss_after_disconnect_kib")),
+            _fmt(r.get("kib_per_connection"), 2),
+            _fmt(r.get("connects_per_s")),
+            _fmt(sc.get("ratio"), 2) if name == "bayou" else "",
+        )
+    console.print(table)
+    console.print(
+        "ratio = Bayou KiB per idle client / mosquitto's (lower is better); "
+        "target: Bayou under 4 KiB per idle client (DESIGN.md section 9)"
     )
 
 
@@ -321,21 +598,38 @@ def main(argv: list[str] | None = None) -> int:
                 console.print(f"{name} listening on 127.0.0.1:{broker.port}")
             raw: dict[tuple[str, str], list[dict[str, Any]]] = {}
             t_begin = time.monotonic()
-            for sc in scenarios:
-                for rep in range(args.repeat):
+            # idle_memory first: it measures what the first connections cost a fresh broker,
+            # before other scenarios leave freed memory behind for it to reuse.
+            for sc in sorted(scenarios, key=lambda s: s.kind != "idle"):
+                repeats = args.idle_repeat if sc.kind == "idle" else args.repeat
+                for rep in range(repeats):
                     # Interleave, alternating which broker goes first.
                     order = started if rep % 2 == 0 else list(reversed(started))
                     for broker in order:
                         run_id = f"{sc.name}-{broker.name}-{rep}-{os.getpid()}"
                         try:
-                            r = run_once(broker, sc, args, run_id)
-                        except RuntimeError as exc:
+                            if sc.kind == "idle":
+                                r = run_idle(broker, args, run_id)
+                            elif sc.kind == "fanout":
+                                r = run_fanout(broker, args, run_id)
+                            else:
+                                r = run_once(broker, sc, args, run_id)
+                        except (RuntimeError, OSError) as exc:
                             console.print(f"[red]{sc.name} on {broker.name} failed:[/] {exc}")
                             errors[f"{sc.name}/{broker.name}/{rep}"] = str(exc)
                             continue
                         raw.setdefault((sc.name, broker.name), []).append(r)
+                        if sc.kind == "idle":
+                            console.print(
+                                f"{sc.name:<13} {broker.name:<9} run {rep + 1}/{repeats}: "
+                                f"{r['connections']:,} idle clients, RSS "
+                                f"{r['rss_before_kib']:,} -> {r['rss_connected_kib']:,} -> "
+                                f"{r['rss_after_disconnect_kib']:,} KiB, "
+                                f"{_fmt(r['kib_per_connection'], 2)} KiB per connection"
+                            )
+                            continue
                         console.print(
-                            f"{sc.name:<13} {broker.name:<9} run {rep + 1}/{args.repeat}: "
+                            f"{sc.name:<13} {broker.name:<9} run {rep + 1}/{repeats}: "
                             f"{r['msgs_per_s']:>10,.0f} msg/s  "
                             f"{_fmt(r['msgs_per_broker_cpu_s']):>10} msg/broker-CPU-s  "
                             f"p50 {r['p50_ms']:.2f} ms  p99 {r['p99_ms']:.2f} ms  "
@@ -351,13 +645,24 @@ def main(argv: list[str] | None = None) -> int:
                 broker.stop()
     for sc in scenarios:
         entry: dict[str, Any] = {"name": sc.name, "title": sc.title}
+        summ = summarize_idle if sc.kind == "idle" else summarize
         for name in ("mosquitto", "bayou"):
             runs = raw.get((sc.name, name))
-            entry[name] = summarize(runs) if runs else None
+            entry[name] = summ(runs) if runs else None
         m, b = entry["mosquitto"], entry["bayou"]
-        mo = m.get("msgs_per_broker_cpu_s") if m else None
-        bo = b.get("msgs_per_broker_cpu_s") if b else None
+        key = "kib_per_connection" if sc.kind == "idle" else "msgs_per_broker_cpu_s"
+        mo = m.get(key) if m else None
+        bo = b.get(key) if b else None
         entry["ratio"] = round(bo / mo, 3) if mo and bo else None
+        if sc.kind == "fanout":
+            entry["qos"] = args.fanout_qos
+            entry["subscribers"] = args.subscribers
+            # Section 9: deliveries per broker CPU-second at least half of mosquitto's.
+            entry["target"] = {"ratio_at_least": 0.5}
+        elif sc.kind == "idle":
+            entry["connections"] = args.idle_connections
+            # ratio = Bayou KiB per idle client / mosquitto's (lower is better).
+            entry["target"] = {"bayou_kib_per_connection_below": 4.0}
         report["scenarios"].append(entry)
     # The section 9 ingest target compares Bayou's QoS 1 publish->PUBACK with mosquitto's QoS 1
     # publisher->subscriber figure.

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
-from ingress.routes import RouteRule
+from ingress.routes import EgressRule, RouteRule
 
 
 class IngressConfig(BaseModel):
@@ -20,6 +20,7 @@ class IngressConfig(BaseModel):
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9464
     routes: list[RouteRule] = Field(default_factory=list)
+    egress_routes: list[EgressRule] = Field(default_factory=list)
     default_topic: str = DEFAULT_TOPIC
     outbound_topics: list[str] = Field(default_factory=lambda: [OUTBOUND_TOPIC])
     # Kafka producer batching: the linger trades a little latency for far fewer requests.

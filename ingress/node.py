@@ -16,6 +16,7 @@ from ingress import codec
 from ingress.config import IngressConfig
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, Headers
 from ingress.delivery import Record, TopicReader
+from ingress.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
 from ingress.metrics import (
     CONNECTIONS,
     CONNECTS_TOTAL,
@@ -32,7 +33,7 @@ from ingress.producer_confluent import ConfluentIngest
 from ingress.producer_types import DoneCallback, Ingest
 from ingress.protocol import MQTTConnection, Will
 from ingress.retained import RetainedStore
-from ingress.routes import Router
+from ingress.routes import EgressRouter, Router
 from ingress.session_manager import SessionManager
 from ingress.subscriptions import SubscriptionTable
 
@@ -63,7 +64,13 @@ class IngressNode:
             if config.producer == "confluent"
             else AiokafkaIngest(config.kafka_bootstrap, config.producer_linger_ms)
         )
-        delivery_topics = list(dict.fromkeys(self.router.kafka_topics() + config.outbound_topics))
+        # Records without an mqtt.topic header get one from the egress rules (DESIGN §3).
+        self.egress = EgressRouter(config.egress_routes)
+        delivery_topics = list(
+            dict.fromkeys(
+                self.router.kafka_topics() + config.outbound_topics + self.egress.kafka_topics()
+            )
+        )
         self.delivery = TopicReader(
             config.kafka_bootstrap, delivery_topics, self.deliver, f"delivery-{config.node_id}"
         )
@@ -92,6 +99,7 @@ class IngressNode:
         self._out_counters = [MESSAGES_OUT_TOTAL.labels(str(q)) for q in (0, 1, 2)]
         self._server: asyncio.Server | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
+        self._listeners: list[Listener] = []
 
     # lifecycle ---------------------------------------------------------------------------
 
@@ -120,6 +128,15 @@ class IngressNode:
                     "use; set BAYOU_MQTT_PORT to a free port"
                 ) from None
             raise
+        try:
+            self._listeners = await start_extra_listeners(self.config, lambda: MQTTConnection(self))
+        except ListenerError:
+            self._server.close()
+            await self.delivery.stop()
+            await self.retained_reader.stop()
+            await self.sessions_reader.stop()
+            await self.ingest.stop()
+            raise
         self._keepalive_task = asyncio.create_task(self._keepalive_sweep())
         READY.set(1)
 
@@ -130,12 +147,18 @@ class IngressNode:
             self._keepalive_task.cancel()
         if self._server:
             self._server.close()
+        for listener in self._listeners:
+            listener.close()
         for conn in list(self.connections):
             conn.close()
         for task in list(self._tasks):
             task.cancel()
         # Let connection_lost run (it saves sessions) before the producer flushes.
         await asyncio.sleep(0)
+        # WebSocket clients end after a closing handshake; their connection_lost must run
+        # before the producer flushes too.
+        await close_listeners(self._listeners)
+        self._listeners = []
         await self.ingest.stop()
         await self.delivery.stop()
         await self.retained_reader.stop()
@@ -324,13 +347,18 @@ class IngressNode:
                     qos_b = v
                 elif k == H_INGRESS_TS:
                     ts_b = v
-            if topic_b is None:
-                continue
-            topic = topic_b.decode("utf-8", "replace")
+            if topic_b is not None:
+                topic = topic_b.decode("utf-8", "replace")
+                msg_qos = _QOS.get(qos_b or b"0", 0)
+            else:
+                egress = self.egress.route(rec.topic, rec.key)
+                if egress is None:
+                    continue
+                topic = egress.mqtt_topic
+                msg_qos = egress.qos if qos_b is None else _QOS.get(qos_b, 0)
             targets = match(topic)
             if not targets:
                 continue
-            msg_qos = _QOS.get(qos_b or b"0", 0)
             heads: dict[int, bytes] = {}
             for conn, sub_qos in targets:
                 if conn.replaying:

@@ -25,6 +25,7 @@ from ingress.metrics import (
     TAKEOVERS_TOTAL,
 )
 from ingress.replay import read_ranges
+from ingress.routes import EgressRouter
 from ingress.sessions import Pending, SessionState, SessionStore
 
 if TYPE_CHECKING:
@@ -36,14 +37,19 @@ log = logging.getLogger(__name__)
 _QOS = {b"0": 0, b"1": 1, b"2": 2}
 
 
-def record_qos_topic(rec: Record) -> tuple[str | None, int]:
-    """The MQTT topic and QoS a delivery record carries."""
+def record_qos_topic(rec: Record, egress: EgressRouter) -> tuple[str | None, int]:
+    """The MQTT topic and QoS of a delivery record: from its headers, else the egress rules."""
     topic = qos = None
     for k, v in rec.headers:
         if k == H_MQTT_TOPIC:
             topic = v.decode("utf-8", "replace")
         elif k == H_MQTT_QOS:
             qos = _QOS.get(v, 0)
+    if topic is None:
+        route = egress.route(rec.topic, rec.key)
+        if route is None:
+            return None, 0
+        return route.mqtt_topic, route.qos if qos is None else qos
     return topic, qos or 0
 
 
@@ -231,7 +237,7 @@ class SessionManager:
 
     def _resend(self, conn: MQTTConnection, rec: Record, p: Pending) -> int:
         """Resend a message that was in flight: same packet id [MQTT-4.4.0-1]."""
-        topic, _ = record_qos_topic(rec)
+        topic, _ = record_qos_topic(rec, self.node.egress)
         if topic is None:
             return 0
         conn.inflight_out[p.packet_id] = (rec.topic, rec.partition, rec.offset, p.qos, p.released)
@@ -244,7 +250,7 @@ class SessionManager:
         return 1
 
     def _send_if_subscribed(self, conn: MQTTConnection, rec: Record) -> int:
-        topic, msg_qos = record_qos_topic(rec)
+        topic, msg_qos = record_qos_topic(rec, self.node.egress)
         if topic is None:
             return 0
         granted = conn.granted_qos(topic)

@@ -50,3 +50,10 @@ def test_invalid_mqtt_pattern_is_rejected() -> None:
     with pytest.raises(ValidationError) as err:
         RouteRule(name="bad", mqtt="a/#/b", kafka_topic="t")
     assert "field 'mqtt'" in str(err.value)
+
+
+def test_pattern_matches_whole_topic_including_newlines() -> None:
+    router = Router([RouteRule(name="t", mqtt="s/{device}/t", kafka_topic="t", key="{device}")])
+    assert router.route("s/x/t\n").kafka_topic == "bayou.messages"
+    hash_router = Router([RouteRule(name="h", mqtt="a/#", kafka_topic="h")])
+    assert hash_router.route("a/b\nc").kafka_topic == "h"
