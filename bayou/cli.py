@@ -69,15 +69,28 @@ def _create_topics(settings: Settings, bootstrap: str) -> None:
 
 
 @app.command()
-def ingress(node_id: str = typer.Option("ingress-1", help="Name of this node in logs")) -> None:
-    """Run one MQTT ingress node against BAYOU_KAFKA_BOOTSTRAP."""
+def ingress(
+    node_id: str = typer.Option("ingress-1", help="Name of this node in logs and Kafka"),
+) -> None:
+    """Run an MQTT ingress node against BAYOU_KAFKA_BOOTSTRAP.
+
+    With BAYOU_INGRESS_PROCESSES=N, runs N node processes sharing the MQTT port
+    (SO_REUSEPORT), named <node-id>-1..N, metrics on BAYOU_INGRESS_METRICS_PORT + 0..N-1.
+    """
     from ingress.listeners import ListenerError
     from ingress.node import PortInUseError, main
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "ingress")
-    _ports_free(settings, "ingress", ("mqtt", "ingress_metrics"))
-    _create_topics(settings, bootstrap)
+    if settings.ingress_processes > 1 and not settings.ingress_child:
+        from bayou.node_group import run_node_group
+
+        _ports_free(settings, "ingress", ("mqtt",))
+        _create_topics(settings, bootstrap)
+        raise typer.Exit(run_node_group(settings, node_id))
+    if not settings.ingress_child:
+        _ports_free(settings, "ingress", ("mqtt", "ingress_metrics"))
+        _create_topics(settings, bootstrap)
     try:
         main(settings.ingress_config(bootstrap, node_id=node_id))
     except (PortInUseError, ListenerError) as exc:

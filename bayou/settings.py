@@ -48,6 +48,9 @@ class Settings(BaseSettings):
     )
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=0, le=65535)
+    ingress_processes: int = Field(default=1, ge=1, le=256)
+    # Set by `bayou ingress` on the processes it starts itself (not for users).
+    ingress_child: bool = False
     ingress_producer: Literal["confluent", "aiokafka"] = "confluent"
     metrics_host: str = "127.0.0.1"
     ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
@@ -123,6 +126,7 @@ class Settings(BaseSettings):
             outbound_topics=[self.outbound_topic],
             node_id=node_id,
             producer=self.ingress_producer,
+            reuse_port=self.ingress_processes > 1,
             retained_topic=self.retained_topic,
             sessions_topic=self.sessions_topic,
             max_packet_size=self.max_packet_size,

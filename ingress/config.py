@@ -29,6 +29,7 @@ class IngressConfig(BaseModel):
     max_packet_size: int = 1024 * 1024
     max_inflight_out: int = 100
     node_id: str = "ingress-1"
+    reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC
     sessions_topic: str = SESSIONS_TOPIC
     # Optional listeners besides plain TCP (None = off).

@@ -147,7 +147,7 @@ async def _tls_listener(
         # fails it (plain MQTT on this port, a bad certificate) is dropped with a debug line.
         return await loop.create_server(
             protocol_factory, config.mqtt_host, config.tls_port, ssl=ctx,
-            ssl_handshake_timeout=10.0,
+            ssl_handshake_timeout=10.0, reuse_port=config.reuse_port or None,
         )  # fmt: skip
     except OSError as exc:
         raise _port_error(exc, "MQTT over TLS", config.mqtt_host, config.tls_port, "TLS") from None
@@ -175,6 +175,7 @@ async def _ws_listener(
             handler,
             config.mqtt_host,
             config.ws_port,
+            reuse_port=config.reuse_port or None,
             subprotocols=[Subprotocol(WS_SUBPROTOCOL)],
             process_request=_check_request,
             # A message may hold several packets; the framer enforces the packet size limit.

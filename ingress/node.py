@@ -115,7 +115,11 @@ class IngressNode:
         loop = asyncio.get_running_loop()
         try:
             self._server = await loop.create_server(
-                lambda: MQTTConnection(self), self.config.mqtt_host, self.config.mqtt_port
+                lambda: MQTTConnection(self),
+                self.config.mqtt_host,
+                self.config.mqtt_port,
+                # Several node processes may share the port (one per core, DESIGN §8).
+                reuse_port=self.config.reuse_port or None,
             )
         except OSError as exc:
             await self.delivery.stop()
