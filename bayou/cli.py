@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import socket
 
 import typer
 
@@ -70,7 +72,9 @@ def _create_topics(settings: Settings, bootstrap: str) -> None:
 
 @app.command()
 def ingress(
-    node_id: str = typer.Option("ingress-1", help="Name of this node in logs and Kafka"),
+    node_id: str = typer.Option(
+        None, help="Unique name of this node (default: ingress-<host>-<pid>)", show_default=False
+    ),
 ) -> None:
     """Run an MQTT ingress node against BAYOU_KAFKA_BOOTSTRAP.
 
@@ -82,6 +86,8 @@ def ingress(
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "ingress")
+    # Unique per node: it names the node's connections in session records (takeover).
+    node_id = node_id or f"ingress-{socket.gethostname()}-{os.getpid()}"
     if settings.ingress_processes > 1 and not settings.ingress_child:
         from bayou.node_group import run_node_group
 

@@ -45,3 +45,7 @@ SESSIONS_CREATED_TOTAL = Counter(
 REPLAYED_TOTAL = Counter(
     "bayou_ingress_replayed_messages_total", "Messages sent to resumed sessions from Kafka"
 )
+CATCH_UPS_TOTAL = Counter(
+    "bayou_ingress_catch_ups_total",
+    "Times a connection was brought up to date from Kafka (resumed session or full window)",
+)

@@ -13,6 +13,7 @@ from typing import Any
 from prometheus_client import Counter, start_http_server
 
 from ingress import codec
+from ingress.catch_up import start_catch_up
 from ingress.config import IngressConfig
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, Headers
 from ingress.delivery import Record, TopicReader
@@ -321,18 +322,6 @@ class IngressNode:
         """Deliver Kafka records to the matching subscribers on this node."""
         self._deliver(records, self.subscriptions.match)
 
-    def deliver_to(self, conn: MQTTConnection, items: list[tuple[Record, int]]) -> None:
-        """Deliver live records held back during a session's replay, in order."""
-        if not items or conn.closed:
-            return
-
-        def match(topic: str) -> list[tuple[MQTTConnection, int]]:
-            # The connection's filters now decide, as they would have live.
-            qos = conn.granted_qos(topic)
-            return [] if qos is None else [(conn, qos)]
-
-        self._deliver([rec for rec, _ in items], match)
-
     def _deliver(
         self, records: list[Record], match: Callable[[str], list[tuple[MQTTConnection, int]]]
     ) -> None:
@@ -341,7 +330,7 @@ class IngressNode:
         out: dict[MQTTConnection, list[bytes]] = {}
         qos2_to_persist: set[MQTTConnection] = set()
         sent = [0, 0, 0]
-        for rec in records:
+        for index, rec in enumerate(records):
             payload = rec.value or b""
             topic_b = qos_b = ts_b = None
             for k, v in rec.headers:
@@ -366,10 +355,13 @@ class IngressNode:
             heads: dict[int, bytes] = {}
             for conn, sub_qos in targets:
                 if conn.replaying:
-                    # A resumed session still reading its backlog: live records wait.
-                    conn.live_buffer.append((rec, sub_qos))
-                    continue
+                    continue  # catching up from Kafka (ingress/catch_up.py): not live yet
                 qos = min(msg_qos, sub_qos)
+                if qos and len(conn.inflight_out) >= conn.max_inflight:
+                    # Its in-flight window is full: it leaves live delivery and catches up
+                    # from Kafka once it acknowledges, instead of queueing in memory.
+                    start_catch_up(self, conn, self._cursor_at(records, index), [])
+                    continue
                 head = heads.get(qos)
                 if head is None:
                     head = heads[qos] = codec.publish_parts(topic, payload, qos)[0]
@@ -397,6 +389,15 @@ class IngressNode:
         for qos in (0, 1, 2):
             if sent[qos]:
                 self._out_counters[qos].inc(sent[qos])
+
+    def _cursor_at(self, records: list[Record], index: int) -> dict[tuple[str, int], int]:
+        """Per partition, the first offset not yet handled when delivery stops at ``index``."""
+        cursor = dict(self.delivery.positions)
+        for rec in records[index:]:
+            key = (rec.topic, rec.partition)
+            if rec.offset < cursor.get(key, rec.offset + 1):
+                cursor[key] = rec.offset
+        return cursor
 
 
 async def serve(config: IngressConfig, stop: asyncio.Event) -> None:

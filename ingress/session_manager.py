@@ -16,16 +16,12 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ingress.contract import H_MQTT_QOS, H_MQTT_TOPIC
-from ingress.delivery import Record
+from ingress.catch_up import start_catch_up
 from ingress.metrics import (
-    REPLAYED_TOTAL,
     SESSIONS_CREATED_TOTAL,
     SESSIONS_RESUMED_TOTAL,
     TAKEOVERS_TOTAL,
 )
-from ingress.replay import read_ranges
-from ingress.routes import EgressRouter
 from ingress.sessions import Pending, SessionState, SessionStore
 
 if TYPE_CHECKING:
@@ -33,24 +29,6 @@ if TYPE_CHECKING:
     from ingress.protocol import MQTTConnection
 
 log = logging.getLogger(__name__)
-
-_QOS = {b"0": 0, b"1": 1, b"2": 2}
-
-
-def record_qos_topic(rec: Record, egress: EgressRouter) -> tuple[str | None, int]:
-    """The MQTT topic and QoS of a delivery record: from its headers, else the egress rules."""
-    topic = qos = None
-    for k, v in rec.headers:
-        if k == H_MQTT_TOPIC:
-            topic = v.decode("utf-8", "replace")
-        elif k == H_MQTT_QOS:
-            qos = _QOS.get(v, 0)
-    if topic is None:
-        route = egress.route(rec.topic, rec.key)
-        if route is None:
-            return None, 0
-        return route.mqtt_topic, route.qos if qos is None else qos
-    return topic, qos or 0
 
 
 class SessionManager:
@@ -95,16 +73,7 @@ class SessionManager:
                 conn.filters[filt] = qos
                 self.node.subscriptions.subscribe(conn, filt, qos)
             if present:
-                upto = dict(self.node.delivery.positions)
-                conn.replaying = True
-                conn.replay_cursor = dict(state.served)
-                for key, end in upto.items():
-                    conn.replay_cursor.setdefault(key, end)
-                # Pending packet ids stay reserved (and saved) until their message is resent.
-                for x in state.pending:
-                    conn.inflight_out[x.packet_id] = (x.topic, x.partition, x.offset, x.qos,
-                                                      x.released)  # fmt: skip
-                self.node.spawn(self._replay(conn, state, upto))
+                start_catch_up(self.node, conn, state.served, state.pending)
         self.save(conn)
         return present
 
@@ -184,87 +153,14 @@ class SessionManager:
         node_id, _, started = owner.rpartition("/")
         if not owner or owner == local.session.owner or not started.isdigit():
             return
-        if int(started) > local.connected_ms:
+        # The newer connection wins; equal start times are ordered by node id, the same way
+        # on every node.
+        if (int(started), node_id) > (local.connected_ms, self.node.config.node_id):
             # A newer connection of this client id elsewhere: it owns the session now.
             log.info("client %s connected on node %s: closing it here", client_id, node_id)
             TAKEOVERS_TOTAL.inc()
             local.taken_over = True
             local.close()
-
-    # replay ------------------------------------------------------------------------------
-
-    async def _replay(
-        self, conn: MQTTConnection, state: SessionState, upto: dict[tuple[str, int], int]
-    ) -> None:
-        """Send what the session missed, from Kafka, then switch it to live delivery."""
-        pending = {(x.topic, x.partition, x.offset): x for x in state.pending}
-        ranges: dict[tuple[str, int], tuple[int, int]] = {}
-        for key, end in upto.items():
-            start = state.replay_start(key)
-            if start is not None and start < end:
-                ranges[key] = (start, end)
-        sent = 0
-        try:
-            async for batch in read_ranges(
-                self.node.config.kafka_bootstrap, ranges, f"replay-{self.node.config.node_id}"
-            ):
-                if conn.closed:
-                    return
-                conn.hold()
-                qos2_before = conn.qos2_out_sent
-                for rec in batch:
-                    key = (rec.topic, rec.partition)
-                    p = pending.pop((rec.topic, rec.partition, rec.offset), None)
-                    if p is not None:
-                        sent += self._resend(conn, rec, p)
-                    elif rec.offset >= state.served.get(key, 0):
-                        sent += self._send_if_subscribed(conn, rec)
-                    conn.replay_cursor[key] = rec.offset + 1
-                if conn.qos2_out_sent != qos2_before:
-                    self.save_then_release(conn)
-                else:
-                    conn.release()
-            for key, end in upto.items():
-                conn.replay_cursor[key] = max(conn.replay_cursor.get(key, end), end)
-        except Exception:
-            log.exception("replay for %s failed; closing it so it retries", conn.client_id)
-            conn.abort("replay failed", count=False)
-            return
-        REPLAYED_TOTAL.inc(sent)
-        conn.replaying = False
-        buffered, conn.live_buffer = conn.live_buffer, []
-        self.node.deliver_to(conn, buffered)
-
-    def _resend(self, conn: MQTTConnection, rec: Record, p: Pending) -> int:
-        """Resend a message that was in flight: same packet id [MQTT-4.4.0-1]."""
-        topic, _ = record_qos_topic(rec, self.node.egress)
-        if topic is None:
-            return 0
-        conn.inflight_out[p.packet_id] = (rec.topic, rec.partition, rec.offset, p.qos, p.released)
-        if p.qos == 2:
-            conn.qos2_out_sent += 1
-        if p.released:
-            conn.write(bytes((0x62, 2)) + p.packet_id.to_bytes(2, "big"))  # PUBREL again
-        else:
-            conn.write_publish(topic, rec.value or b"", p.qos, p.packet_id, dup=True)
-        return 1
-
-    def _send_if_subscribed(self, conn: MQTTConnection, rec: Record) -> int:
-        topic, msg_qos = record_qos_topic(rec, self.node.egress)
-        if topic is None:
-            return 0
-        granted = conn.granted_qos(topic)
-        if granted is None:
-            return 0
-        qos = min(msg_qos, granted)
-        pid = 0
-        if qos:
-            pid = conn.next_packet_id()
-            conn.inflight_out[pid] = (rec.topic, rec.partition, rec.offset, qos, False)
-            if qos == 2:
-                conn.qos2_out_sent += 1
-        conn.write_publish(topic, rec.value or b"", qos, pid)
-        return 1
 
 
 def now_ms() -> int:
