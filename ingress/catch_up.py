@@ -97,7 +97,7 @@ async def _catch_up(node: IngressNode, conn: MQTTConnection, pending: list[Pendi
                 cursor[key] = max(cursor.get(key, end), end)
     except Exception:
         log.exception("catch-up of %s failed; closing it so it reconnects", conn.client_id)
-        conn.abort("catch-up failed", count=False)
+        conn.abort("catch-up failed", None)
     finally:
         REPLAYED_TOTAL.inc(sent)
 

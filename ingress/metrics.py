@@ -7,7 +7,7 @@ from prometheus_client import Counter, Gauge, Histogram
 CONNECTIONS = Gauge("bayou_ingress_connections", "MQTT connections currently open")
 CONNECTS_TOTAL = Counter("bayou_ingress_connects_total", "CONNECTs accepted")
 PROTOCOL_ERRORS_TOTAL = Counter(
-    "bayou_ingress_protocol_errors_total", "Connections closed for breaking MQTT", ["reason"]
+    "bayou_ingress_protocol_errors_total", "Connections closed for breaking MQTT, by kind", ["kind"]
 )
 MESSAGES_IN_TOTAL = Counter(
     "bayou_ingress_messages_in_total", "PUBLISH packets received, by Kafka topic", ["kafka_topic"]

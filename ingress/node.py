@@ -92,6 +92,7 @@ class IngressNode:
             from_beginning=True,
         )
         self._tasks: set[asyncio.Task[None]] = set()
+        self._assigned = 0
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}
         self._paused: set[MQTTConnection] = set()
@@ -229,6 +230,11 @@ class IngressNode:
         self.sessions.store.put(client_id, value)
         self.ingest.submit(self.config.sessions_topic, client_id.encode(), value, [], then)
 
+    def assign_client_id(self) -> str:
+        """A client id for a CONNECT with an empty one [MQTT-3.1.3-6], unique across nodes."""
+        self._assigned += 1
+        return f"bayou-{self.config.node_id}-{self._assigned}"
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         """Run a node task, cancelled when the node stops."""
         task = asyncio.create_task(coro)
@@ -304,7 +310,7 @@ class IngressNode:
             now = time.monotonic()
             for conn in list(self.connections):
                 if conn.keep_alive and now - conn.last_seen > 1.5 * conn.keep_alive:
-                    conn.abort("keep-alive timeout")  # [MQTT-3.1.2-24]
+                    conn.abort("keep-alive timeout", "keepalive_timeout")  # [MQTT-3.1.2-24]
 
     # Kafka ↔ MQTT ------------------------------------------------------------------------
 

@@ -142,13 +142,16 @@ class MQTTConnection(asyncio.Protocol):
         if info.protocol_name != "MQTT" or info.protocol_level != 4:
             # [MQTT-3.1.2-2]: answer 0x01, then close.
             self.write(codec.encode_connack(CONNACK_BAD_PROTOCOL))
-            self.abort(f"unsupported protocol {info.protocol_name!r} level {info.protocol_level}")
+            self.abort(
+                f"unsupported protocol {info.protocol_name!r} level {info.protocol_level}",
+                "unsupported_protocol",
+            )
             return
         if info.reserved_flag:
             raise ProtocolError("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
         if info.client_id_was_empty and not info.clean_session:
             self.write(codec.encode_connack(CONNACK_IDENTIFIER_REJECTED))  # [MQTT-3.1.3-8]
-            self.abort("empty client id without clean session")
+            self.abort("empty client id without clean session", "identifier_rejected")
             return
         if info.will_topic is not None:
             try:
@@ -160,7 +163,8 @@ class MQTTConnection(asyncio.Protocol):
             self.will = Will(
                 info.will_topic, info.will_message or b"", info.will_qos, info.will_retain
             )
-        client_id = info.client_id or f"bayou-{id(self):x}"
+        # An assigned id names the node too: ids must not collide across nodes (takeover).
+        client_id = info.client_id or self.node.assign_client_id()
         self.client_id = client_id
         self.keep_alive = info.keep_alive
         self.connected_ms = int(time.time() * 1000)
@@ -212,7 +216,7 @@ class MQTTConnection(asyncio.Protocol):
                 self.client_id,
                 exc,
             )
-            self.abort("Kafka write failed", count=False)
+            self.abort("Kafka write failed", None)
             return
         slot[1] -= 1
         if slot[1] == 0 and not self._flush_scheduled:
@@ -358,11 +362,15 @@ class MQTTConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    def abort(self, reason: str, count: bool = True) -> None:
-        """Close this one client because of ``reason``; log one line."""
+    def abort(self, reason: str, kind: str | None = "malformed") -> None:
+        """Close this one client because of ``reason``; log one line.
+
+        ``kind`` is the metric label, from a fixed set (the reason text carries client
+        input, which must not create metric series); None: not a client error, not counted.
+        """
         if self.closed:
             return
-        if count:
-            PROTOCOL_ERRORS_TOTAL.labels(reason.split(":")[0][:40]).inc()
+        if kind is not None:
+            PROTOCOL_ERRORS_TOTAL.labels(kind).inc()
             log.warning("closing client %s (%s): %s", self.client_id or "-", self.peer, reason)
         self.close()

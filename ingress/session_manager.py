@@ -10,7 +10,6 @@ in Kafka, so a resumed session resends them with the same packet id and never tw
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Callable
@@ -127,7 +126,7 @@ class SessionManager:
         def saved(exc: BaseException | None) -> None:
             if exc is not None:
                 log.warning("session %s not saved (%s): closing it", conn.client_id, exc)
-                conn.abort("session save failed", count=False)
+                conn.abort("session save failed", None)
                 return
             conn.release()
 
@@ -142,21 +141,16 @@ class SessionManager:
 
     # takeover across nodes ---------------------------------------------------------------
 
-    def _on_record(self, client_id: str, raw: bytes) -> None:
+    def _on_record(self, client_id: str, owner: str) -> None:
         local = self.node.clients.get(client_id)
         if local is None or local.session is None:
             return
-        try:
-            owner = str(json.loads(raw).get("owner", ""))
-        except ValueError:
-            return
         node_id, _, started = owner.rpartition("/")
-        if not owner or owner == local.session.owner or not started.isdigit():
+        if owner == local.session.owner or not started.isdigit():
             return
         # The newer connection wins; equal start times are ordered by node id, the same way
         # on every node.
         if (int(started), node_id) > (local.connected_ms, self.node.config.node_id):
-            # A newer connection of this client id elsewhere: it owns the session now.
             log.info("client %s connected on node %s: closing it here", client_id, node_id)
             TAKEOVERS_TOTAL.inc()
             local.taken_over = True

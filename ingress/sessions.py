@@ -10,6 +10,7 @@ those positions (DESIGN §2), so an offline device costs the broker only its sma
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -88,15 +89,18 @@ class SessionState:
 
 
 class SessionStore:
-    """Client id → its session record as stored (bytes, parsed only on reconnect).
+    """Client id → its persistent session record as stored (bytes, parsed only on reconnect).
 
     Keeping the raw value keeps an offline session to a few hundred bytes of broker memory.
-    ``on_owner_change`` is told when another connection (on any node) took a session over.
+    Records of clean sessions only claim a client id (for takeover): they are passed to the
+    ``owner_listeners`` but not kept, so the index holds persistent sessions only, also when a
+    crashed node never wrote the tombstone of its clean sessions.
     """
 
     def __init__(self) -> None:
         self._raw: dict[str, bytes] = {}
-        self.owner_listeners: list[Any] = []
+        # Called with (client id, owner) for every session record read.
+        self.owner_listeners: list[Callable[[str, str], None]] = []
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -105,17 +109,30 @@ class SessionStore:
         return client_id in self._raw
 
     def get(self, client_id: str) -> SessionState | None:
-        """The stored session of ``client_id``, or None."""
+        """The stored persistent session of ``client_id``, or None."""
         raw = self._raw.get(client_id)
         return None if raw is None else SessionState.from_bytes(client_id, raw)
 
-    def put(self, client_id: str, raw: bytes | None) -> None:
-        """Store (or, with None, forget) a session record."""
-        if raw is None:
+    def put(self, client_id: str, raw: bytes | None) -> str:
+        """Store a persistent session record; forget it on a tombstone or a clean record.
+
+        Returns the record's owner ("" for a tombstone or an unreadable record).
+        """
+        owner = ""
+        clean = raw is None
+        if raw is not None:
+            try:
+                doc = json.loads(raw)
+                owner, clean = str(doc.get("owner", "")), bool(doc.get("clean", False))
+            except ValueError:
+                clean = True  # unreadable: nothing to resume from
+        if clean:
             self._raw.pop(client_id, None)
         else:
+            assert raw is not None
             self._raw[client_id] = raw
         SESSIONS_STORED.set(len(self._raw))
+        return owner
 
     def apply(self, records: list[Record]) -> None:
         """Apply records of the sessions topic, in log order."""
@@ -123,7 +140,7 @@ class SessionStore:
             if rec.key is None:
                 continue
             client_id = rec.key.decode("utf-8", "replace")
-            self.put(client_id, rec.value)
-            if rec.value is not None:
+            owner = self.put(client_id, rec.value)
+            if owner:
                 for listener in self.owner_listeners:
-                    listener(client_id, rec.value)
+                    listener(client_id, owner)
