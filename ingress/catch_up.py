@@ -159,6 +159,8 @@ def _resend(node: IngressNode, conn: MQTTConnection, rec: Record, p: Pending) ->
 
 
 def _send_if_subscribed(node: IngressNode, conn: MQTTConnection, rec: Record) -> int:
+    if node.dedup.is_duplicate(rec.headers, (rec.topic, rec.partition, rec.offset)):
+        return 0
     topic, msg_qos = record_qos_topic(rec, node.egress)
     if topic is None:
         return 0

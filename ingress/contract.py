@@ -14,6 +14,8 @@ H_MQTT_QOS = "mqtt.qos"
 H_MQTT_RETAIN = "mqtt.retain"
 H_MQTT_CLIENT_ID = "mqtt.client_id"
 H_INGRESS_TS = "bayou.ingress_ts"
+# Deterministic id of an agent result (window, alert, command): duplicates are dropped.
+H_RESULT_ID = "bayou.result_id"
 
 # Headers on dead-lettered records (written by agents, read by operators).
 H_DEADLETTER_REASON = "bayou.error"

@@ -49,3 +49,7 @@ CATCH_UPS_TOTAL = Counter(
     "bayou_ingress_catch_ups_total",
     "Times a connection was brought up to date from Kafka (resumed session or full window)",
 )
+DUPLICATES_DROPPED_TOTAL = Counter(
+    "bayou_ingress_duplicate_results_dropped_total",
+    "Agent results not delivered because another record carried the same bayou.result_id",
+)

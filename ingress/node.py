@@ -15,7 +15,8 @@ from prometheus_client import Counter, start_http_server
 from ingress import codec
 from ingress.catch_up import start_catch_up
 from ingress.config import IngressConfig
-from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, Headers
+from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID, Headers
+from ingress.dedup import ResultDedup
 from ingress.delivery import Record, TopicReader
 from ingress.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
 from ingress.metrics import (
@@ -75,6 +76,7 @@ class IngressNode:
         self.delivery = TopicReader(
             config.kafka_bootstrap, delivery_topics, self.deliver, f"delivery-{config.node_id}"
         )
+        self.dedup = ResultDedup()
         self.retained = RetainedStore()
         self.retained_reader = TopicReader(
             config.kafka_bootstrap,
@@ -338,7 +340,7 @@ class IngressNode:
         sent = [0, 0, 0]
         for index, rec in enumerate(records):
             payload = rec.value or b""
-            topic_b = qos_b = ts_b = None
+            topic_b = qos_b = ts_b = rid = None
             for k, v in rec.headers:
                 if k == H_MQTT_TOPIC:
                     topic_b = v
@@ -346,6 +348,12 @@ class IngressNode:
                     qos_b = v
                 elif k == H_INGRESS_TS:
                     ts_b = v
+                elif k == H_RESULT_ID:
+                    rid = v
+            if rid is not None and self.dedup.is_duplicate(
+                rec.headers, (rec.topic, rec.partition, rec.offset)
+            ):
+                continue
             if topic_b is not None:
                 topic = topic_b.decode("utf-8", "replace")
                 msg_qos = _QOS.get(qos_b or b"0", 0)
