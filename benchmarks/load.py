@@ -2,7 +2,8 @@
 
 Each worker process owns one publisher connection and, for publisher -> subscriber scenarios,
 one subscriber connection on the same topic. It keeps at most ``window`` messages outstanding
-(sent but not yet delivered to its subscriber, or not yet PUBACKed when there is no subscriber),
+(sent but not yet delivered to its subscriber, or not yet PUBACKed -- PUBCOMPed at QoS 2 -- when
+there is no subscriber),
 so the broker never queues without bound and the latency figures mean something.
 Everything is bounded: a message count, a deadline, and a stall timeout.
 """
@@ -21,8 +22,11 @@ from typing import Any
 from benchmarks import codec
 
 RECV_SIZE = 1 << 18
-# PUBLISH, PUBACK and CONNACK/SUBACK first bytes the generator branches on.
+# First bytes the generator branches on.
 _PUBACK_BYTE = codec.PUBACK << 4
+_PUBREC_BYTE = codec.PUBREC << 4
+_PUBREL_BYTE = (codec.PUBREL << 4) | 0x02
+_PUBCOMP_BYTE = codec.PUBCOMP << 4
 
 
 @dataclass(frozen=True)
@@ -145,7 +149,9 @@ class _Pump:
         p = self.p
         res = WorkerResult(p.index)
         tpl = self.tpl
-        qos1 = p.qos == 1
+        acked = p.qos >= 1  # the publisher waits for PUBACK (QoS 1) or PUBCOMP (QoS 2)
+        # The packet that completes a publish: PUBACK, or PUBCOMP after PUBREC/PUBREL.
+        done_byte = _PUBCOMP_BYTE if p.qos == 2 else _PUBACK_BYTE
         has_sub = self.sub is not None
         pub, sub = self.pub, self.sub
         lat = self.lat
@@ -162,7 +168,7 @@ class _Pump:
         read_socks = [pub.sock] + ([sub.sock] if sub else [])
         while True:
             if has_sub:
-                done = min(acks, delivered) if qos1 else delivered
+                done = min(acks, delivered) if acked else delivered
                 completed = delivered
             else:
                 done = completed = acks
@@ -181,7 +187,7 @@ class _Pump:
             if room > 0 and not pub.out:
                 buf = bytearray(tpl.packet * room)
                 codec.fill_batch(tpl, buf, room, now, self.seq, self.packet_id)
-                if qos1 and not has_sub and record:
+                if acked and not has_sub and record:
                     pid = self.packet_id
                     first = min(room, 65536 - pid)
                     send_ts[pid : pid + first] = [now] * first
@@ -214,28 +220,40 @@ class _Pump:
                 inbuf += chunk
                 packets, used = codec.split_packets(inbuf)
                 if conn is pub:
+                    rels = []
                     for first, start, _end in packets:
-                        if first == _PUBACK_BYTE:
+                        if first == done_byte:
                             acks += 1
                             if record and not has_sub:
                                 pid = (inbuf[start] << 8) | inbuf[start + 1]
                                 lat.append(now - send_ts[pid])
+                        elif first == _PUBREC_BYTE:
+                            rels.append(b"\x62\x02" + inbuf[start : start + 2])
+                    if rels:
+                        pub.out += b"".join(rels)
+                        pub.flush()
                 else:
                     assert sub is not None
                     acks_out = []
                     for first, start, _end in packets:
+                        if first == _PUBREL_BYTE:  # QoS 2, second half: PUBCOMP
+                            acks_out.append(b"\x70\x02" + inbuf[start : start + 2])
+                            continue
                         if first >> 4 != codec.PUBLISH:
                             continue
-                        ts, seq = codec.payload_header(inbuf, start, (first >> 1) & 3)
+                        qos = (first >> 1) & 3
+                        if qos:  # PUBACK (QoS 1) or PUBREC (QoS 2), even for a straggler
+                            tlen = (inbuf[start] << 8) | inbuf[start + 1]
+                            pos = start + 2 + tlen
+                            acks_out.append(
+                                (b"\x40\x02" if qos == 1 else b"\x50\x02") + inbuf[pos : pos + 2]
+                            )
+                        ts, seq = codec.payload_header(inbuf, start, qos)
                         if seq < seq_base:
                             continue  # a straggler from the warm-up
                         delivered += 1
                         if record:
                             lat.append(now - ts)
-                        if first & 0x06:
-                            tlen = (inbuf[start] << 8) | inbuf[start + 1]
-                            pos = start + 2 + tlen
-                            acks_out.append(b"\x40\x02" + inbuf[pos : pos + 2])
                     if acks_out:
                         sub.out += b"".join(acks_out)
                         sub.flush()
@@ -252,7 +270,7 @@ class _Pump:
         return res
 
     def drain(self, seconds: float) -> None:
-        """Read and discard (acknowledging QoS 1 deliveries) until quiet for ``seconds``."""
+        """Read and discard (answering QoS 1/2 flows) until quiet for ``seconds``."""
         conns = [c for c in (self.pub, self.sub) if c is not None]
         quiet_until = time.monotonic() + seconds
         while time.monotonic() < quiet_until:
@@ -270,9 +288,14 @@ class _Pump:
                 c.inbuf += chunk
                 packets, used = codec.split_packets(c.inbuf)
                 for first, start, end in packets:
-                    if first >> 4 == codec.PUBLISH and first & 0x06:
-                        pub = codec.parse_publish(first & 0x0F, bytes(c.inbuf[start:end]))
-                        c.out += codec.encode_puback(pub.packet_id)
+                    reply = codec.ack_reply(first)
+                    if reply is None:
+                        continue
+                    if first >> 4 == codec.PUBLISH:
+                        pid = codec.parse_publish(first & 0x0F, bytes(c.inbuf[start:end])).packet_id
+                    else:
+                        pid = (c.inbuf[start] << 8) | c.inbuf[start + 1]
+                    c.out += codec.encode_ack(reply, pid)
                 del c.inbuf[:used]
                 if packets:
                     quiet_until = time.monotonic() + seconds

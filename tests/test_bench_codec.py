@@ -104,6 +104,68 @@ def test_next_packet_id_cycles() -> None:
 
 def test_template_rejects_bad_arguments() -> None:
     with pytest.raises(ValueError):
-        codec.publish_template("t", 2)
+        codec.publish_template("t", 3)
     with pytest.raises(ValueError):
         codec.publish_template("t", 0, payload_size=8)
+
+
+@pytest.mark.parametrize(
+    ("packet_type", "expected"),
+    [
+        (codec.PUBACK, b"\x40\x02\x01\x02"),
+        (codec.PUBREC, b"\x50\x02\x01\x02"),
+        (codec.PUBREL, b"\x62\x02\x01\x02"),  # PUBREL's fixed-header flags are 0010
+        (codec.PUBCOMP, b"\x70\x02\x01\x02"),
+    ],
+)
+def test_encode_ack(packet_type: int, expected: bytes) -> None:
+    assert codec.encode_ack(packet_type, 0x0102) == expected
+
+
+def test_encode_ack_rejects_other_types() -> None:
+    with pytest.raises(ValueError):
+        codec.encode_ack(codec.PUBLISH, 1)
+
+
+@pytest.mark.parametrize(
+    ("first_byte", "reply"),
+    [
+        (0x30, None),  # QoS 0 PUBLISH
+        (0x32, codec.PUBACK),  # QoS 1 PUBLISH
+        (0x3B, codec.PUBACK),  # QoS 1, DUP and RETAIN set
+        (0x34, codec.PUBREC),  # QoS 2 PUBLISH
+        (0x3C, codec.PUBREC),  # QoS 2, DUP
+        (0x50, codec.PUBREL),  # PUBREC
+        (0x62, codec.PUBCOMP),  # PUBREL
+        (0x40, None),  # PUBACK ends a QoS 1 flow
+        (0x70, None),  # PUBCOMP ends a QoS 2 flow
+        (0x20, None),  # CONNACK
+    ],
+)
+def test_ack_reply(first_byte: int, reply: int | None) -> None:
+    assert codec.ack_reply(first_byte) == reply
+
+
+def test_qos2_template_parses_back() -> None:
+    tpl = codec.publish_template("bench/q2", 2, 32)
+    buf = bytearray(tpl.packet * 2)
+    codec.fill_batch(tpl, buf, 2, ts_ns=5, first_seq=1, first_packet_id=65535)
+    packets, used = codec.split_packets(buf)
+    assert used == len(buf)
+    pubs = [codec.parse_publish(f & 0x0F, bytes(buf[s:e])) for f, s, e in packets]
+    assert [(p.qos, p.packet_id) for p in pubs] == [(2, 65535), (2, 1)]
+    assert [codec.payload_header(buf, s, 2) for _f, s, _e in packets] == [(5, 1), (5, 2)]
+    assert codec.ack_reply(packets[0][0]) == codec.PUBREC
+
+
+def test_template_rejects_qos_3() -> None:
+    with pytest.raises(ValueError):
+        codec.publish_template("t", 3)
+
+
+def test_persistent_connect_clears_clean_session_flag() -> None:
+    clean = codec.encode_connect("dev-1", 60)
+    persistent = codec.encode_connect("dev-1", 60, clean_session=False)
+    # Connect flags follow the 6-byte protocol name and the level byte.
+    assert clean[2 + 6 + 1] == 0x02
+    assert persistent[2 + 6 + 1] == 0x00
