@@ -7,13 +7,12 @@ import errno
 import logging
 import signal
 import time
-from collections.abc import Callable, Coroutine
-from typing import Any
+from collections.abc import Callable
 
 from prometheus_client import Counter, start_http_server
 
 from ingress import codec
-from ingress.catch_up import start_catch_up
+from ingress.catch_up import CatchUp, start_catch_up
 from ingress.config import IngressConfig
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID, Headers
 from ingress.dedup import ResultDedup
@@ -77,6 +76,7 @@ class IngressNode:
             config.kafka_bootstrap, delivery_topics, self.deliver, f"delivery-{config.node_id}"
         )
         self.dedup = ResultDedup()
+        self.catch_up = CatchUp(self)
         self.retained = RetainedStore()
         self.retained_reader = TopicReader(
             config.kafka_bootstrap,
@@ -237,9 +237,8 @@ class IngressNode:
         self._assigned += 1
         return f"bayou-{self.config.node_id}-{self._assigned}"
 
-    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        """Run a node task, cancelled when the node stops."""
-        task = asyncio.create_task(coro)
+    def track(self, task: asyncio.Task[None]) -> None:
+        """Cancel ``task`` when the node stops."""
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 

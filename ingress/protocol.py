@@ -70,7 +70,6 @@ class MQTTConnection(asyncio.Protocol):
         self.replaying = False
         self.replay_cursor: dict[tuple[str, int], int] = {}
         self.max_inflight = node.config.max_inflight_out
-        self._window: asyncio.Event | None = None
         self._held: list[bytes] | None = None
         self._holds = 0
         # Inbound QoS 2 packet ids before PUBREL: False until PUBREC went out [MQTT-4.3.3].
@@ -90,8 +89,6 @@ class MQTTConnection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
-        if self._window is not None:
-            self._window.set()  # a catch-up waiting for this client's acks ends
         if self.will is not None:
             # Closed without DISCONNECT: socket loss, keep-alive timeout, protocol error or
             # takeover [MQTT-3.1.2-8].
@@ -257,8 +254,8 @@ class MQTTConnection(asyncio.Protocol):
             self.write(codec.encode_ack(codec.PUBREL, pid))
         else:  # PUBACK or PUBCOMP ends the flow
             self.inflight_out.pop(pid, None)
-            if self._window is not None and len(self.inflight_out) < self.max_inflight:
-                self._window.set()
+            if self.replaying and len(self.inflight_out) < self.max_inflight:
+                self.node.catch_up.wake()
 
     def _on_subscribe(self, pkt: codec.Packet) -> None:
         pid, topics = decode_subscribe(pkt.flags, pkt.body)
@@ -317,13 +314,6 @@ class MQTTConnection(asyncio.Protocol):
             if (best is None or qos > best) and matches(filt, topic):
                 best = qos
         return best
-
-    async def window_open(self) -> None:
-        """Wait until fewer than ``max_inflight`` outbound messages await acknowledgement."""
-        while len(self.inflight_out) >= self.max_inflight and not self.closed:
-            self._window = asyncio.Event()
-            await self._window.wait()
-        self._window = None
 
     def next_packet_id(self) -> int:
         """A packet id for an outbound QoS 1/2 publish: 1..65535, none still in flight."""
