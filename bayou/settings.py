@@ -64,7 +64,7 @@ class Settings(BaseSettings):
     retained_topic: str = RETAINED_TOPIC
     sessions_topic: str = SESSIONS_TOPIC
     max_packet_size: int = Field(default=1024 * 1024, ge=16, le=268_435_455)
-    max_inflight_messages: int = Field(default=100, ge=1, le=65535)
+    max_inflight_messages: int = Field(default=1000, ge=1, le=65535)
     routes_file: Path | None = Field(
         default=None, description="TOML or YAML file of route rules; unset = the demo routes"
     )
@@ -151,6 +151,7 @@ class Settings(BaseSettings):
             window_seconds=self.demo_window_seconds,
             alert_cooldown_seconds=self.demo_alert_cooldown_seconds,
             grace_seconds=self.demo_grace_seconds,
+            routes=[(r.mqtt, r.kafka_topic) for r in self.route_rules().inbound],
         )
 
     def all_topics(self) -> list[str]:

@@ -27,7 +27,7 @@ class IngressConfig(BaseModel):
     producer_linger_ms: int = 2
     producer: Literal["confluent", "aiokafka"] = "confluent"
     max_packet_size: int = 1024 * 1024
-    max_inflight_out: int = 100
+    max_inflight_out: int = 1000
     node_id: str = "ingress-1"
     reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC
