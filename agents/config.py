@@ -28,6 +28,8 @@ class WorkerConfig(BaseModel):
     # Event times further ahead of the wall clock than this do not advance the watermark, so
     # one device with a wrong clock cannot close every other device's windows early.
     max_clock_skew_seconds: float = 300.0
+    # Route rules as (MQTT pattern, Kafka topic): where agents' patterns find their topic.
+    routes: list[tuple[str, str]] = [("sensors/{device}/telemetry", "bayou.telemetry")]
     # Records taken per batch: the runtime works in batches so per-record overhead stays low.
     batch_max_records: int = 1000
     # How long a fetch may wait for data; small, because commands must reach devices fast.

@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from typing import Annotated, Any
 
 import typer
 
@@ -104,28 +105,60 @@ def ingress(
         raise typer.Exit(1) from None
 
 
+_AGENTS_HELP = (
+    "Python module defining agents.app.App objects (repeat for several); "
+    "without it, the built-in demo agents run"
+)
+
+
 @app.command()
-def worker() -> None:
-    """Run one agent worker (the built-in demo agents) against BAYOU_KAFKA_BOOTSTRAP."""
+def worker(
+    agents: Annotated[list[str] | None, typer.Option("--agents", help=_AGENTS_HELP)] = None,
+) -> None:
+    """Run one agent worker (your --agents modules, else the demo) against BAYOU_KAFKA_BOOTSTRAP."""
+    from agents.app import AppError, load_apps
     from agents.worker import main
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "worker")
     _ports_free(settings, "worker", ("worker_metrics",))
+    config = settings.worker_config(bootstrap)
+    try:
+        apps = load_apps(agents or [])
+        topics = _app_topics(apps, config.routes) if apps else ([], [])
+    except (AppError, ImportError) as exc:
+        typer.echo(f"bayou worker: {exc}", err=True)
+        raise typer.Exit(2) from None
     _create_topics(settings, bootstrap)
-    main(settings.worker_config(bootstrap))
+    if apps:
+        from bayou.kafka_topics import ensure_topics
+
+        inputs, changelogs = topics
+        p, rf = settings.topic_partitions, settings.replication_factor
+        asyncio.run(ensure_topics(bootstrap, inputs, p, rf))
+        asyncio.run(ensure_topics(bootstrap, changelogs, p, rf, frozenset(changelogs)))
+    main(config, apps)
+
+
+def _app_topics(apps: list[Any], routes: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
+    """The apps' input topics and changelog topics (resolving raises AppError early)."""
+    from agents.app_runtime import changelog_topic, resolve_topic
+
+    inputs = sorted({resolve_topic(a, routes) for app_ in apps for a in app_.agents})
+    return inputs, [changelog_topic(a.name) for a in apps]
 
 
 @app.command()
 def up(
     demo: bool = typer.Option(False, "--demo", help="Also run a simulated fleet of devices"),
+    agents: Annotated[list[str] | None, typer.Option("--agents", help=_AGENTS_HELP)] = None,
 ) -> None:
     """Start the whole stack: Kafka (embedded unless configured), ingress, agent worker."""
     from bayou.stack import StackError, run_stack
 
     settings = _settings()
     try:
-        code = run_stack(settings, demo=demo)
+        code = run_stack(settings, demo=demo, agents=agents or [])
     except StackError as exc:
         typer.echo(f"bayou up: {exc}", err=True)
         raise typer.Exit(1) from None

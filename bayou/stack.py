@@ -60,7 +60,7 @@ class Stack:
         # a new embedded broker starts empty, so old state would make the worker skip input.
         shutil.rmtree(self.settings.state_dir, ignore_errors=True)
 
-    def spawn(self, name: str, command: str) -> None:
+    def spawn(self, name: str, command: str, args: list[str] | None = None) -> None:
         """Start ``bayou <command>`` as a child with the stack's bootstrap."""
         # The children read their settings themselves; this only passes the environment on.
         env = dict(os.environ)
@@ -70,7 +70,7 @@ class Stack:
         env["BAYOU_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port)
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.children[name] = subprocess.Popen(
-                [sys.executable, "-m", "bayou.cli", command],
+                [sys.executable, "-m", "bayou.cli", command, *(args or [])],
                 env=env,
                 stdin=subprocess.DEVNULL,
                 stdout=log,
@@ -127,7 +127,7 @@ async def _wait_ready(stack: Stack, limit_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def run_stack(settings: Settings, *, demo: bool) -> int:
+def run_stack(settings: Settings, *, demo: bool, agents: list[str] | None = None) -> int:
     """Run the stack until SIGINT/SIGTERM; return the exit code."""
     t0 = time.monotonic()
     if settings.ingress_metrics_port == 0:
@@ -141,10 +141,10 @@ def run_stack(settings: Settings, *, demo: bool) -> int:
     log_dir = Path(".bayou/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings, log_dir)
-    return asyncio.run(_run(stack, demo, t0))
+    return asyncio.run(_run(stack, demo, t0, agents or []))
 
 
-async def _run(stack: Stack, demo: bool, t0: float) -> int:
+async def _run(stack: Stack, demo: bool, t0: float, agents: list[str]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -160,7 +160,7 @@ async def _run(stack: Stack, demo: bool, t0: float) -> int:
             s.compacted_topics(),
         )
         stack.spawn("ingress", "ingress")
-        stack.spawn("worker", "worker")
+        stack.spawn("worker", "worker", [a for m in agents for a in ("--agents", m)])
         await _wait_ready(stack, limit_s=60)
         ready_s = time.monotonic() - t0
         _print_banner(stack, ready_s)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from ingress.contract import H_RESULT_ID, Headers, header
+from ingress.contract import H_MQTT_TOPIC, H_RESULT_ID, Headers, header
 from ingress.metrics import DUPLICATES_DROPPED_TOTAL
 
 Coordinates = tuple[str, int, int]
@@ -29,6 +29,8 @@ class ResultDedup:
         rid = header(headers, H_RESULT_ID)
         if rid is None:
             return False
+        # Ids are unique per MQTT topic: two windows of one app may share key and bounds.
+        rid += b"\x00" + (header(headers, H_MQTT_TOPIC) or b"")
         first = self._seen.get(rid)
         if first is None:
             self._seen[rid] = where

@@ -90,7 +90,7 @@ def start_ingress(bootstrap: str, log: Path, **extra_env: str) -> Proc:
     return p
 
 
-def start_worker(bootstrap: str, log: Path, state_dir: Path) -> Proc:
+def start_worker(bootstrap: str, log: Path, state_dir: Path, args: list[str] | None = None) -> Proc:
     metrics_port = free_port()
     env = bayou_env(
         BAYOU_KAFKA_BOOTSTRAP=bootstrap,
@@ -98,7 +98,7 @@ def start_worker(bootstrap: str, log: Path, state_dir: Path) -> Proc:
         BAYOU_STATE_DIR=str(state_dir),
         BAYOU_LOG_LEVEL="INFO",
     )
-    p = Proc(start_bayou(["worker"], env, log), log, 0, metrics_port)
+    p = Proc(start_bayou(["worker", *(args or [])], env, log), log, 0, metrics_port)
     try:
         wait_until(
             lambda: (

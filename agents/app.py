@@ -1,0 +1,495 @@
+"""The API a data team writes: an :class:`App` with agents, windows, alerters and tables.
+
+::
+
+    app = App("thermostat")
+    stats = app.window("temp", Tumbling(10, grace=2), {"mean": Mean(), "max": Max()})
+    hot = app.alerter(AlertRule("hot", Threshold(above=30), cooldown=60))
+
+    @app.agent("sensors/{device}/telemetry", model=Reading, event_time="ts")
+    async def on_reading(r: Reading, ctx: Context) -> None:
+        stats.add(ctx.key, ctx.ts, r.temperature)
+
+An agent's MQTT pattern names the records it gets. Its Kafka topic is ``kafka_topic=`` when given,
+else the topic of the route rule (``BAYOU_ROUTES_FILE``, default the demo routes) whose pattern
+is the same filter (``sensors/{device}/telemetry`` and ``sensors/+/telemetry`` are the same); the
+runtime resolves it at start and fails naming the agent when no rule fits. Records of that Kafka
+topic whose ``mqtt.topic`` header does not match the pattern are not given to the agent.
+
+Every output record carries the header :data:`H_RESULT_ID` (``bayou.result_id``, UTF-8 text):
+``result_id=`` when given; else the ``"id"`` of a dict payload (``WindowResult.as_dict()`` →
+``key|start|end``, ``AlertEvent.as_dict()`` → ``rule|key|fired_at|kind``); else the id of what
+caused it (in ``on_close``: the window's id; in ``on_event``: the alert's id; in an agent: the
+input record, ``<kafka topic>/<partition>/<offset>``). A second output with the same id from one
+call gets ``#1``, ``#2``... appended. The same input therefore gives the same ids on any worker,
+so a duplicate after a rebalance or restart is recognisable by ``(mqtt.topic, bayou.result_id)``.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import re
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pydantic import BaseModel
+
+from agents.alerting import Alerter, AlertEvent, AlertRule
+from agents.reducers import ReducerLike
+from agents.windowing import WindowedAggregator, WindowResult, WindowSpec
+
+Payload = Mapping[str, Any] | bytes
+_NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+_LEVEL = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
+
+
+class AppError(ValueError):
+    """An app defined wrongly (names, patterns) or that cannot be run as configured."""
+
+
+@dataclass(frozen=True, slots=True)
+class Output:
+    """One record an app produced.
+
+    ``kind``: ``"mqtt"`` (``topic`` is the MQTT topic; goes to ``bayou.outbound``), ``"kafka"``
+    (``topic`` is the Kafka topic) or ``"deadletter"`` (``topic`` is the input's MQTT topic,
+    ``payload`` the original bytes, ``reason`` why).
+    """
+
+    kind: Literal["mqtt", "kafka", "deadletter"]
+    topic: str
+    payload: bytes
+    key: bytes | None = None
+    qos: int = 0
+    retain: bool = False
+    result_id: str = ""
+    reason: str = ""
+    agent: str = ""
+    ingress_ts_ms: int | None = None
+
+    def json(self) -> Any:
+        """The payload parsed as JSON."""
+        return json.loads(self.payload)
+
+
+def _encode(payload: Payload | Any) -> bytes:
+    if isinstance(payload, bytes | bytearray):
+        return bytes(payload)
+    return json.dumps(payload, separators=(",", ":")).encode()
+
+
+def _key_bytes(key: str | bytes | None) -> bytes | None:
+    return key.encode() if isinstance(key, str) else key
+
+
+class Out:
+    """Output actions: what a callback (``on_close``, ``on_event``) can do."""
+
+    def __init__(
+        self, sink: list[Output], key: str | None, cause_id: str, ingress_ts_ms: int | None = None
+    ) -> None:
+        self._sink = sink
+        self._key = key
+        self._cause_id = cause_id
+        self._ingress_ts = ingress_ts_ms
+        self._seen: dict[str, int] = {}
+
+    def _rid(self, payload: Any, result_id: str | None) -> str:
+        rid = result_id
+        if rid is None and isinstance(payload, Mapping) and isinstance(payload.get("id"), str):
+            rid = payload["id"]
+        rid = rid or self._cause_id
+        n = self._seen.get(rid, 0)
+        self._seen[rid] = n + 1
+        return rid if n == 0 else f"{rid}#{n}"
+
+    def publish(
+        self,
+        mqtt_topic: str,
+        payload: Payload,
+        *,
+        qos: int = 0,
+        retain: bool = False,
+        result_id: str | None = None,
+    ) -> None:
+        """Publish to MQTT subscribers of ``mqtt_topic`` (via ``bayou.outbound``); a dict
+        payload is sent as JSON."""
+        if qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        rid = self._rid(payload, result_id)
+        self._sink.append(
+            Output("mqtt", mqtt_topic, _encode(payload), _key_bytes(self._key), qos, retain, rid,
+                   ingress_ts_ms=self._ingress_ts)
+        )  # fmt: skip
+
+    def command(
+        self,
+        mqtt_topic: str,
+        payload: Payload,
+        *,
+        retain: bool = False,
+        result_id: str | None = None,
+    ) -> None:
+        """Send a command to a device: :meth:`publish` with QoS 1."""
+        self.publish(mqtt_topic, payload, qos=1, retain=retain, result_id=result_id)
+
+    def produce(
+        self,
+        kafka_topic: str,
+        value: Payload,
+        key: str | bytes | None = None,
+        *,
+        result_id: str | None = None,
+    ) -> None:
+        """Write a record to any Kafka topic (``key`` defaults to the current key)."""
+        rid = self._rid(value, result_id)
+        k = _key_bytes(key) if key is not None else _key_bytes(self._key)
+        self._sink.append(
+            Output("kafka", kafka_topic, _encode(value), k, result_id=rid,
+                   ingress_ts_ms=self._ingress_ts)
+        )  # fmt: skip
+
+
+class Context(Out):
+    """What an agent gets with each record: its key, event time, topic, and output actions."""
+
+    def __init__(
+        self,
+        sink: list[Output],
+        *,
+        key: str,
+        ts: float,
+        mqtt_topic: str,
+        params: dict[str, str],
+        cause_id: str,
+        ingress_ts_ms: int | None,
+    ) -> None:
+        super().__init__(sink, key, cause_id, ingress_ts_ms)
+        self.key = key
+        """The record key (the device, with the demo routes)."""
+        self.ts = ts
+        """Event time: the ``event_time`` field, else the ingress time (epoch seconds)."""
+        self.mqtt_topic = mqtt_topic
+        self.params = params
+        """The pattern's named levels: ``{"device": "dev-1"}`` for ``sensors/{device}/...``."""
+
+
+AgentFn = Callable[[Any, Context], Awaitable[None]]
+CloseFn = Callable[[WindowResult, Out], Any]
+EventFn = Callable[[AlertEvent, Out], Any]
+
+
+class Pattern:
+    """An MQTT topic filter whose single levels may be named ``{name}``."""
+
+    def __init__(self, pattern: str) -> None:
+        levels = pattern.split("/")
+        if not pattern or any(("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
+            raise AppError(f"not a valid MQTT topic pattern: {pattern!r}")
+        self.pattern = pattern
+        self.levels = levels
+        self.names = [m.group(1) if (m := _LEVEL.match(lv)) else None for lv in levels]
+        self.filter = "/".join("+" if n else lv for n, lv in zip(self.names, levels, strict=True))
+
+    def match(self, topic: str) -> dict[str, str] | None:
+        """The named levels when ``topic`` matches, else None."""
+        parts = topic.split("/")
+        params: dict[str, str] = {}
+        for i, lv in enumerate(self.levels):
+            if lv == "#":
+                return params
+            if i >= len(parts):
+                return None
+            name = self.names[i]
+            if name is not None:
+                params[name] = parts[i]
+            elif lv != "+" and lv != parts[i]:
+                return None
+        return params if len(parts) == len(self.levels) else None
+
+
+@dataclass(slots=True)
+class AgentSpec:
+    """One registered agent."""
+
+    name: str
+    pattern: Pattern
+    fn: AgentFn
+    model: type[BaseModel] | None
+    event_time: str | None
+    kafka_topic: str | None
+
+
+class _Keyed:
+    """Shared by the stateful parts: records which input partition each key came from."""
+
+    kind = ""
+
+    def __init__(self, app: App, name: str) -> None:
+        self.app = app
+        self.name = name
+
+    def _touch(self, key: str) -> None:
+        p = self.app._current_partition
+        if p is not None:
+            self.app._key_partition[key] = p
+
+    # The runtime's view (JSON-safe state per key).
+    def changes(self) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def load(self, keys: Mapping[str, Any]) -> None:
+        raise NotImplementedError
+
+    def drop(self, keys: set[str]) -> None:
+        raise NotImplementedError
+
+    def reset(self) -> None:
+        raise NotImplementedError
+
+
+class Window(_Keyed):
+    """A windowed aggregation of the app (:meth:`App.window`)."""
+
+    kind = "w"
+
+    def __init__(
+        self, app: App, name: str, spec: WindowSpec, reducers: Mapping[str, ReducerLike]
+    ) -> None:
+        super().__init__(app, name)
+        self._spec, self._reducers = spec, dict(reducers)
+        self.aggregator = WindowedAggregator(spec, reducers)
+        self.close_callbacks: list[CloseFn] = []
+
+    def reset(self) -> None:
+        self.aggregator = WindowedAggregator(self._spec, self._reducers)
+
+    def add(self, key: str, ts: float, value: float) -> bool:
+        """Fold ``value`` at event time ``ts`` into ``key``'s windows; False when late."""
+        self._touch(key)
+        return self.aggregator.add(key, ts, value)
+
+    def on_close(self, fn: CloseFn) -> CloseFn:
+        """Decorator: ``fn(result, out)`` runs for every window that closes."""
+        self.close_callbacks.append(fn)
+        return fn
+
+    def changes(self) -> dict[str, Any]:
+        return self.aggregator.changes()
+
+    def _replace(self, edit: Callable[[dict[str, Any]], None]) -> None:
+        snap = self.aggregator.snapshot()
+        edit(snap["keys"])
+        self.aggregator.restore(snap)
+
+    def load(self, keys: Mapping[str, Any]) -> None:
+        self._replace(lambda k: k.update(keys))
+
+    def drop(self, keys: set[str]) -> None:
+        def edit(k: dict[str, Any]) -> None:
+            for x in keys:
+                k.pop(x, None)
+
+        self._replace(edit)
+
+
+class AlertHandle(_Keyed):
+    """An alerter of the app (:meth:`App.alerter`)."""
+
+    kind = "a"
+
+    def __init__(self, app: App, name: str, rules: list[AlertRule]) -> None:
+        super().__init__(app, name)
+        self.alerter = Alerter(rules)
+        self.event_callbacks: list[EventFn] = []
+
+    def reset(self) -> None:
+        self.alerter = Alerter(self.alerter.rules)
+
+    def observe(self, key: str, ts: float, value: float) -> list[AlertEvent]:
+        """Apply the rules to a reading; return the events it causes."""
+        self._touch(key)
+        return self.alerter.observe(key, ts, value)
+
+    def on_event(self, fn: EventFn) -> EventFn:
+        """Decorator: ``fn(event, out)`` for events found by time passing (absence alerts);
+        events of :meth:`observe` are returned to the agent instead."""
+        self.event_callbacks.append(fn)
+        return fn
+
+    def changes(self) -> dict[str, Any]:
+        return self.alerter.changes()
+
+    def _replace(self, edit: Callable[[dict[str, Any]], None]) -> None:
+        snap = self.alerter.snapshot()
+        edit(snap["keys"])
+        self.alerter.restore(snap)
+
+    def load(self, keys: Mapping[str, Any]) -> None:
+        self._replace(lambda k: k.update(keys))
+
+    def drop(self, keys: set[str]) -> None:
+        def edit(k: dict[str, Any]) -> None:
+            for x in keys:
+                k.pop(x, None)
+
+        self._replace(edit)
+
+
+class Table(_Keyed):
+    """A per-key table of JSON values, e.g. the last known state of each device."""
+
+    kind = "t"
+
+    def __init__(self, app: App, name: str) -> None:
+        super().__init__(app, name)
+        self._data: dict[str, Any] = {}
+        self._changed: set[str] = set()
+
+    def reset(self) -> None:
+        self._data.clear()
+        self._changed.clear()
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """The value of ``key``, or ``default``."""
+        return self._data.get(key, default)
+
+    def put(self, key: str, value: Any) -> None:
+        """Set ``key`` to a JSON value (checked); ``None`` deletes it."""
+        if value is None:
+            self.delete(key)
+            return
+        json.dumps(value, allow_nan=False)
+        self._touch(key)
+        self._data[key] = value
+        self._changed.add(key)
+
+    def delete(self, key: str) -> None:
+        """Remove ``key``."""
+        if self._data.pop(key, None) is not None:
+            self._changed.add(key)
+
+    def items(self) -> list[tuple[str, Any]]:
+        """Every ``(key, value)`` this worker holds (its partitions' keys), sorted."""
+        return sorted(self._data.items())
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._data
+
+    def changes(self) -> dict[str, Any]:
+        out = {k: self._data.get(k) for k in sorted(self._changed)}
+        self._changed.clear()
+        return out
+
+    def load(self, keys: Mapping[str, Any]) -> None:
+        self._data.update({k: v for k, v in keys.items() if v is not None})
+
+    def drop(self, keys: set[str]) -> None:
+        for k in keys:
+            self._data.pop(k, None)
+
+
+@dataclass
+class App:
+    """A named set of agents and their state; its name names its changelog topic."""
+
+    name: str
+    agents: list[AgentSpec] = field(default_factory=list, init=False, repr=False)
+    parts: dict[tuple[str, str], _Keyed] = field(default_factory=dict, init=False, repr=False)
+    _current_partition: int | None = field(default=None, init=False, repr=False)
+    _key_partition: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        if not _NAME.fullmatch(self.name):
+            raise AppError(f"app name {self.name!r}: use letters, digits, '_' and '-' only")
+
+    def _add(self, part: _Keyed) -> None:
+        if not _NAME.fullmatch(part.name):
+            raise AppError(f"name {part.name!r}: use letters, digits, '_' and '-' only")
+        if (part.kind, part.name) in self.parts:
+            raise AppError(f"app {self.name!r} already has a {type(part).__name__} {part.name!r}")
+        self.parts[(part.kind, part.name)] = part
+
+    def reset(self) -> None:
+        """Forget all state (a runtime or :func:`agents.testing.run_app` starts from here)."""
+        for part in self.parts.values():
+            part.reset()
+        self._key_partition.clear()
+
+    def agent(
+        self,
+        mqtt_pattern: str,
+        *,
+        model: type[BaseModel] | None = None,
+        event_time: str | None = None,
+        kafka_topic: str | None = None,
+        name: str | None = None,
+    ) -> Callable[[AgentFn], AgentFn]:
+        """Decorator: run ``fn(payload, ctx)`` for each record of ``mqtt_pattern``.
+
+        ``model`` validates the payload (JSON); without it ``fn`` gets the raw bytes.
+        ``event_time`` names the model's field holding epoch seconds.
+        """
+        pattern = Pattern(mqtt_pattern)
+        if event_time is not None and (model is None or event_time not in model.model_fields):
+            raise AppError(f"event_time={event_time!r} is not a field of the model")
+
+        def register(fn: AgentFn) -> AgentFn:
+            agent_name: str = name or getattr(fn, "__name__", None) or "agent"
+            if any(a.name == agent_name for a in self.agents):
+                raise AppError(f"app {self.name!r} already has an agent {agent_name!r}")
+            self.agents.append(AgentSpec(agent_name, pattern, fn, model, event_time, kafka_topic))
+            return fn
+
+        return register
+
+    def window(self, name: str, spec: WindowSpec, reducers: Mapping[str, ReducerLike]) -> Window:
+        """A windowed aggregation per key, kept in the app's state."""
+        w = Window(self, name, spec, reducers)
+        self._add(w)
+        return w
+
+    def alerter(self, *rules: AlertRule, name: str | None = None) -> AlertHandle:
+        """Alert rules applied per key (name default: the rule names joined by '-')."""
+        if not rules:
+            raise AppError("give at least one AlertRule")
+        a = AlertHandle(self, name or "-".join(r.name for r in rules), list(rules))
+        self._add(a)
+        return a
+
+    def table(self, name: str) -> Table:
+        """A per-key table (last value per key), kept in the app's state; other agents of the
+        app (or modules that import it) read it with :meth:`Table.get`."""
+        t = Table(self, name)
+        self._add(t)
+        return t
+
+
+def load_apps(modules: Iterable[str]) -> list[App]:
+    """Import ``modules`` and return every :class:`App` defined at their top level.
+
+    The current directory is importable (as with ``python -m``), also from the ``bayou``
+    console script.
+    """
+    cwd = os.getcwd()
+    if cwd not in sys.path and "" not in sys.path:
+        sys.path.insert(0, cwd)
+    apps: list[App] = []
+    for mod_name in modules:
+        mod = importlib.import_module(mod_name)
+        found = [v for v in vars(mod).values() if isinstance(v, App)]
+        if not found:
+            raise AppError(f"module {mod_name!r} defines no agents.app.App")
+        for a in found:
+            if not a.agents:
+                raise AppError(f"app {a.name!r} in module {mod_name!r} has no agents")
+        apps += [a for a in found if all(a is not b for b in apps)]
+    names = [a.name for a in apps]
+    dupes = sorted({n for n in names if names.count(n) > 1})
+    if dupes:
+        raise AppError(f"two apps are named {dupes}: app names must be unique")
+    return apps

@@ -1,0 +1,289 @@
+"""The Kafka-free engine of an :class:`agents.app.App`: records in, outputs and state out.
+
+Shared by the runtime (:mod:`agents.app_runtime`) and the test helper (:mod:`agents.testing`),
+so a test runs exactly the logic a worker runs.
+
+State entries: a JSON array as text names each entry, with its input partition alongside:
+
+- ``["w", window, key]``, ``["a", alerter, key]``, ``["t", table, key]`` → that key's state
+  (``None``: delete);
+- ``["o", kafka topic]`` → the next input offset of that partition already folded in;
+- ``["m", "watermark"]`` → the closing watermark when the entry was written.
+
+Watermark rule (as the demo agent, :mod:`agents.demo`): ``max_ts + max(0, wall_now -
+wall_at_max_ts)``, ``max_ts`` the highest event time seen (capped at ``wall_now +
+max_clock_skew``). Without a wall clock (tests) it is ``max_ts``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import logging
+import math
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from agents.app import AgentSpec, App, Context, Out, Output, Window
+from agents.demo import InputRecord
+from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
+
+log = logging.getLogger(__name__)
+
+_WATERMARK = json.dumps(["m", "watermark"])
+
+
+def entry_key(*parts: str) -> str:
+    """The text name of a state entry."""
+    return json.dumps(list(parts), separators=(",", ":"))
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """An input record (aiokafka's ``ConsumerRecord`` has the same fields)."""
+
+    topic: str
+    partition: int
+    offset: int
+    key: bytes | None
+    value: bytes | None
+    headers: Sequence[tuple[str, bytes]]
+    timestamp: int = 0
+
+
+def one_line(err: ValidationError) -> str:
+    """A validation error as one short line."""
+    parts = []
+    for e in err.errors(include_url=False):
+        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
+        parts.append(f"{loc}: {e['msg']}")
+    return "; ".join(parts).replace("\n", " ")[:500]
+
+
+async def _call(fn: Callable[..., Any], *args: Any) -> None:
+    res = fn(*args)
+    if inspect.isawaitable(res):
+        await res
+
+
+@dataclass(slots=True)
+class Counts:
+    """What happened, for the metrics."""
+
+    records: int = 0
+    dead_letters: int = 0
+    windows: int = 0
+    late: int = 0
+
+
+class AppEngine:
+    """Runs one app's agents over records; tracks its state changes per input partition."""
+
+    def __init__(
+        self,
+        app: App,
+        topic_of: Callable[[AgentSpec], str],
+        max_clock_skew: float = 300.0,
+    ) -> None:
+        self.app = app
+        app.reset()
+        self.max_clock_skew = max_clock_skew
+        self.by_topic: dict[str, list[AgentSpec]] = {}
+        for a in app.agents:
+            self.by_topic.setdefault(topic_of(a), []).append(a)
+        self.folded: dict[tuple[str, int], int] = {}
+        self._pending_offsets: dict[tuple[str, int], int] = {}
+        self.max_ts = -math.inf
+        self._wall_at_max = 0.0
+        self.close_wm = -math.inf
+        self.counts = Counts()
+
+    @property
+    def topics(self) -> list[str]:
+        """The Kafka topics the app reads."""
+        return sorted(self.by_topic)
+
+    def watermark(self, wall_now: float | None) -> float:
+        """The current watermark (module docs)."""
+        if wall_now is None or self.max_ts == -math.inf:
+            return self.max_ts
+        return self.max_ts + max(0.0, wall_now - self._wall_at_max)
+
+    # -- records ---------------------------------------------------------------------------
+
+    async def process(self, records: Iterable[InputRecord], wall_now: float | None) -> list[Output]:
+        """Run the agents over ``records`` (already-folded ones are skipped)."""
+        out: list[Output] = []
+        for rec in records:
+            agents = self.by_topic.get(rec.topic)
+            if not agents:
+                continue
+            tp = (rec.topic, rec.partition)
+            if rec.offset < self.folded.get(tp, 0):
+                continue
+            self._pending_offsets[tp] = rec.offset + 1
+            self.counts.records += 1
+            self.app._current_partition = rec.partition
+            try:
+                await self._record(rec, agents, wall_now, out)
+            finally:
+                self.app._current_partition = None
+        return out
+
+    async def _record(
+        self, rec: InputRecord, agents: list[AgentSpec], wall_now: float | None, out: list[Output]
+    ) -> None:
+        mqtt_topic = ""
+        ingress_ts: int | None = None
+        for name, hval in rec.headers:
+            if name == H_MQTT_TOPIC:
+                mqtt_topic = hval.decode(errors="replace")
+            elif name == H_INGRESS_TS:
+                try:
+                    ingress_ts = int(hval)
+                except ValueError:
+                    pass
+        for agent in agents:
+            params = agent.pattern.match(mqtt_topic) if mqtt_topic else {}
+            if params is None:
+                continue
+            reason, payload, ts, key = self._decode(agent, rec, params, mqtt_topic, ingress_ts)
+            if reason is not None:
+                out.append(self._dead(agent, rec, mqtt_topic, reason))
+                continue
+            cause = f"{rec.topic}/{rec.partition}/{rec.offset}"
+            local: list[Output] = []
+            ctx = Context(
+                local, key=key, ts=ts, mqtt_topic=mqtt_topic, params=params, cause_id=cause,
+                ingress_ts_ms=ingress_ts,
+            )  # fmt: skip
+            try:
+                await agent.fn(payload, ctx)
+            except Exception as exc:  # the agent keeps running; its outputs are dropped
+                why = f"agent raised {type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+                out.append(self._dead(agent, rec, mqtt_topic, why))
+                continue
+            out += local
+            if wall_now is not None:
+                ts = min(ts, wall_now + self.max_clock_skew)
+            if ts > self.max_ts:
+                self.max_ts = ts
+                self._wall_at_max = wall_now or 0.0
+
+    def _decode(
+        self,
+        agent: AgentSpec,
+        rec: InputRecord,
+        params: dict[str, str],
+        mqtt_topic: str,
+        ingress_ts: int | None,
+    ) -> tuple[str | None, Any, float, str]:
+        try:
+            key = rec.key.decode() if rec.key else next(iter(params.values()), mqtt_topic)
+        except UnicodeDecodeError:
+            return "record key is not UTF-8", None, 0.0, ""
+        if rec.value is None:
+            return "empty record value", None, 0.0, key
+        payload: Any = rec.value
+        if agent.model is not None:
+            try:
+                payload = agent.model.model_validate_json(rec.value)
+            except ValidationError as err:
+                return one_line(err), None, 0.0, key
+        if agent.event_time is not None:
+            ts = getattr(payload, agent.event_time)
+            if not isinstance(ts, int | float) or not math.isfinite(ts):
+                return f"{agent.event_time}: not a finite number of seconds", None, 0.0, key
+            return None, payload, float(ts), key
+        ts_ms = ingress_ts if ingress_ts is not None else getattr(rec, "timestamp", 0)
+        return None, payload, float(ts_ms) / 1000.0, key
+
+    def _dead(self, agent: AgentSpec, rec: InputRecord, mqtt_topic: str, reason: str) -> Output:
+        self.counts.dead_letters += 1
+        return Output(
+            "deadletter", mqtt_topic, rec.value or b"", rec.key,
+            result_id=f"{rec.topic}/{rec.partition}/{rec.offset}", reason=reason,
+            agent=f"{self.app.name}.{agent.name}",
+        )  # fmt: skip
+
+    # -- time ------------------------------------------------------------------------------
+
+    async def advance(self, wall_now: float | None, to: float | None = None) -> list[Output]:
+        """Close windows at the watermark (or ``to``), tick alerters, run their callbacks."""
+        wm = self.watermark(wall_now) if to is None else max(to, self.watermark(wall_now))
+        out: list[Output] = []
+        if wm == -math.inf:
+            return out
+        self.close_wm = max(self.close_wm, wm)
+        for part in self.app.parts.values():
+            if isinstance(part, Window):
+                for r in part.aggregator.close(wm):
+                    self.counts.windows += 1
+                    for fn in part.close_callbacks:
+                        await _call(fn, r, Out(out, r.key, r.id))
+            elif part.kind == "a":
+                for ev in part.alerter.tick(wm):  # type: ignore[attr-defined]
+                    for fn in part.event_callbacks:  # type: ignore[attr-defined]
+                        await _call(fn, ev, Out(out, ev.key, ev.id))
+        return out
+
+    # -- state -----------------------------------------------------------------------------
+
+    def state_changes(self) -> dict[int, dict[str, Any]]:
+        """Entries changed since the last call, per input partition."""
+        out: dict[int, dict[str, Any]] = {}
+        kp = self.app._key_partition
+        for (kind, name), part in self.app.parts.items():
+            for key, state in part.changes().items():
+                p = kp.get(key)
+                if p is None:
+                    log.warning("app %s: key %r has no input partition; kept on 0", name, key)
+                    p = 0
+                out.setdefault(p, {})[entry_key(kind, name, key)] = state
+        offsets, self._pending_offsets = self._pending_offsets, {}
+        self.folded.update(offsets)
+        for (topic, p), off in offsets.items():
+            out.setdefault(p, {})[entry_key("o", topic)] = off
+        if self.close_wm != -math.inf:
+            for entries in out.values():
+                entries[_WATERMARK] = self.close_wm
+        return out
+
+    def load(self, partition: int, entries: Mapping[str, Any]) -> None:
+        """Add a partition's state entries (from the store or the changelog)."""
+        per_part: dict[tuple[str, str], dict[str, Any]] = {}
+        for ek, value in entries.items():
+            parts = json.loads(ek)
+            if parts[0] == "o":
+                self.folded[(parts[1], partition)] = int(value)
+            elif parts[0] == "m":
+                wm = float(value)
+                self.close_wm = max(self.close_wm, wm)
+                if wm > self.max_ts:
+                    self.max_ts = wm
+            elif value is not None and (parts[0], parts[1]) in self.app.parts:
+                per_part.setdefault((parts[0], parts[1]), {})[parts[2]] = value
+                self.app._key_partition[parts[2]] = partition
+        for pk, keys in per_part.items():
+            self.app.parts[pk].load(keys)
+        for part in self.app.parts.values():
+            if isinstance(part, Window) and self.close_wm > part.aggregator.watermark:
+                part.aggregator.watermark = self.close_wm
+
+    def set_wall(self, wall_now: float) -> None:
+        """Restart the idle advance of the watermark from ``wall_now`` (after a restore)."""
+        self._wall_at_max = wall_now
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the state of ``partitions`` (revoked); flush before."""
+        kp = self.app._key_partition
+        keys = {k for k, p in kp.items() if p in partitions}
+        for part in self.app.parts.values():
+            part.drop(keys)
+        for k in keys:
+            del kp[k]
+        for tp in [tp for tp in self.folded if tp[1] in partitions]:
+            del self.folded[tp]
