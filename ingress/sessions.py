@@ -49,7 +49,9 @@ class SessionState:
         doc: dict[str, Any] = {
             "v": 1,
             "subs": self.subscriptions,
-            "served": [[t, p, o] for (t, p), o in self.served.items()],
+            # {topic: [offset of partition 0, 1, ...]}: compact, since every offline session
+            # keeps this in the node's index (-1: a partition with no position).
+            "served": _compact(self.served),
             "pending": [
                 [x.topic, x.partition, x.offset, x.packet_id, x.qos, x.released]
                 for x in self.pending
@@ -69,7 +71,12 @@ class SessionState:
         return cls(
             client_id=client_id,
             subscriptions={str(k): int(v) for k, v in doc["subs"].items()},
-            served={(str(t), int(p)): int(o) for t, p, o in doc["served"]},
+            served={
+                (str(t), p): int(o)
+                for t, offsets in doc["served"].items()
+                for p, o in enumerate(offsets)
+                if o >= 0
+            },
             pending=[
                 Pending(str(t), int(p), int(o), int(pid), int(q), bool(r))
                 for t, p, o, pid, q, r in doc["pending"]
@@ -86,6 +93,15 @@ class SessionState:
         if served is not None:
             offsets.append(served)
         return min(offsets) if offsets else None
+
+
+def _compact(served: dict[PartitionKey, int]) -> dict[str, list[int]]:
+    out: dict[str, list[int]] = {}
+    for (topic, partition), offset in served.items():
+        offsets = out.setdefault(topic, [])
+        offsets.extend([-1] * (partition + 1 - len(offsets)))
+        offsets[partition] = offset
+    return out
 
 
 class SessionStore:
