@@ -16,7 +16,14 @@ from prometheus_client import Counter, start_http_server
 from ingress import codec
 from ingress.catch_up import CatchUp, start_catch_up
 from ingress.config import IngressConfig
-from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID, Headers
+from ingress.contract import (
+    H_INGRESS_TS,
+    H_MQTT_CLIENT_ID,
+    H_MQTT_QOS,
+    H_MQTT_TOPIC,
+    H_RESULT_ID,
+    Headers,
+)
 from ingress.dedup import ResultDedup
 from ingress.delivery import Record, TopicReader
 from ingress.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
@@ -269,11 +276,20 @@ class IngressNode:
         their reader gets to it.
         """
 
+        if done is None:
+            # QoS 0 (or a will): nobody waits for Kafka, so a subscriber right after the
+            # publish must find it already.
+            self.retained.put(topic, payload, qos)
+
+            self.ingest.submit(
+                self.config.retained_topic, topic.encode(), payload or None, headers, None
+            )
+            return
+
         def stored(exc: BaseException | None) -> None:
             if exc is None:
                 self.retained.put(topic, payload, qos)
-            if done is not None:
-                done(exc)
+            done(exc)
 
         self.ingest.submit(
             self.config.retained_topic, topic.encode(), payload or None, headers, stored
@@ -330,6 +346,11 @@ class IngressNode:
             self._resume_paused()
             now = time.monotonic()
             for conn in list(self.connections):
+                if conn.fresh:
+                    wall_ms = time.time() * 1000
+                    for filt, since in list(conn.fresh.items()):
+                        if wall_ms - since > 10_000:
+                            del conn.fresh[filt]
                 if conn.keep_alive and now - conn.last_seen > 1.5 * conn.keep_alive:
                     conn.abort("keep-alive timeout", "keepalive_timeout")  # [MQTT-3.1.2-24]
 
@@ -359,7 +380,7 @@ class IngressNode:
         sent = [0, 0, 0]
         for index, rec in enumerate(records):
             payload = rec.value or b""
-            topic_b = qos_b = ts_b = rid = None
+            topic_b = qos_b = ts_b = rid = cid_b = None
             for k, v in rec.headers:
                 if k == H_MQTT_TOPIC:
                     topic_b = v
@@ -369,6 +390,8 @@ class IngressNode:
                     ts_b = v
                 elif k == H_RESULT_ID:
                     rid = v
+                elif k == H_MQTT_CLIENT_ID:
+                    cid_b = v
             if rid is not None and self.dedup.is_duplicate(
                 rec.headers, (rec.topic, rec.partition, rec.offset)
             ):
@@ -389,6 +412,13 @@ class IngressNode:
             for conn, sub_qos in targets:
                 if conn.replaying:
                     continue  # catching up from Kafka (ingress/catch_up.py): not live yet
+                if (
+                    conn.fresh
+                    and cid_b is not None  # a client's publish, stamped by the node
+                    and ts_b is not None
+                    and conn.published_before_subscribing(topic, int(ts_b))
+                ):
+                    continue
                 qos = min(msg_qos, sub_qos)
                 if qos and len(conn.inflight_out) >= conn.max_inflight:
                     # Its in-flight window is full: it leaves live delivery and catches up

@@ -70,6 +70,9 @@ class MQTTConnection(asyncio.Protocol):
         self.replaying = False
         self.replay_cursor: dict[tuple[str, int], int] = {}
         self.max_inflight = node.config.max_inflight_out
+        # Filters subscribed in the last seconds → when (ms): a publish received by a node
+        # before that moment may still be on its way through Kafka, and is not delivered.
+        self.fresh: dict[str, int] = {}
         self._held: list[bytes] | None = None
         self._holds = 0
         # Inbound QoS 2 packet ids before PUBREL: False until PUBREC went out [MQTT-4.3.3].
@@ -270,6 +273,9 @@ class MQTTConnection(asyncio.Protocol):
                 codes.append(0x80)
                 continue
             granted = min(qos, MAX_QOS)
+            if filt not in self.filters:
+                # A replaced subscription stays as old as it was [MQTT-3.8.4-3].
+                self.fresh[filt] = int(time.time() * 1000)
             self.filters[filt] = granted
             self.node.subscriptions.subscribe(self, filt, granted)
             codes.append(granted)
@@ -306,6 +312,22 @@ class MQTTConnection(asyncio.Protocol):
         if dup:
             data = bytes((data[0] | 0x08,)) + data[1:]
         self.write(data)
+
+    def published_before_subscribing(self, topic: str, received_ms: int) -> bool:
+        """True if every filter matching ``topic`` was subscribed after ``received_ms``.
+
+        Delivery goes through Kafka, so a publish acknowledged before a SUBSCRIBE can reach
+        the node after it; the new subscription must not get it (it got the retained
+        message instead, if any).
+        """
+        matched = False
+        for filt in self.filters:
+            if matches(filt, topic):
+                since = self.fresh.get(filt)
+                if since is None or since <= received_ms:
+                    return False
+                matched = True
+        return matched
 
     def granted_qos(self, topic: str) -> int | None:
         """The highest QoS of this connection's filters matching ``topic`` (None: no match)."""
