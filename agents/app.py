@@ -53,14 +53,19 @@ class AppError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Output:
-    """One record an app produced.
+    """One record (or call) an app produced.
 
     ``kind``: ``"mqtt"`` (``topic`` is the MQTT topic; goes to ``bayou.outbound``), ``"kafka"``
-    (``topic`` is the Kafka topic) or ``"deadletter"`` (``topic`` is the input's MQTT topic,
-    ``payload`` the original bytes, ``reason`` why).
+    (``topic`` is the Kafka topic), ``"webhook"`` (``topic`` is the URL, ``payload`` the JSON
+    body, ``headers`` the request headers; the runtime POSTs it, :func:`agents.testing.run_app`
+    only returns it) or ``"deadletter"`` (``topic`` is the input's MQTT topic, ``payload`` the
+    original bytes, ``reason`` why).
+
+    ``agent`` is ``<app>.<name>`` of what made it: the agent, or the window / alerter whose
+    callback ran. ``command`` is True for :meth:`Out.command`.
     """
 
-    kind: Literal["mqtt", "kafka", "deadletter"]
+    kind: Literal["mqtt", "kafka", "webhook", "deadletter"]
     topic: str
     payload: bytes
     key: bytes | None = None
@@ -70,6 +75,10 @@ class Output:
     reason: str = ""
     agent: str = ""
     ingress_ts_ms: int | None = None
+    command: bool = False
+    headers: tuple[tuple[str, str], ...] = ()
+    retries: int | None = None
+    timeout: float | None = None
 
     def json(self) -> Any:
         """The payload parsed as JSON."""
@@ -90,12 +99,18 @@ class Out:
     """Output actions: what a callback (``on_close``, ``on_event``) can do."""
 
     def __init__(
-        self, sink: list[Output], key: str | None, cause_id: str, ingress_ts_ms: int | None = None
+        self,
+        sink: list[Output],
+        key: str | None,
+        cause_id: str,
+        ingress_ts_ms: int | None = None,
+        source: str = "",
     ) -> None:
         self._sink = sink
         self._key = key
         self._cause_id = cause_id
         self._ingress_ts = ingress_ts_ms
+        self._source = source
         self._seen: dict[str, int] = {}
 
     def _rid(self, payload: Any, result_id: str | None) -> str:
@@ -118,12 +133,24 @@ class Out:
     ) -> None:
         """Publish to MQTT subscribers of ``mqtt_topic`` (via ``bayou.outbound``); a dict
         payload is sent as JSON."""
+        self._publish(mqtt_topic, payload, qos, retain, result_id, command=False)
+
+    def _publish(
+        self,
+        mqtt_topic: str,
+        payload: Payload,
+        qos: int,
+        retain: bool,
+        result_id: str | None,
+        *,
+        command: bool,
+    ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
         rid = self._rid(payload, result_id)
         self._sink.append(
             Output("mqtt", mqtt_topic, _encode(payload), _key_bytes(self._key), qos, retain, rid,
-                   ingress_ts_ms=self._ingress_ts)
+                   agent=self._source, ingress_ts_ms=self._ingress_ts, command=command)
         )  # fmt: skip
 
     def command(
@@ -135,7 +162,7 @@ class Out:
         result_id: str | None = None,
     ) -> None:
         """Send a command to a device: :meth:`publish` with QoS 1."""
-        self.publish(mqtt_topic, payload, qos=1, retain=retain, result_id=result_id)
+        self._publish(mqtt_topic, payload, 1, retain, result_id, command=True)
 
     def produce(
         self,
@@ -149,8 +176,40 @@ class Out:
         rid = self._rid(value, result_id)
         k = _key_bytes(key) if key is not None else _key_bytes(self._key)
         self._sink.append(
-            Output("kafka", kafka_topic, _encode(value), k, result_id=rid,
+            Output("kafka", kafka_topic, _encode(value), k, result_id=rid, agent=self._source,
                    ingress_ts_ms=self._ingress_ts)
+        )  # fmt: skip
+
+    def webhook(
+        self,
+        url: str,
+        json: Any = None,
+        headers: Mapping[str, str] | None = None,
+        *,
+        retries: int | None = None,
+        timeout: float | None = None,
+        result_id: str | None = None,
+    ) -> None:
+        """POST ``json`` (any JSON value) to ``url`` once this batch's Kafka outputs are written.
+
+        Retried on a connection error, a timeout, HTTP 408, 429 and 5xx: ``retries`` more tries
+        (default ``BAYOU_WEBHOOK_RETRIES``), each of at most ``timeout`` seconds (default
+        ``BAYOU_WEBHOOK_TIMEOUT_SECONDS``), with exponential backoff. After the last failed try
+        (or at once on another status) the request goes to the dead-letter topic. The request
+        carries the header ``Bayou-Result-Id``: the same call after a restart has the same id.
+        """
+        if not url.startswith(("http://", "https://")):
+            raise ValueError(f"webhook url must be http:// or https://: {url!r}")
+        if retries is not None and retries < 0:
+            raise ValueError("retries must be >= 0")
+        if timeout is not None and not timeout > 0:
+            raise ValueError("timeout must be > 0")
+        rid = self._rid(json, result_id)
+        self._sink.append(
+            Output("webhook", url, _encode(json), _key_bytes(self._key), result_id=rid,
+                   agent=self._source, ingress_ts_ms=self._ingress_ts,
+                   headers=tuple(sorted((headers or {}).items())), retries=retries,
+                   timeout=timeout)
         )  # fmt: skip
 
 
@@ -167,8 +226,9 @@ class Context(Out):
         params: dict[str, str],
         cause_id: str,
         ingress_ts_ms: int | None,
+        source: str = "",
     ) -> None:
-        super().__init__(sink, key, cause_id, ingress_ts_ms)
+        super().__init__(sink, key, cause_id, ingress_ts_ms, source)
         self.key = key
         """The record key (the device, with the demo routes)."""
         self.ts = ts
@@ -313,7 +373,11 @@ class AlertHandle(_Keyed):
     def observe(self, key: str, ts: float, value: float) -> list[AlertEvent]:
         """Apply the rules to a reading; return the events it causes."""
         self._touch(key)
-        return self.alerter.observe(key, ts, value)
+        events = self.alerter.observe(key, ts, value)
+        agent = self.app._current_agent
+        if agent is not None:  # counted for the metrics by the engine running the agent
+            self.app._alert_log += [(agent, ev.kind) for ev in events]
+        return events
 
     def on_event(self, fn: EventFn) -> EventFn:
         """Decorator: ``fn(event, out)`` for events found by time passing (absence alerts);
@@ -402,6 +466,8 @@ class App:
     parts: dict[tuple[str, str], _Keyed] = field(default_factory=dict, init=False, repr=False)
     _current_partition: int | None = field(default=None, init=False, repr=False)
     _key_partition: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    _current_agent: str | None = field(default=None, init=False, repr=False)
+    _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -419,6 +485,7 @@ class App:
         for part in self.parts.values():
             part.reset()
         self._key_partition.clear()
+        self._alert_log.clear()
 
     def agent(
         self,

@@ -22,12 +22,12 @@ import json
 import logging
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import ValidationError
 
-from agents.app import AgentSpec, App, Context, Out, Output, Window
+from agents.app import AgentSpec, AlertHandle, App, Context, Out, Output, Window
 from agents.demo import InputRecord
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
 
@@ -77,6 +77,8 @@ class Counts:
     dead_letters: int = 0
     windows: int = 0
     late: int = 0
+    # Alert events per (agent or alerter name, "fired" / "resolved"); the runtime drains it.
+    alerts: dict[tuple[str, str], int] = field(default_factory=dict)
 
 
 class AppEngine:
@@ -158,14 +160,18 @@ class AppEngine:
             local: list[Output] = []
             ctx = Context(
                 local, key=key, ts=ts, mqtt_topic=mqtt_topic, params=params, cause_id=cause,
-                ingress_ts_ms=ingress_ts,
+                ingress_ts_ms=ingress_ts, source=f"{self.app.name}.{agent.name}",
             )  # fmt: skip
+            self.app._current_agent = agent.name
             try:
                 await agent.fn(payload, ctx)
             except Exception as exc:  # the agent keeps running; its outputs are dropped
                 why = f"agent raised {type(exc).__name__}: {exc}".replace("\n", " ")[:500]
                 out.append(self._dead(agent, rec, mqtt_topic, why))
                 continue
+            finally:
+                self.app._current_agent = None
+                self._count_alerts()
             out += local
             if wall_now is not None:
                 ts = min(ts, wall_now + self.max_clock_skew)
@@ -201,6 +207,12 @@ class AppEngine:
         ts_ms = ingress_ts if ingress_ts is not None else getattr(rec, "timestamp", 0)
         return None, payload, float(ts_ms) / 1000.0, key
 
+    def _count_alerts(self) -> None:
+        log_ = self.app._alert_log
+        for name, kind in log_:
+            self.counts.alerts[(name, kind)] = self.counts.alerts.get((name, kind), 0) + 1
+        log_.clear()
+
     def _dead(self, agent: AgentSpec, rec: InputRecord, mqtt_topic: str, reason: str) -> Output:
         self.counts.dead_letters += 1
         return Output(
@@ -219,15 +231,18 @@ class AppEngine:
             return out
         self.close_wm = max(self.close_wm, wm)
         for part in self.app.parts.values():
+            source = f"{self.app.name}.{part.name}"
             if isinstance(part, Window):
                 for r in part.aggregator.close(wm):
                     self.counts.windows += 1
-                    for fn in part.close_callbacks:
-                        await _call(fn, r, Out(out, r.key, r.id))
-            elif part.kind == "a":
-                for ev in part.alerter.tick(wm):  # type: ignore[attr-defined]
-                    for fn in part.event_callbacks:  # type: ignore[attr-defined]
-                        await _call(fn, ev, Out(out, ev.key, ev.id))
+                    for close_fn in part.close_callbacks:
+                        await _call(close_fn, r, Out(out, r.key, r.id, source=source))
+            elif isinstance(part, AlertHandle):
+                for ev in part.alerter.tick(wm):
+                    self.app._alert_log.append((part.name, ev.kind))
+                    for fn in part.event_callbacks:
+                        await _call(fn, ev, Out(out, ev.key, ev.id, source=source))
+                self._count_alerts()
         return out
 
     # -- state -----------------------------------------------------------------------------

@@ -6,10 +6,13 @@ this order (as :mod:`agents.runtime`):
 1. ``getmany``; run each app's agents over its records (validation failures → dead letters);
 2. close windows at the watermark and tick alerters (every loop, also when idle), run their
    ``on_close`` / ``on_event`` callbacks;
-3. produce every output and await every acknowledgement; only then produce every state change
-   to the app's compacted changelog topic ``bayou.changelog.<app>`` (same partition number as
-   the input partition of the key) and await those (state that says "input folded" must never
-   reach Kafka before that input's outputs: a worker restoring it would skip the input);
+3. produce every output and await every acknowledgement; then make the batch's webhook calls
+   (concurrently, with retries, bounded in time: :mod:`agents.webhooks`) and produce a dead
+   letter for each call whose last try failed, and await those; only then produce every state
+   change to the app's compacted changelog topic ``bayou.changelog.<app>`` (same partition
+   number as the input partition of the key) and await those (state that says "input folded"
+   must never reach Kafka before that input's outputs and calls are done: a worker restoring
+   it would skip the input);
 4. write the state changes and the changelog offsets reached to RocksDB
    (``<state_dir>/apps/<app>``), in one write batch;
 5. commit the input offsets.
@@ -43,6 +46,7 @@ from agents import metrics
 from agents.app import AgentSpec, App, AppError, Output
 from agents.app_core import AppEngine
 from agents.config import WorkerConfig
+from agents.webhooks import WebhookCaller, WebhookResult, dead_letter
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,
@@ -260,15 +264,55 @@ async def run_apps(
 ) -> None:
     """Run ``apps`` until ``stop`` is set (see the module docs)."""
     runners = [AppRunner(a, config) for a in apps]
+    hooks = WebhookCaller(
+        config.webhook_retries, config.webhook_timeout_seconds, config.webhook_backoff_seconds
+    )
     try:
-        await _loop(config, runners, stop, group_id)
+        await _loop(config, runners, stop, group_id, hooks)
     finally:
+        await hooks.close()
         for r in runners:
             r.store.close()
 
 
+def _labels(agent: str) -> tuple[str, str]:
+    """``(app, name)`` of an output's ``agent`` (``<app>.<name>``)."""
+    app_name, _, name = agent.partition(".")
+    return app_name, name
+
+
+def _init_metrics(runners: list[AppRunner]) -> None:
+    """Every label set at 0, so a dashboard sees the series before the first event."""
+    for r in runners:
+        names = [a.name for a in r.app.agents] + [name for _, name in r.app.parts]
+        for a in r.app.agents:
+            metrics.DEAD_LETTERS.labels(f"{r.app.name}.{a.name}")
+        for name in names:
+            for counter in (
+                metrics.APP_ALERTS_FIRED,
+                metrics.APP_ALERTS_RESOLVED,
+                metrics.APP_COMMANDS_SENT,
+                metrics.APP_WEBHOOK_OK,
+                metrics.APP_WEBHOOK_FAILED,
+                metrics.APP_WEBHOOK_RETRIES,
+            ):
+                counter.labels(r.app.name, name)
+
+
+def _count_webhooks(results: list[WebhookResult]) -> None:
+    for res in results:
+        labels = _labels(res.output.agent)
+        (metrics.APP_WEBHOOK_OK if res.ok else metrics.APP_WEBHOOK_FAILED).labels(*labels).inc()
+        if res.tries > 1:
+            metrics.APP_WEBHOOK_RETRIES.labels(*labels).inc(res.tries - 1)
+
+
 async def _loop(
-    config: WorkerConfig, runners: list[AppRunner], stop: asyncio.Event, group_id: str | None
+    config: WorkerConfig,
+    runners: list[AppRunner],
+    stop: asyncio.Event,
+    group_id: str | None,
+    hooks: WebhookCaller,
 ) -> None:
     topics = sorted({t for r in runners for t in r.engine.topics})
     group = group_id or f"{config.group_id}.{'+'.join(sorted(r.app.name for r in runners))}"
@@ -288,9 +332,7 @@ async def _loop(
     )
     lock = asyncio.Lock()
     consumer.subscribe(topics, listener=_Listener(runners, lock))
-    for r in runners:
-        for a in r.app.agents:
-            metrics.DEAD_LETTERS.labels(f"{r.app.name}.{a.name}")
+    _init_metrics(runners)
     await producer.start()
     try:
         await consumer.start()
@@ -301,7 +343,7 @@ async def _loop(
                 )
                 t0 = time.perf_counter()
                 async with lock:
-                    await _batch(config, producer, runners, batches)
+                    await _batch(config, producer, runners, batches, hooks)
                 if batches:
                     try:
                         await consumer.commit(
@@ -323,11 +365,14 @@ async def _batch(
     producer: AIOKafkaProducer,
     runners: list[AppRunner],
     batches: dict[Any, list[Any]],
+    hooks: WebhookCaller,
 ) -> None:
     """Steps 1-4 of the module docs (the caller commits)."""
     wall_now = time.time()
     records = [rec for recs in batches.values() for rec in recs]
     sends: list[Any] = []
+    calls: list[Output] = []
+    commands: list[Output] = []
     log_sends: list[Any] = []
     changes: list[dict[int, dict[str, Any]]] = []
     for r in runners:
@@ -335,11 +380,20 @@ async def _batch(
         outputs = await r.engine.process(records, wall_now) if records else []
         outputs += await r.engine.advance(wall_now)
         for o in outputs:
+            if o.kind == "webhook":
+                calls.append(o)
+                continue
             topic, key, value, headers = _to_record(o, config)
             sends.append(await producer.send(topic, value=value, key=key, headers=headers))
             if o.kind == "deadletter":
                 metrics.DEAD_LETTERS.labels(o.agent).inc()
+            elif o.command:
+                commands.append(o)
         metrics.WINDOW_RESULTS.inc(r.engine.counts.windows - windows_before)
+        alerts, r.engine.counts.alerts = r.engine.counts.alerts, {}
+        for (name, kind), n in alerts.items():
+            counter = metrics.APP_ALERTS_FIRED if kind == "fired" else metrics.APP_ALERTS_RESOLVED
+            counter.labels(r.app.name, name).inc(n)
         ch = r.engine.state_changes()
         changes.append(ch)
         for p, entries in ch.items():
@@ -347,6 +401,21 @@ async def _batch(
                 v = None if value is None else json.dumps(value).encode()
                 log_sends.append((r.changelog, v, ek.encode(), p))
     await asyncio.gather(*sends)
+    for o in commands:
+        metrics.APP_COMMANDS_SENT.labels(*_labels(o.agent)).inc()
+    if calls:
+        results = await hooks.call_all(calls)
+        dead = []
+        for res in results:
+            if not res.ok:
+                key, value, headers = dead_letter(res)
+                dead.append(
+                    await producer.send(
+                        config.deadletter_topic, value=value, key=key, headers=headers
+                    )
+                )
+        await asyncio.gather(*dead)
+        _count_webhooks(results)
     futures = [
         await producer.send(topic, value=v, key=k, partition=p) for topic, v, k, p in log_sends
     ]

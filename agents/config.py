@@ -34,3 +34,8 @@ class WorkerConfig(BaseModel):
     batch_max_records: int = 1000
     # How long a fetch may wait for data; small, because commands must reach devices fast.
     fetch_max_wait_ms: int = 10
+    # Webhook calls (ctx.webhook): tries after the first failed one, seconds per try, and the
+    # first wait between tries (doubling); see agents.webhooks.
+    webhook_retries: int = 2
+    webhook_timeout_seconds: float = 5.0
+    webhook_backoff_seconds: float = 0.5

@@ -28,3 +28,27 @@ READY = Gauge("bayou_agent_ready", "1 once the worker's consumer has its partiti
 ASSIGNED_PARTITIONS = Gauge(
     "bayou_agent_assigned_partitions", "Input partitions assigned to this worker."
 )
+
+# Per app of agents.app (labels: the app's name and the name of its agent, window or alerter
+# that acted; never a key or a topic, so the label sets stay bounded).
+_APP = ["app", "agent"]
+APP_ALERTS_FIRED = Counter(
+    "bayou_agent_app_alerts_fired", "Alerts an app's alerters fired (after de-duplication).", _APP
+)
+APP_ALERTS_RESOLVED = Counter(
+    "bayou_agent_app_alerts_resolved", "Alerts an app's alerters resolved.", _APP
+)
+APP_COMMANDS_SENT = Counter(
+    "bayou_agent_app_commands_sent", "Device commands (ctx.command) an app published.", _APP
+)
+APP_WEBHOOK_OK = Counter(
+    "bayou_agent_app_webhook_calls_ok", "Webhook calls answered 2xx (after retries).", _APP
+)
+APP_WEBHOOK_FAILED = Counter(
+    "bayou_agent_app_webhook_calls_failed",
+    "Webhook calls that failed their last try and went to the dead-letter topic.",
+    _APP,
+)
+APP_WEBHOOK_RETRIES = Counter(
+    "bayou_agent_app_webhook_retries", "Webhook tries after a failed one.", _APP
+)

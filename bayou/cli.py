@@ -148,6 +148,90 @@ def _app_topics(apps: list[Any], routes: list[tuple[str, str]]) -> tuple[list[st
     return inputs, [changelog_topic(a.name) for a in apps]
 
 
+def _parse_time(value: str, option: str) -> int:
+    """Epoch milliseconds of ``value``: epoch seconds, or ISO 8601 (no zone: UTC)."""
+    from datetime import UTC, datetime
+
+    try:
+        return round(float(value) * 1000)
+    except ValueError:
+        pass
+    try:
+        dt = datetime.fromisoformat(value)
+    except ValueError:
+        typer.echo(
+            f"bayou replay: {option} {value!r} is neither epoch seconds nor an ISO 8601 time",
+            err=True,
+        )
+        raise typer.Exit(2) from None
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return round(dt.timestamp() * 1000)
+
+
+@app.command()
+def replay(
+    agents: Annotated[
+        list[str], typer.Option("--agents", help="Python module defining agents.app.App objects")
+    ],
+    from_: Annotated[
+        str,
+        typer.Option(
+            "--from", help="Replay records from this time: ISO 8601 (no zone: UTC) or epoch s"
+        ),
+    ],
+    until: Annotated[
+        str | None, typer.Option("--until", help="...up to (not including) this time")
+    ] = None,
+    output_topic: Annotated[
+        str | None,
+        typer.Option("--output-topic", help="Topic for every output (default bayou.replay.<app>)"),
+    ] = None,
+) -> None:
+    """Re-run apps over past input in Kafka, writing their outputs to a replay topic.
+
+    Fresh in-memory state; no consumer group commits; nothing goes to bayou.outbound, devices,
+    webhooks or bayou.deadletter. Reads each input partition from --from up to its end when
+    the replay starts, then prints a summary and exits.
+    """
+    from agents.app import AppError, load_apps
+    from agents.replay import replay as run_replay
+    from agents.replay import replay_topic
+    from bayou.kafka_topics import ensure_topics
+
+    settings = _settings()
+    bootstrap = _bootstrap(settings, "replay")
+    start_ms = _parse_time(from_, "--from")
+    until_ms = _parse_time(until, "--until") if until is not None else None
+    if until_ms is not None and until_ms <= start_ms:
+        typer.echo("bayou replay: --until must be after --from", err=True)
+        raise typer.Exit(2)
+    config = settings.worker_config(bootstrap)
+    try:
+        apps = load_apps(agents)
+        inputs, changelogs = _app_topics(apps, config.routes)
+    except (AppError, ImportError) as exc:
+        typer.echo(f"bayou replay: {exc}", err=True)
+        raise typer.Exit(2) from None
+    outputs = [output_topic] if output_topic else [replay_topic(a.name) for a in apps]
+    taken = {*settings.all_topics(), *inputs, *changelogs}
+    clash = sorted(t for t in outputs if t in taken or t.startswith("bayou.changelog."))
+    if clash:
+        typer.echo(
+            f"bayou replay: output topic {clash[0]!r} is a topic Bayou reads or writes live; "
+            "pick another --output-topic",
+            err=True,
+        )
+        raise typer.Exit(2)
+    p, rf = settings.topic_partitions, settings.replication_factor
+    asyncio.run(ensure_topics(bootstrap, outputs, p, rf))
+    summary = asyncio.run(
+        run_replay(bootstrap, apps, config.routes, start_ms, until_ms, output_topic)
+    )
+    for line in summary.lines():
+        typer.echo(line)
+
+
 @app.command()
 def up(
     demo: bool = typer.Option(False, "--demo", help="Also run a simulated fleet of devices"),

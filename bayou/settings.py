@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     fleet_devices: int = Field(default=20, ge=1)
     fleet_hot_devices: int = Field(default=3, ge=0)
     fleet_interval_seconds: float = Field(default=1.0, gt=0)
+    webhook_retries: int = Field(default=2, ge=0, le=20, description="tries after the first")
+    webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
+    webhook_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     log_level: str = "WARNING"
 
     _route_rules: RouteRules | None = PrivateAttr(default=None)
@@ -152,6 +155,9 @@ class Settings(BaseSettings):
             alert_cooldown_seconds=self.demo_alert_cooldown_seconds,
             grace_seconds=self.demo_grace_seconds,
             routes=[(r.mqtt, r.kafka_topic) for r in self.route_rules().inbound],
+            webhook_retries=self.webhook_retries,
+            webhook_timeout_seconds=self.webhook_timeout_seconds,
+            webhook_backoff_seconds=self.webhook_backoff_seconds,
         )
 
     def all_topics(self) -> list[str]:

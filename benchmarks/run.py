@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import fleet
+from benchmarks import agent_bench, fleet
 from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto, nofile_limits
 from benchmarks.load import WorkerParams, WorkerResult, worker_main
 
@@ -40,7 +40,7 @@ class Scenario:
     title: str
     qos: int
     with_subscriber: bool
-    kind: str = "pubsub"  # "pubsub", "fanout", "idle", "reconnect" or "offline"
+    kind: str = "pubsub"  # "pubsub", "fanout", "idle", "reconnect", "offline" or "agent"
 
 
 SCENARIOS = [
@@ -54,9 +54,15 @@ SCENARIOS = [
     Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
     # Last: on Bayou it restarts the ingress node.
     Scenario("offline_sessions", "broker RSS per offline persistent session", 1, False, "offline"),
+    # Agent workers on their own embedded Kafka (benchmarks.agent_bench), after the brokers.
+    Scenario("agent_count", "counting agent (table + changelog) vs hand loop", 0, False, "agent"),
+    Scenario("agent_window_mean", "10 s tumbling mean, 10,000 devices", 0, False, "agent"),
 ]
 # Scenarios also run against Bayou with --ingress-processes node processes ("bayou-<N>p").
 MULTI_PROCESS_SCENARIOS = ("qos1_puback", "fanout_1000")
+AGENT_SCENARIOS = ("agent_count", "agent_window_mean")
+# Run only when named with --scenario (they would take the default run past ~8 minutes).
+OPT_IN_SCENARIOS = ("agent_window_mean",)
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 
@@ -102,6 +108,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reconnect-deadline", type=float, default=30.0, help="s before a reconnect run is cut"
     )
     ses.add_argument("--sessions-repeat", type=int, default=1, help="runs per broker")
+    ag = ap.add_argument_group("agent_count and agent_window_mean")
+    ag.add_argument("--agent-records", type=int, default=200_000, help="input records per run")
+    ag.add_argument("--agent-devices", type=int, default=1000, help="agent_count: device keys")
+    ag.add_argument(
+        "--window-devices", type=int, default=10_000, help="agent_window_mean: device keys"
+    )
+    ag.add_argument("--agent-repeat", type=int, default=3, help="interleaved runs per side")
+    ag.add_argument("--agent-deadline", type=float, default=120.0, help="s before a run is cut")
     ap.add_argument(
         "--ingress-processes",
         type=int,
@@ -116,7 +130,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         action="append",
         choices=[s.name for s in SCENARIOS],
-        help="run only these scenarios (repeatable)",
+        help="run only these scenarios (repeatable); default: all but agent_window_mean",
     )
     ap.add_argument(
         "--bayou-max-inflight",
@@ -153,6 +167,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--reconnect-messages must be at least 1")
     if args.ingress_processes < 0:
         ap.error("--ingress-processes must not be negative")
+    if args.agent_records < 1 or args.agent_repeat < 1:
+        ap.error("--agent-records and --agent-repeat must be at least 1")
+    if not 1 <= args.agent_devices <= args.agent_records:
+        ap.error("--agent-devices must be between 1 and --agent-records")
+    if not args.scenario or "agent_window_mean" in args.scenario:
+        if not 1 <= args.window_devices <= args.agent_records:
+            ap.error("--window-devices must be between 1 and --agent-records")
     return args
 
 
@@ -777,6 +798,10 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 
 def print_table(report: dict[str, Any]) -> None:
+    agent = [sc for sc in report["scenarios"] if sc["name"] in AGENT_SCENARIOS]
+    if len(agent) == len(report["scenarios"]):
+        print_agent_table(agent)
+        return
     table = Table(title="Bayou vs mosquitto (medians; 100-byte payloads)")
     for col, justify in [
         ("scenario", "left"),
@@ -795,7 +820,7 @@ def print_table(report: dict[str, Any]) -> None:
     offline = [sc for sc in report["scenarios"] if sc["name"] == "offline_sessions"]
     reconnect = [sc for sc in report["scenarios"] if sc["name"] == "reconnect_1000"]
     for sc in report["scenarios"]:
-        if sc["name"] in ("idle_memory", "offline_sessions", "reconnect_1000"):
+        if sc["name"] in ("idle_memory", "offline_sessions", "reconnect_1000", *AGENT_SCENARIOS):
             continue
         first = True
         for name in [k for k in sc if k == "mosquitto" or k.startswith("bayou")]:
@@ -829,6 +854,48 @@ def print_table(report: dict[str, Any]) -> None:
         print_offline_table(offline[0])
     if reconnect:
         print_reconnect_table(reconnect[0])
+    if agent:
+        print_agent_table(agent)
+
+
+def print_agent_table(entries: list[dict[str, Any]]) -> None:
+    table = Table(title="Agent workers vs a hand-written aiokafka loop (medians)")
+    cols = [
+        "scenario",
+        "side",
+        "records/s",
+        "records per CPU-s",
+        "seconds",
+        "CPU s",
+        "join s",
+        "windows",
+        "ratio",
+    ]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("scenario", "side") else "right")
+    for sc in entries:
+        first = True
+        for side in ("hand_loop", "worker"):
+            r = sc.get(side)
+            if r is None:
+                continue
+            table.add_row(
+                sc["name"] if first else "",
+                "bayou worker" if side == "worker" else "hand loop",
+                _fmt(r.get("records_per_s")),
+                _fmt(r.get("records_per_cpu_s")),
+                _fmt(r.get("seconds"), 2),
+                _fmt(r.get("cpu_s"), 2),
+                _fmt(r.get("join_s"), 2),
+                _fmt(r.get("windows_emitted")) if sc["name"] == "agent_window_mean" else "",
+                _fmt(sc.get("ratio"), 3) if side == "worker" else "",
+            )
+            first = False
+    console.print(table)
+    console.print(
+        "ratio = bayou worker records/s / hand loop records/s, same data, same run; target for "
+        "agent_count >= 0.8 (DESIGN.md section 9); group join excluded from both"
+    )
 
 
 def print_offline_table(sc: dict[str, Any]) -> None:
@@ -1078,8 +1145,15 @@ def _entry(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    scenarios = [s for s in SCENARIOS if not args.scenario or s.name in args.scenario]
-    wanted = [n for sc in scenarios for n in _broker_names(sc, args)]
+    scenarios = [
+        s
+        for s in SCENARIOS
+        if (s.name in args.scenario if args.scenario else s.name not in OPT_IN_SCENARIOS)
+    ]
+    # The agent scenarios need no MQTT broker: they run after the others, on their own Kafka.
+    agent_scenarios = [s for s in scenarios if s.kind == "agent" and args.only != "mosquitto"]
+    broker_scenarios = [s for s in scenarios if s.kind != "agent"]
+    wanted = [n for sc in broker_scenarios for n in _broker_names(sc, args)]
     errors: dict[str, str] = {}
     brokers: dict[str, Broker] = {}
     report: dict[str, Any] = {
@@ -1118,6 +1192,7 @@ def main(argv: list[str] | None = None) -> int:
 
     with tempfile.TemporaryDirectory(prefix="bayou-bench-") as tmp:
         workdir = Path(tmp)
+        t_begin = time.monotonic()
         try:
             # The multi-process variant starts before its first scenario and stops after its
             # last, so its idle Kafka and nodes do not share the cores with other scenarios.
@@ -1125,10 +1200,9 @@ def main(argv: list[str] | None = None) -> int:
                 if name in ("mosquitto", "bayou"):
                     start(name)
             raw: dict[tuple[str, str], list[dict[str, Any]]] = {}
-            t_begin = time.monotonic()
             # idle_memory first: it measures what the first connections cost a fresh broker,
             # before other scenarios leave freed memory behind for it to reuse.
-            order = sorted(scenarios, key=lambda s: s.kind != "idle")
+            order = sorted(broker_scenarios, key=lambda s: s.kind != "idle")
             for pos, sc in enumerate(order):
                 names = _broker_names(sc, args)
                 for name in names:
@@ -1164,12 +1238,20 @@ def main(argv: list[str] | None = None) -> int:
                 later = {n for s in order[pos + 1 :] for n in _broker_names(s, args)}
                 for name in [n for n in brokers if n not in later and n.endswith("p")]:
                     stop(name)
-            report["duration_s"] = round(time.monotonic() - t_begin, 1)
         finally:
             for name in list(brokers):
                 stop(name)
+        agent_entries = {
+            sc.name: agent_bench.run_agent_scenario(sc.name, sc.title, args, workdir, errors)
+            for sc in agent_scenarios
+        }
+        report["duration_s"] = round(time.monotonic() - t_begin, 1)
     for sc in scenarios:
-        report["scenarios"].append(_entry(sc, raw, args))
+        if sc.kind == "agent":
+            if sc.name in agent_entries:
+                report["scenarios"].append(agent_entries[sc.name])
+        else:
+            report["scenarios"].append(_entry(sc, raw, args))
     # The section 9 ingest target compares Bayou's QoS 1 publish->PUBACK with mosquitto's QoS 1
     # publisher->subscriber figure (per ingress process: messages per CPU-second).
     by_name = {s["name"]: s for s in report["scenarios"]}

@@ -1,0 +1,266 @@
+"""Re-run apps over past data in Kafka into a separate topic (``bayou replay``).
+
+What a replay does, and what it never does:
+
+- Each app starts from empty state in memory: not the live worker's RocksDB, not its changelog,
+  and it writes no state anywhere. Time is event time only (no wall clock), as in
+  :func:`agents.testing.run_app`.
+- It reads every input partition of the apps with no consumer group (partitions are assigned,
+  offsets never committed), from ``offsets_for_times(from)`` up to the end of the partition
+  when the replay first fetches it: the high watermark of that Fetch response, never
+  ListOffsets (it under-reports on the embedded broker, DESIGN §10). Records with a Kafka
+  timestamp before ``from`` (or at or after ``until``) are skipped, so a broker that answers
+  ``offsets_for_times`` with an earlier offset (the embedded broker answers the log start)
+  replays the same records.
+- Every output goes to the replay topic, ``bayou.replay.<app>`` (or one topic given for all
+  apps), never to ``bayou.outbound``, a device, a Kafka topic named by the app, or
+  ``bayou.deadletter``; webhooks are not called. Each record keeps the output's key and payload
+  and says what it was in headers: ``bayou.replay.kind`` (``mqtt``, ``kafka``, ``webhook``,
+  ``deadletter``), ``bayou.replay.topic`` (the MQTT topic, Kafka topic or URL; for a dead
+  letter the input's MQTT topic), ``bayou.result_id``, ``bayou.agent``, ``mqtt.qos`` and
+  ``mqtt.retain`` for MQTT outputs, ``bayou.error`` for dead letters. Result ids are those a
+  live worker gives, so a replay's outputs can be compared with the live ones.
+- With ``until``, once the records are read time moves on to ``until`` (as the wall clock
+  would have moved it live): windows that ended by then close, absence alerts due by then
+  fire. Without it, windows still open at the end stay open.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiokafka import AIOKafkaProducer
+
+from agents.app import App, Output
+from agents.app_core import AppEngine, Record
+from agents.app_runtime import resolve_topic
+from ingress.contract import (
+    H_DEADLETTER_AGENT,
+    H_DEADLETTER_REASON,
+    H_MQTT_QOS,
+    H_MQTT_RETAIN,
+    H_RESULT_ID,
+    Headers,
+)
+
+log = logging.getLogger(__name__)
+
+H_REPLAY_KIND = "bayou.replay.kind"
+H_REPLAY_TOPIC = "bayou.replay.topic"
+IDLE_TIMEOUT_S = 30.0
+BATCH = 1000
+
+
+def replay_topic(app_name: str) -> str:
+    """The default topic of an app's replayed outputs."""
+    return f"bayou.replay.{app_name}"
+
+
+@dataclass
+class AppSummary:
+    """What one app did in a replay."""
+
+    records: int = 0
+    outputs: dict[str, int] = field(default_factory=dict)
+    dead_letters: int = 0
+    topic: str = ""
+
+    @property
+    def written(self) -> int:
+        """Records written to the replay topic (dead letters included)."""
+        return sum(self.outputs.values())
+
+
+@dataclass
+class ReplaySummary:
+    """What a replay read and wrote."""
+
+    partitions: int = 0
+    records_read: int = 0
+    records_skipped: int = 0
+    apps: dict[str, AppSummary] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """The summary ``bayou replay`` prints."""
+        out = [
+            f"replay: read {self.records_read} record(s) in range from {self.partitions} "
+            f"partition(s) ({self.records_skipped} outside the time range skipped)"
+        ]
+        for name, s in self.apps.items():
+            kinds = ", ".join(f"{k} {n}" for k, n in sorted(s.outputs.items())) or "none"
+            out.append(
+                f"replay: app {name}: {s.records} input record(s), {s.written} output(s) "
+                f"written to {s.topic} ({kinds}), {s.dead_letters} dead letter(s)"
+            )
+        return out
+
+
+def _record(o: Output) -> tuple[bytes | None, bytes, Headers]:
+    headers: Headers = [
+        (H_REPLAY_KIND, o.kind.encode()),
+        (H_REPLAY_TOPIC, o.topic.encode()),
+        (H_RESULT_ID, o.result_id.encode()),
+        (H_DEADLETTER_AGENT, o.agent.encode()),
+    ]
+    if o.kind == "mqtt":
+        headers += [(H_MQTT_QOS, str(o.qos).encode()), (H_MQTT_RETAIN, b"1" if o.retain else b"0")]
+    elif o.kind == "deadletter":
+        headers.append((H_DEADLETTER_REASON, o.reason.encode()))
+    return o.key, o.payload, headers
+
+
+class _Reader:
+    """Reads the input partitions once, from a time to the end present when first fetched.
+    Blocking calls (confluent-kafka); the replay runs them in a thread."""
+
+    def __init__(self, bootstrap: str, topics: Sequence[str], start_ms: int) -> None:
+        from confluent_kafka import Consumer, TopicPartition
+
+        self._consumer = Consumer(
+            {
+                "bootstrap.servers": bootstrap,
+                # Never joined (partitions are assigned) and never committed.
+                "group.id": f"bayou-replay-{uuid.uuid4().hex}",
+                "enable.auto.commit": False,
+                "enable.auto.offset.store": False,
+                "enable.partition.eof": True,
+                "auto.offset.reset": "earliest",
+            }
+        )
+        wanted = []
+        for topic in topics:
+            meta = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
+            if meta is None or meta.error is not None or not meta.partitions:
+                log.warning("replay: topic %s has no partitions; nothing to read there", topic)
+                continue
+            wanted += [TopicPartition(topic, p, start_ms) for p in sorted(meta.partitions)]
+        self.partitions = len(wanted)
+        starts = self._consumer.offsets_for_times(wanted, timeout=10) if wanted else []
+        assign = []
+        for tp in starts:
+            if tp.error is not None:
+                raise RuntimeError(f"offsets_for_times {tp.topic}[{tp.partition}]: {tp.error}")
+            if tp.offset >= 0:  # -1: no record at or after the time
+                assign.append(TopicPartition(tp.topic, tp.partition, tp.offset))
+        self.pending = {(tp.topic, tp.partition) for tp in assign}
+        self.end: dict[tuple[str, int], int] = {}
+        if assign:
+            self._consumer.assign(assign)
+
+    def _done(self, tp: tuple[str, int]) -> None:
+        from confluent_kafka import TopicPartition
+
+        if tp in self.pending:
+            self.pending.discard(tp)
+            self._consumer.pause([TopicPartition(*tp)])
+
+    def read(self) -> list[Record]:
+        """The next records (empty when there were none for a while)."""
+        from confluent_kafka import KafkaError, TopicPartition
+
+        out: list[Record] = []
+        for msg in self._consumer.consume(BATCH, 0.5):
+            topic, p, off = msg.topic(), msg.partition(), msg.offset()
+            assert topic is not None and p is not None and off is not None
+            tp = (topic, p)
+            if tp not in self.pending:
+                continue
+            if tp not in self.end:
+                # The high watermark of the Fetch that brought this: the end to read up to.
+                _, high = self._consumer.get_watermark_offsets(
+                    TopicPartition(topic, p), cached=True
+                )
+                if high >= 0:
+                    self.end[tp] = high
+            err = msg.error()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    self._done(tp)
+                    continue
+                raise RuntimeError(f"reading {topic}[{p}]: {err}")
+            end = self.end.get(tp)
+            if end is not None and off >= end:
+                self._done(tp)
+                continue
+            _, ts = msg.timestamp()
+            raw = msg.headers() or []
+            pairs = raw.items() if isinstance(raw, dict) else raw
+            headers = [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
+            out.append(Record(topic, p, off, msg.key(), msg.value(), headers, max(ts, 0)))
+            if end is not None and off + 1 >= end:
+                self._done(tp)
+        return out
+
+    def close(self) -> None:
+        self._consumer.close()
+
+
+async def replay(
+    bootstrap: str,
+    apps: Sequence[App],
+    routes: Sequence[tuple[str, str]],
+    start_ms: int,
+    until_ms: int | None = None,
+    output_topic: str | None = None,
+) -> ReplaySummary:
+    """Replay ``apps`` over their input records with Kafka timestamps in ``[start_ms,
+    until_ms)`` (module docs). The output topics must exist."""
+    engines = [AppEngine(a, lambda agent: resolve_topic(agent, routes)) for a in apps]
+    summary = ReplaySummary()
+    for e in engines:
+        summary.apps[e.app.name] = AppSummary(topic=output_topic or replay_topic(e.app.name))
+    topics = sorted({t for e in engines for t in e.topics})
+    reader = await asyncio.to_thread(_Reader, bootstrap, topics, start_ms)
+    summary.partitions = reader.partitions
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
+    await producer.start()
+    sends: list[Any] = []
+
+    async def emit(e: AppEngine, outputs: list[Output]) -> None:
+        s = summary.apps[e.app.name]
+        for o in outputs:
+            key, value, headers = _record(o)
+            sends.append(await producer.send(s.topic, value=value, key=key, headers=headers))
+            s.outputs[o.kind] = s.outputs.get(o.kind, 0) + 1
+            s.dead_letters += o.kind == "deadletter"
+
+    try:
+        idle_since = time.monotonic()
+        while reader.pending:
+            records = await asyncio.to_thread(reader.read)
+            if not records:
+                if time.monotonic() - idle_since > IDLE_TIMEOUT_S:
+                    raise TimeoutError(
+                        f"replay: no records for {IDLE_TIMEOUT_S:g} s from partitions "
+                        f"{sorted(reader.pending)}"
+                    )
+                continue
+            idle_since = time.monotonic()
+            in_range = [
+                r
+                for r in records
+                if r.timestamp >= start_ms and (until_ms is None or r.timestamp < until_ms)
+            ]
+            summary.records_read += len(in_range)
+            summary.records_skipped += len(records) - len(in_range)
+            # One record a batch, as run_app: windows close after each input at the watermark.
+            for e in engines:
+                for rec in in_range:
+                    await emit(e, await e.process([rec], None))
+                    await emit(e, await e.advance(None))
+                e.state_changes()  # nothing is kept; drop the tracked changes
+        for e in engines:
+            if until_ms is not None:
+                await emit(e, await e.advance(None, until_ms / 1000.0))
+            summary.apps[e.app.name].records = e.counts.records
+        await asyncio.gather(*sends)
+    finally:
+        await producer.stop()
+        await asyncio.to_thread(reader.close)
+    return summary
