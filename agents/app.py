@@ -29,6 +29,8 @@ from __future__ import annotations
 
 import importlib
 import json
+import logging
+import math
 import os
 import re
 import sys
@@ -43,6 +45,7 @@ from agents.reducers import ReducerLike
 from agents.windowing import WindowedAggregator, WindowResult, WindowSpec
 
 Payload = Mapping[str, Any] | bytes
+log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
 _LEVEL = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
@@ -83,6 +86,17 @@ class Output:
     def json(self) -> Any:
         """The payload parsed as JSON."""
         return json.loads(self.payload)
+
+
+_STRICT_JSON = json.JSONEncoder(allow_nan=False, separators=(",", ":"))
+
+
+def check_json(value: Any, what: str) -> str:
+    """``value`` as JSON text; :class:`AppError` saying ``what`` is not JSON otherwise."""
+    try:
+        return _STRICT_JSON.encode(value)
+    except (TypeError, ValueError) as err:
+        raise AppError(f"{what}: not a JSON value ({err})") from err
 
 
 def _encode(payload: Payload | Any) -> bytes:
@@ -298,14 +312,25 @@ class _Keyed:
         if p is not None:
             self.app._key_partition[key] = p
 
-    # The runtime's view (JSON-safe state per key).
-    def changes(self) -> dict[str, Any]:
+    def _partition(self, key: str) -> int:
+        """The input partition of ``key``'s state: the one of the record being processed, else
+        the one the key last came from (0 for a key never seen)."""
+        p = self.app._current_partition
+        if p is not None:
+            self.app._key_partition[key] = p
+            return p
+        return self.app._key_partition.get(key, 0)
+
+    # The runtime's view (JSON-safe state per key, per input partition).
+    def changes(self) -> dict[int, dict[str, Any]]:
+        """Keys changed since the last call, per input partition: their state (None: delete)."""
         raise NotImplementedError
 
-    def load(self, keys: Mapping[str, Any]) -> None:
+    def load(self, partition: int, keys: Mapping[str, Any]) -> None:
         raise NotImplementedError
 
-    def drop(self, keys: set[str]) -> None:
+    def drop(self, partitions: set[int], keys: set[str]) -> None:
+        """Forget the state of ``partitions`` (``keys``: the keys that came from them)."""
         raise NotImplementedError
 
     def reset(self) -> None:
@@ -313,7 +338,12 @@ class _Keyed:
 
 
 class Window(_Keyed):
-    """A windowed aggregation of the app (:meth:`App.window`)."""
+    """A windowed aggregation of the app (:meth:`App.window`).
+
+    One :class:`WindowedAggregator` per input partition: a window of a key closes at the
+    watermark of the key's partition (:mod:`agents.app_core`), and a reading is late when every
+    window it belongs to has closed at that watermark.
+    """
 
     kind = "w"
 
@@ -322,58 +352,80 @@ class Window(_Keyed):
     ) -> None:
         super().__init__(app, name)
         self._spec, self._reducers = spec, dict(reducers)
-        self.aggregator = WindowedAggregator(spec, reducers)
+        self.aggregators: dict[int, WindowedAggregator] = {}
+        """The aggregator of each input partition."""
         self.close_callbacks: list[CloseFn] = []
 
     def reset(self) -> None:
-        self.aggregator = WindowedAggregator(self._spec, self._reducers)
+        self.aggregators = {}
+
+    def aggregator(self, partition: int) -> WindowedAggregator:
+        """The aggregator of ``partition`` (a new one starts at the partition's watermark)."""
+        agg = self.aggregators.get(partition)
+        if agg is None:
+            agg = self.aggregators[partition] = WindowedAggregator(self._spec, self._reducers)
+            agg.watermark = self.app._watermarks.get(partition, -math.inf)
+        return agg
 
     def add(self, key: str, ts: float, value: float) -> bool:
         """Fold ``value`` at event time ``ts`` into ``key``'s windows; False when late."""
-        self._touch(key)
-        return self.aggregator.add(key, ts, value)
+        return self.aggregator(self._partition(key)).add(key, ts, value)
+
+    @property
+    def late(self) -> int:
+        """Readings dropped as late, over the partitions this worker holds."""
+        return sum(a.late for a in self.aggregators.values())
 
     def on_close(self, fn: CloseFn) -> CloseFn:
         """Decorator: ``fn(result, out)`` runs for every window that closes."""
         self.close_callbacks.append(fn)
         return fn
 
-    def changes(self) -> dict[str, Any]:
-        return self.aggregator.changes()
+    def changes(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for p, agg in self.aggregators.items():
+            ch = agg.changes()
+            if ch:
+                out[p] = ch
+        return out
 
-    def _replace(self, edit: Callable[[dict[str, Any]], None]) -> None:
-        snap = self.aggregator.snapshot()
-        edit(snap["keys"])
-        self.aggregator.restore(snap)
+    def load(self, partition: int, keys: Mapping[str, Any]) -> None:
+        agg = self.aggregator(partition)
+        snap = agg.snapshot()
+        snap["keys"].update(keys)
+        agg.restore(snap)
 
-    def load(self, keys: Mapping[str, Any]) -> None:
-        self._replace(lambda k: k.update(keys))
-
-    def drop(self, keys: set[str]) -> None:
-        def edit(k: dict[str, Any]) -> None:
-            for x in keys:
-                k.pop(x, None)
-
-        self._replace(edit)
+    def drop(self, partitions: set[int], keys: set[str]) -> None:
+        for p in partitions:
+            self.aggregators.pop(p, None)
 
 
 class AlertHandle(_Keyed):
-    """An alerter of the app (:meth:`App.alerter`)."""
+    """An alerter of the app (:meth:`App.alerter`): one :class:`Alerter` per input partition,
+    so absence alerts fire at the watermark of the key's partition."""
 
     kind = "a"
 
     def __init__(self, app: App, name: str, rules: list[AlertRule]) -> None:
         super().__init__(app, name)
-        self.alerter = Alerter(rules)
+        self.rules = rules
+        self.alerters: dict[int, Alerter] = {}
+        """The alerter of each input partition."""
         self.event_callbacks: list[EventFn] = []
 
     def reset(self) -> None:
-        self.alerter = Alerter(self.alerter.rules)
+        self.alerters = {}
+
+    def alerter(self, partition: int) -> Alerter:
+        """The alerter of ``partition``."""
+        al = self.alerters.get(partition)
+        if al is None:
+            al = self.alerters[partition] = Alerter(self.rules)
+        return al
 
     def observe(self, key: str, ts: float, value: float) -> list[AlertEvent]:
         """Apply the rules to a reading; return the events it causes."""
-        self._touch(key)
-        events = self.alerter.observe(key, ts, value)
+        events = self.alerter(self._partition(key)).observe(key, ts, value)
         agent = self.app._current_agent
         if agent is not None:  # counted for the metrics by the engine running the agent
             self.app._alert_log += [(agent, ev.kind) for ev in events]
@@ -385,23 +437,23 @@ class AlertHandle(_Keyed):
         self.event_callbacks.append(fn)
         return fn
 
-    def changes(self) -> dict[str, Any]:
-        return self.alerter.changes()
+    def changes(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        for p, al in self.alerters.items():
+            ch = al.changes()
+            if ch:
+                out[p] = ch
+        return out
 
-    def _replace(self, edit: Callable[[dict[str, Any]], None]) -> None:
-        snap = self.alerter.snapshot()
-        edit(snap["keys"])
-        self.alerter.restore(snap)
+    def load(self, partition: int, keys: Mapping[str, Any]) -> None:
+        al = self.alerter(partition)
+        snap = al.snapshot()
+        snap["keys"].update(keys)
+        al.restore(snap)
 
-    def load(self, keys: Mapping[str, Any]) -> None:
-        self._replace(lambda k: k.update(keys))
-
-    def drop(self, keys: set[str]) -> None:
-        def edit(k: dict[str, Any]) -> None:
-            for x in keys:
-                k.pop(x, None)
-
-        self._replace(edit)
+    def drop(self, partitions: set[int], keys: set[str]) -> None:
+        for p in partitions:
+            self.alerters.pop(p, None)
 
 
 class Table(_Keyed):
@@ -423,11 +475,17 @@ class Table(_Keyed):
         return self._data.get(key, default)
 
     def put(self, key: str, value: Any) -> None:
-        """Set ``key`` to a JSON value (checked); ``None`` deletes it."""
+        """Set ``key`` to a JSON value (checked: :class:`AppError` naming the table and key
+        otherwise, so an agent's record is dead-lettered); ``None`` deletes it."""
         if value is None:
             self.delete(key)
             return
-        json.dumps(value, allow_nan=False)
+        t = type(value)
+        if t is float:
+            if not math.isfinite(value):
+                raise AppError(f"table {self.name!r} key {key!r}: {value!r} is not JSON")
+        elif t is not int and t is not str and t is not bool:
+            check_json(value, f"table {self.name!r} key {key!r}")
         self._touch(key)
         self._data[key] = value
         self._changed.add(key)
@@ -444,15 +502,22 @@ class Table(_Keyed):
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
-    def changes(self) -> dict[str, Any]:
-        out = {k: self._data.get(k) for k in sorted(self._changed)}
+    def changes(self) -> dict[int, dict[str, Any]]:
+        out: dict[int, dict[str, Any]] = {}
+        kp = self.app._key_partition
+        for k in sorted(self._changed):
+            p = kp.get(k)
+            if p is None:
+                log.warning("app %s: key %r has no input partition; kept on 0", self.name, k)
+                p = 0
+            out.setdefault(p, {})[k] = self._data.get(k)
         self._changed.clear()
         return out
 
-    def load(self, keys: Mapping[str, Any]) -> None:
+    def load(self, partition: int, keys: Mapping[str, Any]) -> None:
         self._data.update({k: v for k, v in keys.items() if v is not None})
 
-    def drop(self, keys: set[str]) -> None:
+    def drop(self, partitions: set[int], keys: set[str]) -> None:
         for k in keys:
             self._data.pop(k, None)
 
@@ -466,6 +531,8 @@ class App:
     parts: dict[tuple[str, str], _Keyed] = field(default_factory=dict, init=False, repr=False)
     _current_partition: int | None = field(default=None, init=False, repr=False)
     _key_partition: dict[str, int] = field(default_factory=dict, init=False, repr=False)
+    # The closing watermark of each input partition (kept by agents.app_core.AppEngine).
+    _watermarks: dict[int, float] = field(default_factory=dict, init=False, repr=False)
     _current_agent: str | None = field(default=None, init=False, repr=False)
     _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
 
@@ -485,6 +552,7 @@ class App:
         for part in self.parts.values():
             part.reset()
         self._key_partition.clear()
+        self._watermarks.clear()
         self._alert_log.clear()
 
     def agent(

@@ -8,11 +8,18 @@ State entries: a JSON array as text names each entry, with its input partition a
 - ``["w", window, key]``, ``["a", alerter, key]``, ``["t", table, key]`` → that key's state
   (``None``: delete);
 - ``["o", kafka topic]`` → the next input offset of that partition already folded in;
-- ``["m", "watermark"]`` → the closing watermark when the entry was written.
+- ``["m", "watermark"]`` → the partition's closing watermark when the entry was written.
 
-Watermark rule (as the demo agent, :mod:`agents.demo`): ``max_ts + max(0, wall_now -
-wall_at_max_ts)``, ``max_ts`` the highest event time seen (capped at ``wall_now +
-max_clock_skew``). Without a wall clock (tests) it is ``max_ts``.
+Watermarks are per input partition (as Kafka Streams keeps stream time per partition): a window
+(or absence alert) of a key closes at the watermark of the partition the key's records come
+from, never because another partition's event time is ahead. A partition's watermark is the
+highest event time of its records (capped at ``wall_now + max_clock_skew``), moved on by the
+wall clock only while the partition is *idle* (no record in the batch) *and caught up* (the
+consumer's position has reached the partition's high watermark): then it is ``max_ts +
+(wall_now - the wall time it went idle)``, so a window still closes about ``grace`` seconds
+after its end when its devices go quiet. While a partition has a backlog (after a restore, or
+catching up) only its records move it. It never goes back, is written with the partition's
+state and restored with it. Without a wall clock (tests, replays) it is ``max_ts``.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -98,9 +105,12 @@ class AppEngine:
             self.by_topic.setdefault(topic_of(a), []).append(a)
         self.folded: dict[tuple[str, int], int] = {}
         self._pending_offsets: dict[tuple[str, int], int] = {}
-        self.max_ts = -math.inf
-        self._wall_at_max = 0.0
-        self.close_wm = -math.inf
+        # Per input partition: the watermark before any idle advance, and the wall time the
+        # idle advance counts from (absent: no idle advance, the partition has a backlog).
+        self._base: dict[int, float] = {}
+        self._since: dict[int, float] = {}
+        # The closing watermark of each partition (the app's, so new aggregators start there).
+        self.close_wm: dict[int, float] = app._watermarks
         self.counts = Counts()
 
     @property
@@ -108,11 +118,36 @@ class AppEngine:
         """The Kafka topics the app reads."""
         return sorted(self.by_topic)
 
-    def watermark(self, wall_now: float | None) -> float:
-        """The current watermark (module docs)."""
-        if wall_now is None or self.max_ts == -math.inf:
-            return self.max_ts
-        return self.max_ts + max(0.0, wall_now - self._wall_at_max)
+    def watermark(self, partition: int, wall_now: float | None) -> float:
+        """The current watermark of ``partition`` (module docs)."""
+        base = self._base.get(partition, -math.inf)
+        closed = self.close_wm.get(partition, -math.inf)
+        since = self._since.get(partition)
+        if wall_now is None or base == -math.inf or since is None:
+            return max(base, closed)
+        return max(closed, base + max(0.0, wall_now - since))
+
+    def _restart_idle(self, partition: int, since: float | None) -> None:
+        """Keep the watermark reached as the base; count the idle advance from ``since`` (None:
+        no idle advance)."""
+        base = self._base.get(partition, -math.inf)
+        closed = self.close_wm.get(partition, -math.inf)
+        if closed > base:
+            self._base[partition] = closed
+        if since is None:
+            self._since.pop(partition, None)
+        else:
+            self._since[partition] = since
+
+    def partitions(self) -> set[int]:
+        """The input partitions this engine holds state or time of."""
+        out = set(self._base) | set(self.close_wm)
+        for part in self.app.parts.values():
+            if isinstance(part, Window):
+                out.update(part.aggregators)
+            elif isinstance(part, AlertHandle):
+                out.update(part.alerters)
+        return out
 
     # -- records ---------------------------------------------------------------------------
 
@@ -173,11 +208,13 @@ class AppEngine:
                 self.app._current_agent = None
                 self._count_alerts()
             out += local
+            p = rec.partition
             if wall_now is not None:
                 ts = min(ts, wall_now + self.max_clock_skew)
-            if ts > self.max_ts:
-                self.max_ts = ts
-                self._wall_at_max = wall_now or 0.0
+                if p in self._since:  # not idle: the idle advance counts again from now
+                    self._restart_idle(p, wall_now)
+            if ts > self._base.get(p, -math.inf):
+                self._base[p] = ts
 
     def _decode(
         self,
@@ -223,25 +260,54 @@ class AppEngine:
 
     # -- time ------------------------------------------------------------------------------
 
-    async def advance(self, wall_now: float | None, to: float | None = None) -> list[Output]:
-        """Close windows at the watermark (or ``to``), tick alerters, run their callbacks."""
-        wm = self.watermark(wall_now) if to is None else max(to, self.watermark(wall_now))
+    async def advance(
+        self,
+        wall_now: float | None,
+        to: float | None = None,
+        backlog: Collection[int] = (),
+    ) -> list[Output]:
+        """Close windows and tick alerters of each partition at its watermark (or ``to``), run
+        their callbacks. ``backlog``: the partitions not caught up (the consumer's position
+        behind the high watermark); the wall clock does not move their watermarks."""
+        wms: dict[int, float] = {}
+        for p in sorted(self.partitions()):
+            if wall_now is not None:
+                if p in backlog:  # no idle advance (beyond what closed windows) until caught up
+                    self._restart_idle(p, None)
+                elif p not in self._since:
+                    self._restart_idle(p, wall_now)
+            wm = self.watermark(p, wall_now)
+            if to is not None:
+                wm = max(wm, to)
+            if wm == -math.inf:
+                continue
+            if wm > self.close_wm.get(p, -math.inf):
+                self.close_wm[p] = wm
+            wms[p] = wm
         out: list[Output] = []
-        if wm == -math.inf:
+        if not wms:
             return out
-        self.close_wm = max(self.close_wm, wm)
         for part in self.app.parts.values():
             source = f"{self.app.name}.{part.name}"
             if isinstance(part, Window):
-                for r in part.aggregator.close(wm):
+                results = [
+                    r for p, agg in sorted(part.aggregators.items()) if p in wms
+                    for r in agg.close(wms[p])
+                ]  # fmt: skip
+                if len(wms) > 1:
+                    results.sort(key=lambda r: (r.end, r.key, r.start))
+                for r in results:
                     self.counts.windows += 1
                     for close_fn in part.close_callbacks:
                         await _call(close_fn, r, Out(out, r.key, r.id, source=source))
             elif isinstance(part, AlertHandle):
-                for ev in part.alerter.tick(wm):
-                    self.app._alert_log.append((part.name, ev.kind))
-                    for fn in part.event_callbacks:
-                        await _call(fn, ev, Out(out, ev.key, ev.id, source=source))
+                for p, al in sorted(part.alerters.items()):
+                    if p not in wms:
+                        continue
+                    for ev in al.tick(wms[p]):
+                        self.app._alert_log.append((part.name, ev.kind))
+                        for fn in part.event_callbacks:
+                            await _call(fn, ev, Out(out, ev.key, ev.id, source=source))
                 self._count_alerts()
         return out
 
@@ -250,25 +316,25 @@ class AppEngine:
     def state_changes(self) -> dict[int, dict[str, Any]]:
         """Entries changed since the last call, per input partition."""
         out: dict[int, dict[str, Any]] = {}
-        kp = self.app._key_partition
         for (kind, name), part in self.app.parts.items():
-            for key, state in part.changes().items():
-                p = kp.get(key)
-                if p is None:
-                    log.warning("app %s: key %r has no input partition; kept on 0", name, key)
-                    p = 0
-                out.setdefault(p, {})[entry_key(kind, name, key)] = state
+            for p, keys in part.changes().items():
+                entries = out.setdefault(p, {})
+                for key, state in keys.items():
+                    entries[entry_key(kind, name, key)] = state
         offsets, self._pending_offsets = self._pending_offsets, {}
         self.folded.update(offsets)
         for (topic, p), off in offsets.items():
             out.setdefault(p, {})[entry_key("o", topic)] = off
-        if self.close_wm != -math.inf:
-            for entries in out.values():
-                entries[_WATERMARK] = self.close_wm
+        for p, entries in out.items():
+            wm = self.close_wm.get(p, -math.inf)
+            if wm != -math.inf:
+                entries[_WATERMARK] = wm
         return out
 
     def load(self, partition: int, entries: Mapping[str, Any]) -> None:
         """Add a partition's state entries (from the store or the changelog)."""
+        # Restored: no idle advance before the partition has caught up.
+        self._since.pop(partition, None)
         per_part: dict[tuple[str, str], dict[str, Any]] = {}
         for ek, value in entries.items():
             parts = json.loads(ek)
@@ -276,29 +342,34 @@ class AppEngine:
                 self.folded[(parts[1], partition)] = int(value)
             elif parts[0] == "m":
                 wm = float(value)
-                self.close_wm = max(self.close_wm, wm)
-                if wm > self.max_ts:
-                    self.max_ts = wm
+                if wm > self.close_wm.get(partition, -math.inf):
+                    self.close_wm[partition] = wm
+                if wm > self._base.get(partition, -math.inf):
+                    self._base[partition] = wm
             elif value is not None and (parts[0], parts[1]) in self.app.parts:
                 per_part.setdefault((parts[0], parts[1]), {})[parts[2]] = value
                 self.app._key_partition[parts[2]] = partition
         for pk, keys in per_part.items():
-            self.app.parts[pk].load(keys)
+            self.app.parts[pk].load(partition, keys)
+        # Only this partition's windows close at its restored watermark.
+        wm = self.close_wm.get(partition, -math.inf)
         for part in self.app.parts.values():
-            if isinstance(part, Window) and self.close_wm > part.aggregator.watermark:
-                part.aggregator.watermark = self.close_wm
-
-    def set_wall(self, wall_now: float) -> None:
-        """Restart the idle advance of the watermark from ``wall_now`` (after a restore)."""
-        self._wall_at_max = wall_now
+            if isinstance(part, Window) and partition in part.aggregators:
+                agg = part.aggregators[partition]
+                if wm > agg.watermark:
+                    agg.watermark = wm
 
     def drop(self, partitions: set[int]) -> None:
         """Forget the state of ``partitions`` (revoked); flush before."""
         kp = self.app._key_partition
         keys = {k for k, p in kp.items() if p in partitions}
         for part in self.app.parts.values():
-            part.drop(keys)
+            part.drop(partitions, keys)
         for k in keys:
             del kp[k]
         for tp in [tp for tp in self.folded if tp[1] in partitions]:
             del self.folded[tp]
+        for p in partitions:
+            self._base.pop(p, None)
+            self._since.pop(p, None)
+            self.close_wm.pop(p, None)

@@ -34,7 +34,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,7 @@ from aiokafka.errors import CommitFailedError
 from rocksdict import Options, Rdict, WriteBatch
 
 from agents import metrics
-from agents.app import AgentSpec, App, AppError, Output
+from agents.app import AgentSpec, App, AppError, Output, check_json
 from agents.app_core import AppEngine
 from agents.config import WorkerConfig
 from agents.webhooks import WebhookCaller, WebhookResult, dead_letter
@@ -105,8 +105,11 @@ class AppStore:
         raw = self._db.get(b"c:%d" % partition)
         return entries, int(raw) if isinstance(raw, bytes) else 0
 
-    def write(self, changes: dict[int, dict[str, Any]], changelog_next: dict[int, int]) -> None:
-        """Write one batch's changes and changelog offsets atomically."""
+    def write(
+        self, changes: Mapping[int, Mapping[str, Any]], changelog_next: dict[int, int]
+    ) -> None:
+        """Write one batch's changes and changelog offsets atomically (a value: JSON-safe, or
+        its JSON text already encoded as bytes)."""
         if not changes and not changelog_next:
             return
         wb = WriteBatch(raw_mode=True)
@@ -116,7 +119,8 @@ class AppStore:
                 if value is None:
                     wb.delete(prefix + ek.encode())
                 else:
-                    wb.put(prefix + ek.encode(), json.dumps(value).encode())
+                    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+                    wb.put(prefix + ek.encode(), raw)
         for p, off in changelog_next.items():
             wb.put(b"c:%d" % p, str(off).encode())
         self._db.write(wb)
@@ -202,7 +206,6 @@ class AppRunner:
             entries = {k: v for k, v in entries.items() if v is not None}
             self.store.write({p: {**dict.fromkeys(tail), **entries}}, {p: nxt})
             self.engine.load(p, entries)
-        self.engine.set_wall(time.time())
         self.owned |= new
         log.info("app %s: restored partitions %s", self.app.name, sorted(new))
 
@@ -212,6 +215,24 @@ class AppRunner:
         if gone:
             self.engine.drop(gone)
             self.owned -= gone
+
+
+_DEFAULT_JSON = json.JSONEncoder()
+_STRICT_JSON = json.JSONEncoder(allow_nan=False)
+_TABLE_ENTRY = '["t",'
+
+
+def _state_json(app_name: str, ek: str, value: Any) -> bytes:
+    """A state entry's value as JSON, encoded once for the changelog and RocksDB; a table's
+    value is checked again (an agent may have changed it after ``put``)."""
+    if ek.startswith(_TABLE_ENTRY):
+        try:
+            return _STRICT_JSON.encode(value).encode()
+        except (TypeError, ValueError):
+            _, table, key = json.loads(ek)
+            check_json(value, f"app {app_name!r} table {table!r} key {key!r}")  # raises
+            raise
+    return _DEFAULT_JSON.encode(value).encode()
 
 
 def _to_record(o: Output, config: WorkerConfig) -> tuple[str, bytes | None, bytes, Headers]:
@@ -343,7 +364,8 @@ async def _loop(
                 )
                 t0 = time.perf_counter()
                 async with lock:
-                    await _batch(config, producer, runners, batches, hooks)
+                    lag = await _backlog(consumer)
+                    await _batch(config, producer, runners, batches, hooks, lag)
                 if batches:
                     try:
                         await consumer.commit(
@@ -360,25 +382,44 @@ async def _loop(
         await producer.stop()
 
 
+async def _backlog(consumer: AIOKafkaConsumer) -> set[tuple[str, int]]:
+    """The assigned ``(topic, partition)`` pairs not caught up: the consumer's position (past
+    the records ``getmany`` returned) has not reached the high watermark of the last Fetch, or
+    none is known yet (just assigned)."""
+    out: set[tuple[str, int]] = set()
+    for tp in consumer.assignment():
+        try:
+            hw = consumer.highwater(tp)
+            behind = hw is None or await consumer.position(tp) < hw
+        except Exception:  # revoked meanwhile: the rebalance drops its state anyway
+            behind = True
+        if behind:
+            out.add((tp.topic, tp.partition))
+    return out
+
+
 async def _batch(
     config: WorkerConfig,
     producer: AIOKafkaProducer,
     runners: list[AppRunner],
     batches: dict[Any, list[Any]],
     hooks: WebhookCaller,
+    backlog: set[tuple[str, int]] | None = None,
 ) -> None:
-    """Steps 1-4 of the module docs (the caller commits)."""
+    """Steps 1-4 of the module docs (the caller commits); ``backlog``: the input partitions
+    not caught up (their watermarks do not move with the wall clock)."""
     wall_now = time.time()
     records = [rec for recs in batches.values() for rec in recs]
     sends: list[Any] = []
     calls: list[Output] = []
     commands: list[Output] = []
     log_sends: list[Any] = []
-    changes: list[dict[int, dict[str, Any]]] = []
+    changes: list[dict[int, dict[str, bytes | None]]] = []
     for r in runners:
         windows_before = r.engine.counts.windows
         outputs = await r.engine.process(records, wall_now) if records else []
-        outputs += await r.engine.advance(wall_now)
+        lagging = {p for t, p in backlog or () if t in r.engine.by_topic}
+        outputs += await r.engine.advance(wall_now, backlog=lagging)
         for o in outputs:
             if o.kind == "webhook":
                 calls.append(o)
@@ -395,11 +436,14 @@ async def _batch(
             counter = metrics.APP_ALERTS_FIRED if kind == "fired" else metrics.APP_ALERTS_RESOLVED
             counter.labels(r.app.name, name).inc(n)
         ch = r.engine.state_changes()
-        changes.append(ch)
+        encoded: dict[int, dict[str, bytes | None]] = {}
         for p, entries in ch.items():
+            enc = encoded[p] = {}
             for ek, value in entries.items():
-                v = None if value is None else json.dumps(value).encode()
+                v = None if value is None else _state_json(r.app.name, ek, value)
+                enc[ek] = v
                 log_sends.append((r.changelog, v, ek.encode(), p))
+        changes.append(encoded)
     await asyncio.gather(*sends)
     for o in commands:
         metrics.APP_COMMANDS_SENT.labels(*_labels(o.agent)).inc()

@@ -9,10 +9,10 @@ Each input is ``(mqtt_topic, payload)`` (a dict is sent as JSON, bytes as they a
 ``(mqtt_topic, payload, key)`` to give the record key; without a key, the key is the first named
 level of the agent's pattern (the device in ``sensors/{device}/telemetry``, as the demo route
 does), else the MQTT topic. Inputs go to every agent of the app whose pattern matches. Inputs
-count as one batch each: windows close after each input at the watermark (the highest event time
-so far, no wall clock), and at the end at ``advance_to`` when given (``math.inf`` flushes every
-window). The app's state is reset first. Dead letters come back as outputs of kind
-``"deadletter"``; the result id of an input is ``run_app/0/<index>``.
+count as one batch each, all in one input partition: windows close after each input at the
+watermark (the highest event time so far, no wall clock), and at the end at ``advance_to`` when
+given (``math.inf`` flushes every window). The app's state is reset first. Dead letters come
+back as outputs of kind ``"deadletter"``; the result id of an input is ``run_app/0/<index>``.
 """
 
 from __future__ import annotations

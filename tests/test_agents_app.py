@@ -12,7 +12,7 @@ import pytest
 from pydantic import BaseModel
 
 from agents.alerting import Absence, AlertRule
-from agents.app import App, AppError, Context, Out, Pattern, load_apps
+from agents.app import App, AppError, Context, Out, Output, Pattern, load_apps
 from agents.app_core import AppEngine, Record
 from agents.app_runtime import AppStore, resolve_topic
 from agents.reducers import Count
@@ -170,6 +170,84 @@ async def test_state_moves_between_engines_per_partition_and_skips_folded_input(
     a.drop({1})
     outs = await a.advance(None, 100.0)
     assert [o.json()["key"] for o in outs if o.topic.endswith("/count")] == ["d0"]
+
+
+def counted(outs: list[Output]) -> list[tuple[str, float, int]]:
+    return [
+        (c["key"], c["start"], c["count"])
+        for c in (o.json() for o in outs if o.topic.endswith("/count"))
+    ]
+
+
+async def test_each_partition_closes_its_windows_at_its_own_watermark() -> None:
+    e = AppEngine(absence_app(), lambda _a: "hb")
+    await e.process([rec(0, 0, "d0", 1.0), rec(1, 0, "d2", 1.5), rec(0, 1, "d1", 2.0)], None)
+    await e.advance(None)
+    # Partition 0 races ahead; partition 1's window [0, 10) stays open for its next reading.
+    await e.process([rec(2, 0, "d0", 500.0)], None)
+    outs = await e.advance(None)
+    assert counted(outs) == [("d0", 0.0, 1), ("d2", 0.0, 1)]
+    # Only d2's silence is over (at partition 0's time); d1's waits for partition 1's time.
+    assert [o.json()["ev"] for o in outs if o.topic == "hb/alarm"] == ["silent|d2|31.5|fired"]
+    assert e.watermark(0, None) == 500.0 and e.watermark(1, None) == 2.0
+    await e.process([rec(1, 1, "d1", 3.0), rec(2, 1, "d1", 12.0)], None)
+    assert counted(await e.advance(None)) == [("d1", 0.0, 2)]
+    assert e.app.parts[("w", "n")].late == 0  # type: ignore[attr-defined]
+    changes = e.state_changes()
+    assert changes[0]['["m", "watermark"]'] == 500.0
+    assert changes[1]['["m", "watermark"]'] == 12.0
+
+
+async def test_wall_clock_moves_a_partition_watermark_only_when_idle_and_caught_up() -> None:
+    e = AppEngine(absence_app(), lambda _a: "hb")
+    await e.process([rec(0, 0, "d0", 1000.0)], 1000.0)
+    assert await e.advance(1000.0, backlog={0}) == []
+    assert await e.advance(1100.0, backlog={0}) == []  # a backlog: no idle advance
+    assert e.watermark(0, 1100.0) == 1000.0
+    assert await e.advance(1100.0) == []  # caught up: the idle advance starts now
+    assert await e.advance(1105.0) == []
+    assert e.watermark(0, 1105.0) == 1005.0
+    assert counted(await e.advance(1110.0)) == [("d0", 1000.0, 1)]
+    assert e.watermark(0, 1110.0) == 1010.0
+    # Behind again: it stays where it got to.
+    assert await e.advance(1200.0, backlog={0}) == []
+    assert e.watermark(0, 1300.0) == 1010.0
+
+
+async def test_a_restored_partition_keeps_its_own_watermark() -> None:
+    a = AppEngine(absence_app(), lambda _a: "hb")
+    await a.process([rec(0, 1, "d1", 2.0)], None)
+    await a.advance(None)
+    saved = a.state_changes()[1]
+    # The survivor is far ahead on partition 0; partition 1 comes back at 2.0, its readings
+    # that the previous owner never processed are not late.
+    b = AppEngine(absence_app(), lambda _a: "hb")
+    await b.process([rec(0, 0, "d0", 500.0)], None)
+    await b.advance(None)
+    b.load(1, saved)
+    assert b.watermark(1, None) == 2.0 and b.watermark(0, None) == 500.0
+    assert await b.advance(None) == []
+    await b.process([rec(1, 1, "d1", 5.0), rec(2, 1, "d1", 11.0)], None)
+    assert counted(await b.advance(None)) == [("d1", 0.0, 2)]
+
+
+def test_table_put_refuses_a_non_json_value_naming_table_and_key() -> None:
+    app = App("tbl")
+    state = app.table("state")
+
+    @app.agent("a/{dev}", kafka_topic="a")
+    async def put(payload: bytes, ctx: Context) -> None:
+        value: object = {"nan": float("nan")} if payload == b"nested" else float(payload)
+        if payload == b"obj":
+            value = object()
+        state.put(ctx.key, value)
+        ctx.publish("ok", payload)
+
+    outs = run_app(app, [("a/d", b"1.5"), ("a/d", b"nan"), ("a/d", b"nested"), ("a/e", b"2")])
+    assert [o.kind for o in outs] == ["mqtt", "deadletter", "deadletter", "mqtt"]
+    assert "table 'state' key 'd'" in outs[1].reason and "nan" in outs[1].reason
+    assert "AppError" in outs[2].reason and "not a JSON value" in outs[2].reason
+    assert state.get("d") == 1.5 and state.get("e") == 2.0
 
 
 def test_agent_topic_comes_from_the_route_rules_or_kafka_topic() -> None:

@@ -469,20 +469,6 @@ def test_device_gets_each_window_result_once_across_a_sigkill_failover(
             c.close()
 
 
-WALL_BUG = (
-    "agents/app_core.py: one closing watermark per worker (AppEngine.watermark/close_wm, "
-    "max_ts + idle wall time, lines ~111-115 and 232) for every key of every partition it "
-    "holds, moved on by the survivor's own readings and the wall clock while the dead "
-    "worker's partitions are orphaned (session timeout + rejoin). Once AppRunner.restore "
-    "loads those partitions, the next AppEngine.advance closes their windows that ended more "
-    "than grace seconds ago with the state the dead worker wrote, before their unprocessed "
-    "readings are fetched; those readings are then late (WindowedAggregator._add_fixed, "
-    "agents/windowing.py:281, also via AppEngine.load raising aggregator.watermark, "
-    "app_core.py:288) and dropped: window results published with readings lost"
-)
-
-
-@pytest.mark.xfail(strict=True, reason=WALL_BUG)
 def test_sigkill_with_device_clock_event_time_and_short_grace_loses_no_reading(
     broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
