@@ -55,6 +55,9 @@ _PENDING_LOW = 5_000
 
 
 _QOS = {b"0": 0, b"1": 1, b"2": 2}
+# State topics change rarely and nobody waits on them: a long fetch wait spares the node and
+# Kafka ~200 empty fetches a second per reader (the embedded broker holds a fetch this long).
+_STATE_FETCH_WAIT_MS = 100
 _QOS_BYTES = (b"0", b"1", b"2")
 
 
@@ -107,6 +110,7 @@ class IngressNode:
             self.retained.apply,
             f"retained-{config.node_id}",
             from_beginning=True,
+            fetch_wait_ms=_STATE_FETCH_WAIT_MS,
         )
         self.sessions = SessionManager(self)
         self.sessions_reader = TopicReader(
@@ -115,6 +119,7 @@ class IngressNode:
             self.sessions.store.apply,
             f"sessions-{config.node_id}",
             from_beginning=True,
+            fetch_wait_ms=_STATE_FETCH_WAIT_MS,
         )
         self._tasks: set[asyncio.Task[None]] = set()
         self._assigned = 0
