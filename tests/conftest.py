@@ -64,6 +64,21 @@ def start_kafka(log: Path) -> EmbeddedKafka:
     return kafka
 
 
+def _ready(p: Proc, metric: str, what: str, limit_s: float) -> Proc:
+    """Wait until ``p`` reports ``metric`` = 1 (stop it and fail if it does not)."""
+    try:
+        wait_until(
+            lambda: p.proc.poll() is not None or metric_value(p.metrics_port, metric) == 1.0,
+            limit_s,
+            what,
+        )
+    except TimeoutError:
+        stop_process(p.proc)
+        raise
+    assert p.proc.poll() is None, p.log_text()
+    return p
+
+
 def start_ingress(bootstrap: str, log: Path, **extra_env: str) -> Proc:
     mqtt_port, metrics_port = free_port(), free_port()
     env = bayou_env(
@@ -74,44 +89,22 @@ def start_ingress(bootstrap: str, log: Path, **extra_env: str) -> Proc:
         **extra_env,
     )
     p = Proc(start_bayou(["ingress"], env, log), log, mqtt_port, metrics_port)
-    try:
-        wait_until(
-            lambda: (
-                p.proc.poll() is not None
-                or metric_value(metrics_port, "bayou_ingress_ready") == 1.0
-            ),
-            30,
-            "ingress ready",
-        )
-    except TimeoutError:
-        stop_process(p.proc)
-        raise
-    assert p.proc.poll() is None, p.log_text()
-    return p
+    return _ready(p, "bayou_ingress_ready", "ingress ready", 30)
 
 
-def start_worker(bootstrap: str, log: Path, state_dir: Path, args: list[str] | None = None) -> Proc:
+def start_worker(
+    bootstrap: str, log: Path, state_dir: Path, args: list[str] | None = None, **extra_env: str
+) -> Proc:
     metrics_port = free_port()
     env = bayou_env(
         BAYOU_KAFKA_BOOTSTRAP=bootstrap,
         BAYOU_WORKER_METRICS_PORT=str(metrics_port),
         BAYOU_STATE_DIR=str(state_dir),
         BAYOU_LOG_LEVEL="INFO",
+        **extra_env,
     )
     p = Proc(start_bayou(["worker", *(args or [])], env, log), log, 0, metrics_port)
-    try:
-        wait_until(
-            lambda: (
-                p.proc.poll() is not None or metric_value(metrics_port, "bayou_agent_ready") == 1.0
-            ),
-            60,
-            "worker ready",
-        )
-    except TimeoutError:
-        stop_process(p.proc)
-        raise
-    assert p.proc.poll() is None, p.log_text()
-    return p
+    return _ready(p, "bayou_agent_ready", "worker ready", 60)
 
 
 @pytest.fixture(scope="session")

@@ -32,10 +32,10 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from bayou.embedded import EmbeddedKafka
-from bayou.net import free_port
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID
+from tests import conftest
 from tests.agent_examples.failover_counts import GRACE, SIZE
-from tests.conftest import Proc, bayou_env, start_bayou, start_ingress, start_kafka
+from tests.conftest import Proc, start_ingress, start_kafka
 from tests.helpers import Mqtt, Received, metric_value, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
@@ -60,26 +60,10 @@ N_WINDOWS = int(ROUNDS * STEP / SIZE)
 
 def start_worker(bootstrap: str, log: Path, state_dir: Path, module: str = COUNTS) -> Proc:
     """`bayou worker --agents <module>` with a short session timeout, ready (has partitions)."""
-    port = free_port()
-    env = bayou_env(
-        BAYOU_KAFKA_BOOTSTRAP=bootstrap,
-        BAYOU_WORKER_METRICS_PORT=str(port),
-        BAYOU_STATE_DIR=str(state_dir),
+    return conftest.start_worker(
+        bootstrap, log, state_dir, ["--agents", module],
         BAYOU_WORKER_SESSION_TIMEOUT_MS=str(SESSION_TIMEOUT_MS),
-        BAYOU_LOG_LEVEL="INFO",
-    )
-    p = Proc(start_bayou(["worker", "--agents", module], env, log), log, 0, port)
-    try:
-        wait_until(
-            lambda: p.proc.poll() is not None or metric_value(port, "bayou_agent_ready") == 1.0,
-            60,
-            "worker ready",
-        )
-    except TimeoutError:
-        stop_process(p.proc)
-        raise
-    assert p.proc.poll() is None, p.log_text()
-    return p
+    )  # fmt: skip
 
 
 def assigned(p: Proc) -> float:
