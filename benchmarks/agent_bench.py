@@ -24,7 +24,6 @@ import argparse
 import asyncio
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -34,6 +33,7 @@ from typing import Any
 
 from benchmarks import agent_data as data
 from benchmarks.brokers import HOST, _log_tail, find_bayou, tree_cpu_s
+from benchmarks.stats import medians
 
 REPO = Path(__file__).resolve().parent.parent
 PARTITIONS = 4
@@ -249,11 +249,7 @@ _MEDIANS = [
 
 def summarize_agent(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Medians of the figures over the repeats; the raw runs kept alongside."""
-    out: dict[str, Any] = {}
-    for key in _MEDIANS:
-        vals = [r[key] for r in runs if isinstance(r.get(key), int | float)]
-        if vals:
-            out[key] = round(statistics.median(vals), 3)
+    out: dict[str, Any] = dict(medians(runs, _MEDIANS))
     out["timed_out_runs"] = sum(1 for r in runs if r.get("timed_out"))
     out["runs"] = runs
     return out

@@ -30,6 +30,7 @@ from rich.table import Table
 from benchmarks import agent_bench, fleet
 from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto, nofile_limits
 from benchmarks.load import WorkerParams, WorkerResult, worker_main
+from benchmarks.stats import medians
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
 
@@ -751,11 +752,7 @@ _IDLE_MEDIAN_KEYS = [
 
 def summarize_idle(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each idle-memory figure over the runs; the raw runs are kept alongside."""
-    out: dict[str, Any] = {}
-    for key in _IDLE_MEDIAN_KEYS:
-        vals = [r[key] for r in runs if r.get(key) is not None]
-        if vals:
-            out[key] = round(statistics.median(vals), 3)
+    out: dict[str, Any] = dict(medians(runs, _IDLE_MEDIAN_KEYS))
     out["connections"] = min(r["connections"] for r in runs)
     out["runs"] = runs
     return out
@@ -776,11 +773,7 @@ _MEDIAN_KEYS = [
 
 def summarize(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Median of each figure over the repeats; the raw runs are kept alongside."""
-    out: dict[str, Any] = {}
-    for key in _MEDIAN_KEYS:
-        vals = [r[key] for r in runs if r.get(key) is not None]
-        if vals:
-            out[key] = round(statistics.median(vals), 3)
+    out: dict[str, Any] = dict(medians(runs, _MEDIAN_KEYS))
     out["sent"] = sum(r["sent"] for r in runs)
     out["completed"] = sum(r["completed"] for r in runs)
     out["stalled_runs"] = sum(1 for r in runs if r["stalled"])
