@@ -220,18 +220,7 @@ class Mosquitto:
                 ]
             )
         )
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "stderr.log", "wb"),
-            stdin=subprocess.DEVNULL,
-            preexec_fn=raise_nofile_soft_limit,
-        )
-        try:
-            _wait_listening(self.proc, self.port, 10.0, "mosquitto")
-        except BrokerError as exc:
-            self.stop()
-            raise BrokerError(f"{exc}\n{_log_tail(self.workdir / 'stderr.log')}") from None
+        self._spawn(conf, "wb")
         out = subprocess.run([self.binary, "-h"], capture_output=True, text=True, check=False)
         lines = (out.stdout or out.stderr).splitlines()
         self.version = lines[0] if lines else ""
@@ -245,19 +234,24 @@ class Mosquitto:
         assert self.proc is not None
         _stop(self.proc)
         t0 = time.monotonic()
-        self.proc = subprocess.Popen(
-            [self.binary, "-c", str(self.workdir / "mosquitto.conf")],
-            stdout=subprocess.DEVNULL,
-            stderr=open(self.workdir / "stderr.log", "ab"),
-            stdin=subprocess.DEVNULL,
-            preexec_fn=raise_nofile_soft_limit,
-        )
+        self._spawn(self.workdir / "mosquitto.conf", "ab")
+        return time.monotonic() - t0
+
+    def _spawn(self, conf: Path, log_mode: str) -> None:
+        """Start mosquitto with ``conf`` and wait until it listens."""
+        with open(self.workdir / "stderr.log", log_mode) as err:
+            self.proc = subprocess.Popen(
+                [self.binary, "-c", str(conf)],
+                stdout=subprocess.DEVNULL,
+                stderr=err,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=raise_nofile_soft_limit,
+            )
         try:
             _wait_listening(self.proc, self.port, 10.0, "mosquitto")
         except BrokerError as exc:
             self.stop()
             raise BrokerError(f"{exc}\n{_log_tail(self.workdir / 'stderr.log')}") from None
-        return time.monotonic() - t0
 
     def cpu(self) -> dict[str, float]:
         assert self.proc is not None
