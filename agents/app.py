@@ -112,6 +112,9 @@ def _key_bytes(key: str | bytes | None) -> bytes | None:
 class Out:
     """Output actions: what a callback (``on_close``, ``on_event``) can do."""
 
+    # Slots, and ``_seen`` made on the first output: the runtime makes one Context per record.
+    __slots__ = ("_cause_id", "_ingress_ts", "_key", "_seen", "_sink", "_source")
+
     def __init__(
         self,
         sink: list[Output],
@@ -125,13 +128,15 @@ class Out:
         self._cause_id = cause_id
         self._ingress_ts = ingress_ts_ms
         self._source = source
-        self._seen: dict[str, int] = {}
+        self._seen: dict[str, int] | None = None
 
     def _rid(self, payload: Any, result_id: str | None) -> str:
         rid = result_id
         if rid is None and isinstance(payload, Mapping) and isinstance(payload.get("id"), str):
             rid = payload["id"]
         rid = rid or self._cause_id
+        if self._seen is None:
+            self._seen = {}
         n = self._seen.get(rid, 0)
         self._seen[rid] = n + 1
         return rid if n == 0 else f"{rid}#{n}"
@@ -230,6 +235,8 @@ class Out:
 class Context(Out):
     """What an agent gets with each record: its key, event time, topic, and output actions."""
 
+    __slots__ = ("key", "mqtt_topic", "params", "ts")
+
     def __init__(
         self,
         sink: list[Output],
@@ -242,7 +249,13 @@ class Context(Out):
         ingress_ts_ms: int | None,
         source: str = "",
     ) -> None:
-        super().__init__(sink, key, cause_id, ingress_ts_ms, source)
+        # Out.__init__ inlined: this runs once per record.
+        self._sink = sink
+        self._key = key
+        self._cause_id = cause_id
+        self._ingress_ts = ingress_ts_ms
+        self._source = source
+        self._seen = None
         self.key = key
         """The record key (the device, with the demo routes)."""
         self.ts = ts
@@ -257,6 +270,9 @@ CloseFn = Callable[[WindowResult, Out], Any]
 EventFn = Callable[[AlertEvent, Out], Any]
 
 
+_MATCH_CACHE_SIZE = 100_000
+
+
 class Pattern:
     """An MQTT topic filter whose single levels may be named ``{name}``."""
 
@@ -268,9 +284,22 @@ class Pattern:
         self.levels = levels
         self.names = [m.group(1) if (m := _LEVEL.match(lv)) else None for lv in levels]
         self.filter = "/".join("+" if n else lv for n, lv in zip(self.names, levels, strict=True))
+        self._cache: dict[str, dict[str, str] | None] = {}
 
     def match(self, topic: str) -> dict[str, str] | None:
         """The named levels when ``topic`` matches, else None."""
+        # Devices publish to the same topics over and over: remember the answers (a copy
+        # each time, as an agent may change its ``ctx.params``).
+        cache = self._cache
+        if topic in cache:
+            hit = cache[topic]
+            return None if hit is None else dict(hit)
+        if len(cache) >= _MATCH_CACHE_SIZE:
+            cache.clear()
+        params = cache[topic] = self._match(topic)
+        return None if params is None else dict(params)
+
+    def _match(self, topic: str) -> dict[str, str] | None:
         parts = topic.split("/")
         params: dict[str, str] = {}
         for i, lv in enumerate(self.levels):
@@ -296,6 +325,8 @@ class AgentSpec:
     model: type[BaseModel] | None
     event_time: str | None
     kafka_topic: str | None
+    source: str = ""
+    """``<app>.<agent>``: what outputs and dead letters name as their agent."""
 
 
 class _Keyed:
@@ -577,7 +608,10 @@ class App:
             agent_name: str = name or getattr(fn, "__name__", None) or "agent"
             if any(a.name == agent_name for a in self.agents):
                 raise AppError(f"app {self.name!r} already has an agent {agent_name!r}")
-            self.agents.append(AgentSpec(agent_name, pattern, fn, model, event_time, kafka_topic))
+            self.agents.append(
+                AgentSpec(agent_name, pattern, fn, model, event_time, kafka_topic,
+                          source=f"{self.name}.{agent_name}")
+            )  # fmt: skip
             return fn
 
         return register

@@ -30,17 +30,19 @@ import logging
 import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring_ascii
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from agents.app import AgentSpec, AlertHandle, App, Context, Out, Output, Window
-from agents.demo import InputRecord
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
 
 log = logging.getLogger(__name__)
 
 _WATERMARK = json.dumps(["m", "watermark"])
+# What json.dumps does for a str (with its default ensure_ascii), without its Python layers.
+_json_str: Callable[[str], str] = encode_basestring_ascii
 
 
 def entry_key(*parts: str) -> str:
@@ -48,9 +50,9 @@ def entry_key(*parts: str) -> str:
     return json.dumps(list(parts), separators=(",", ":"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class Record:
-    """An input record (aiokafka's ``ConsumerRecord`` has the same fields)."""
+    """An input record (not frozen: one is made per record read, and frozen costs more)."""
 
     topic: str
     partition: int
@@ -59,6 +61,15 @@ class Record:
     value: bytes | None
     headers: Sequence[tuple[str, bytes]]
     timestamp: int = 0
+
+
+def _validator(model: type[BaseModel]) -> Callable[[bytes], Any]:
+    """``model.model_validate_json`` without its Python layer, when the model is complete."""
+    try:
+        fn: Callable[[bytes], Any] = model.__pydantic_validator__.validate_json
+    except Exception:  # not built yet (forward references): pydantic's path builds it
+        return model.model_validate_json
+    return fn
 
 
 def one_line(err: ValidationError) -> str:
@@ -104,6 +115,12 @@ class AppEngine:
         for a in app.agents:
             self.by_topic.setdefault(topic_of(a), []).append(a)
         self.folded: dict[tuple[str, int], int] = {}
+        # Each model's pydantic-core validator, called directly: model_validate_json adds a
+        # Python layer per record.
+        self._validators: dict[str, Callable[[bytes], Any]] = {}
+        for a in app.agents:
+            if a.model is not None:
+                self._validators[a.name] = _validator(a.model)
         self._pending_offsets: dict[tuple[str, int], int] = {}
         # Per input partition: the watermark before any idle advance, and the wall time the
         # idle advance counts from (absent: no idle advance, the partition has a backlog).
@@ -151,28 +168,49 @@ class AppEngine:
 
     # -- records ---------------------------------------------------------------------------
 
-    async def process(self, records: Iterable[InputRecord], wall_now: float | None) -> list[Output]:
+    async def process(self, records: Iterable[Record], wall_now: float | None) -> list[Output]:
         """Run the agents over ``records`` (already-folded ones are skipped)."""
         out: list[Output] = []
-        for rec in records:
-            agents = self.by_topic.get(rec.topic)
-            if not agents:
-                continue
-            tp = (rec.topic, rec.partition)
-            if rec.offset < self.folded.get(tp, 0):
-                continue
-            self._pending_offsets[tp] = rec.offset + 1
-            self.counts.records += 1
-            self.app._current_partition = rec.partition
-            try:
-                await self._record(rec, agents, wall_now, out)
-            finally:
-                self.app._current_partition = None
+        # Per partition, the highest event time of the batch's processed records: the
+        # watermark moves once per partition at the end (module docs), not per record.
+        max_ts: dict[int, float] = {}
+        by_topic, folded, pending = self.by_topic, self.folded, self._pending_offsets
+        app = self.app
+        n = 0
+        try:
+            for rec in records:
+                agents = by_topic.get(rec.topic)
+                if not agents:
+                    continue
+                tp = (rec.topic, rec.partition)
+                if rec.offset < folded.get(tp, 0):
+                    continue
+                pending[tp] = rec.offset + 1
+                n += 1
+                app._current_partition = rec.partition
+                ts = await self._record(rec, agents, out)
+                if ts is not None and ts > max_ts.get(rec.partition, -math.inf):
+                    max_ts[rec.partition] = ts
+        finally:
+            app._current_partition = None
+            app._current_agent = None
+            self.counts.records += n
+            if app._alert_log:
+                self._count_alerts()
+        for p, ts in max_ts.items():
+            if wall_now is not None:
+                ts = min(ts, wall_now + self.max_clock_skew)
+                if p in self._since:  # not idle: the idle advance counts again from now
+                    self._restart_idle(p, wall_now)
+            if ts > self._base.get(p, -math.inf):
+                self._base[p] = ts
         return out
 
     async def _record(
-        self, rec: InputRecord, agents: list[AgentSpec], wall_now: float | None, out: list[Output]
-    ) -> None:
+        self, rec: Record, agents: list[AgentSpec], out: list[Output]
+    ) -> float | None:
+        """Run ``agents`` over one record; its highest event time among the agents that took
+        it (None: none did). The hot path of a worker: kept flat on purpose."""
         mqtt_topic = ""
         ingress_ts: int | None = None
         for name, hval in rec.headers:
@@ -183,66 +221,55 @@ class AppEngine:
                     ingress_ts = int(hval)
                 except ValueError:
                     pass
+        best: float | None = None
+        cause = ""
+        value = rec.value
         for agent in agents:
             params = agent.pattern.match(mqtt_topic) if mqtt_topic else {}
             if params is None:
                 continue
-            reason, payload, ts, key = self._decode(agent, rec, params, mqtt_topic, ingress_ts)
-            if reason is not None:
-                out.append(self._dead(agent, rec, mqtt_topic, reason))
+            try:
+                key = rec.key.decode() if rec.key else next(iter(params.values()), mqtt_topic)
+            except UnicodeDecodeError:
+                out.append(self._dead(agent, rec, mqtt_topic, "record key is not UTF-8"))
                 continue
-            cause = f"{rec.topic}/{rec.partition}/{rec.offset}"
-            local: list[Output] = []
+            if value is None:
+                out.append(self._dead(agent, rec, mqtt_topic, "empty record value"))
+                continue
+            payload: Any = value
+            validate = self._validators.get(agent.name)
+            if validate is not None:
+                try:
+                    payload = validate(value)
+                except ValidationError as err:
+                    out.append(self._dead(agent, rec, mqtt_topic, one_line(err)))
+                    continue
+            if agent.event_time is not None:
+                t = getattr(payload, agent.event_time)
+                if not isinstance(t, int | float) or not math.isfinite(t):
+                    why = f"{agent.event_time}: not a finite number of seconds"
+                    out.append(self._dead(agent, rec, mqtt_topic, why))
+                    continue
+                ts = float(t)
+            else:
+                ts = (ingress_ts if ingress_ts is not None else rec.timestamp) / 1000.0
+            cause = cause or f"{rec.topic}/{rec.partition}/{rec.offset}"
+            mark = len(out)
             ctx = Context(
-                local, key=key, ts=ts, mqtt_topic=mqtt_topic, params=params, cause_id=cause,
-                ingress_ts_ms=ingress_ts, source=f"{self.app.name}.{agent.name}",
+                out, key=key, ts=ts, mqtt_topic=mqtt_topic, params=params, cause_id=cause,
+                ingress_ts_ms=ingress_ts, source=agent.source,
             )  # fmt: skip
             self.app._current_agent = agent.name
             try:
                 await agent.fn(payload, ctx)
             except Exception as exc:  # the agent keeps running; its outputs are dropped
+                del out[mark:]
                 why = f"agent raised {type(exc).__name__}: {exc}".replace("\n", " ")[:500]
                 out.append(self._dead(agent, rec, mqtt_topic, why))
                 continue
-            finally:
-                self.app._current_agent = None
-                self._count_alerts()
-            out += local
-            p = rec.partition
-            if wall_now is not None:
-                ts = min(ts, wall_now + self.max_clock_skew)
-                if p in self._since:  # not idle: the idle advance counts again from now
-                    self._restart_idle(p, wall_now)
-            if ts > self._base.get(p, -math.inf):
-                self._base[p] = ts
-
-    def _decode(
-        self,
-        agent: AgentSpec,
-        rec: InputRecord,
-        params: dict[str, str],
-        mqtt_topic: str,
-        ingress_ts: int | None,
-    ) -> tuple[str | None, Any, float, str]:
-        try:
-            key = rec.key.decode() if rec.key else next(iter(params.values()), mqtt_topic)
-        except UnicodeDecodeError:
-            return "record key is not UTF-8", None, 0.0, ""
-        if rec.value is None:
-            return "empty record value", None, 0.0, key
-        payload: Any = rec.value
-        if agent.model is not None:
-            try:
-                payload = agent.model.model_validate_json(rec.value)
-            except ValidationError as err:
-                return one_line(err), None, 0.0, key
-        if agent.event_time is not None:
-            ts = getattr(payload, agent.event_time)
-            if not isinstance(ts, int | float) or not math.isfinite(ts):
-                return f"{agent.event_time}: not a finite number of seconds", None, 0.0, key
-            return None, payload, float(ts), key
-        ts_ms = ingress_ts if ingress_ts is not None else getattr(rec, "timestamp", 0)
-        return None, payload, float(ts_ms) / 1000.0, key
+            if best is None or ts > best:
+                best = ts
+        return best
 
     def _count_alerts(self) -> None:
         log_ = self.app._alert_log
@@ -250,12 +277,12 @@ class AppEngine:
             self.counts.alerts[(name, kind)] = self.counts.alerts.get((name, kind), 0) + 1
         log_.clear()
 
-    def _dead(self, agent: AgentSpec, rec: InputRecord, mqtt_topic: str, reason: str) -> Output:
+    def _dead(self, agent: AgentSpec, rec: Record, mqtt_topic: str, reason: str) -> Output:
         self.counts.dead_letters += 1
         return Output(
             "deadletter", mqtt_topic, rec.value or b"", rec.key,
             result_id=f"{rec.topic}/{rec.partition}/{rec.offset}", reason=reason,
-            agent=f"{self.app.name}.{agent.name}",
+            agent=agent.source,
         )  # fmt: skip
 
     # -- time ------------------------------------------------------------------------------
@@ -317,10 +344,13 @@ class AppEngine:
         """Entries changed since the last call, per input partition."""
         out: dict[int, dict[str, Any]] = {}
         for (kind, name), part in self.app.parts.items():
+            # entry_key(kind, name, key), without a json.dumps call per key.
+            prefix = entry_key(kind, name)[:-1] + ","
             for p, keys in part.changes().items():
                 entries = out.setdefault(p, {})
                 for key, state in keys.items():
-                    entries[entry_key(kind, name, key)] = state
+                    k = _json_str(key) if type(key) is str else json.dumps(key)
+                    entries[f"{prefix}{k}]"] = state
         offsets, self._pending_offsets = self._pending_offsets, {}
         self.folded.update(offsets)
         for (topic, p), off in offsets.items():

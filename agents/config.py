@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel
 
@@ -15,6 +16,9 @@ class WorkerConfig(BaseModel):
     kafka_bootstrap: str
     group_id: str = "bayou-agents"
     session_timeout_ms: int = 6_000
+    # "exactly_once": each batch's outputs, changelog and input offsets in one Kafka transaction
+    # (agents.app_runtime).
+    processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9465
     telemetry_topic: str = "bayou.telemetry"

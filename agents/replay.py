@@ -39,7 +39,7 @@ from aiokafka import AIOKafkaProducer
 
 from agents.app import App, Output
 from agents.app_core import AppEngine, Record
-from agents.app_runtime import resolve_topic
+from agents.app_store import resolve_topic
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,

@@ -142,7 +142,7 @@ def worker(
 
 def _app_topics(apps: list[Any], routes: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     """The apps' input topics and changelog topics (resolving raises AppError early)."""
-    from agents.app_runtime import changelog_topic, resolve_topic
+    from agents.app_store import changelog_topic, resolve_topic
 
     inputs = sorted({resolve_topic(a, routes) for app_ in apps for a in app_.agents})
     return inputs, [changelog_topic(a.name) for a in apps]

@@ -14,7 +14,7 @@ from pydantic import BaseModel
 from agents.alerting import Absence, AlertRule
 from agents.app import App, AppError, Context, Out, Output, Pattern, load_apps
 from agents.app_core import AppEngine, Record
-from agents.app_runtime import AppStore, resolve_topic
+from agents.app_store import AppStore, resolve_topic
 from agents.reducers import Count
 from agents.testing import run_app
 from agents.windowing import Tumbling, WindowResult

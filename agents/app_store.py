@@ -1,0 +1,187 @@
+"""An app's state in a worker: RocksDB, the compacted changelog, and restoring from them.
+
+Layout of the RocksDB of an app (``<state_dir>/apps/<app>``): ``s:<partition>\\0<entry>`` → the
+entry's JSON (entries: :mod:`agents.app_core`), ``c:<partition>`` → the next changelog offset
+already in the store. The changelog ``bayou.changelog.<app>`` has the same entries as keys, on
+the same partition number as the input partition they belong to.
+
+On assignment, each partition's state is loaded from RocksDB, then the changelog is read from
+the offset RocksDB reached up to its end — so an empty state dir (a new machine) restores all of
+it from Kafka. The end is the high watermark Fetch reports (confluent-kafka with
+``enable.partition.eof``), never ListOffsets, which under-reports on the embedded broker
+(DESIGN §10). The restore reads committed records only (``read_committed``, librdkafka's
+default): with exactly-once, the changelog of an aborted batch is never restored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from rocksdict import Options, Rdict, WriteBatch
+
+from agents.app import AgentSpec, App, AppError
+from agents.app_core import AppEngine
+from agents.config import WorkerConfig
+
+log = logging.getLogger(__name__)
+
+RESTORE_TIMEOUT_S = 60.0
+
+
+def changelog_topic(app_name: str) -> str:
+    """The compacted topic holding an app's state."""
+    return f"bayou.changelog.{app_name}"
+
+
+def resolve_topic(agent: AgentSpec, routes: Sequence[tuple[str, str]]) -> str:
+    """The agent's Kafka topic: ``kafka_topic=``, else the route rule with the same filter."""
+    if agent.kafka_topic:
+        return agent.kafka_topic
+    from agents.app import Pattern
+
+    for mqtt, kafka_topic in routes:
+        if Pattern(mqtt).filter == agent.pattern.filter:
+            return kafka_topic
+    raise AppError(
+        f"agent {agent.name!r}: no route rule maps {agent.pattern.pattern!r} to a Kafka topic; "
+        "pass kafka_topic= or add a rule to BAYOU_ROUTES_FILE"
+    )
+
+
+class AppStore:
+    """An app's RocksDB: ``s:<partition>\\0<entry>`` → JSON, ``c:<partition>`` → next changelog
+    offset already in the store."""
+
+    def __init__(self, path: Path) -> None:
+        path.mkdir(parents=True, exist_ok=True)
+        self._db = Rdict(str(path), Options(raw_mode=True))
+
+    def load(self, partition: int) -> tuple[dict[str, Any], int]:
+        """The partition's entries and the changelog offset they reach."""
+        prefix = b"s:%d\0" % partition
+        entries: dict[str, Any] = {}
+        for k, v in self._db.items(from_key=prefix):
+            if not isinstance(k, bytes) or not k.startswith(prefix):
+                break
+            if isinstance(v, bytes):
+                entries[k[len(prefix) :].decode()] = json.loads(v)
+        raw = self._db.get(b"c:%d" % partition)
+        return entries, int(raw) if isinstance(raw, bytes) else 0
+
+    def write(
+        self, changes: Mapping[int, Mapping[str, Any]], changelog_next: dict[int, int]
+    ) -> None:
+        """Write one batch's changes and changelog offsets atomically (a value: JSON-safe, or
+        its JSON text already encoded as bytes)."""
+        if not changes and not changelog_next:
+            return
+        wb = WriteBatch(raw_mode=True)
+        for p, entries in changes.items():
+            prefix = b"s:%d\0" % p
+            for ek, value in entries.items():
+                if value is None:
+                    wb.delete(prefix + ek.encode())
+                else:
+                    raw = value if isinstance(value, bytes) else json.dumps(value).encode()
+                    wb.put(prefix + ek.encode(), raw)
+        for p, off in changelog_next.items():
+            wb.put(b"c:%d" % p, str(off).encode())
+        self._db.write(wb)
+
+    def close(self) -> None:
+        self._db.close()
+
+
+def read_changelog(
+    bootstrap: str, topic: str, starts: dict[int, int]
+) -> dict[int, tuple[dict[str, Any], int]]:
+    """Per partition, the changelog's entries from ``starts[p]`` to its end, last value wins,
+    and the next offset. The end is where Fetch reports end of partition (its high watermark).
+    Blocking (run it in a thread)."""
+    from confluent_kafka import Consumer, KafkaError, TopicPartition
+
+    out: dict[int, tuple[dict[str, Any], int]] = {p: ({}, s) for p, s in starts.items()}
+    if not starts:
+        return out
+    consumer = Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": "bayou-changelog-restore",
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+            "auto.offset.reset": "earliest",
+            "isolation.level": "read_committed",
+        }
+    )
+    try:
+        consumer.assign([TopicPartition(topic, p, s) for p, s in starts.items()])
+        pending = set(starts)
+        deadline = time.monotonic() + RESTORE_TIMEOUT_S
+        while pending:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"restoring {topic} partitions {sorted(pending)} took too long")
+            msg = consumer.poll(0.5)
+            if msg is None:
+                continue
+            err = msg.error()
+            p, off, key = msg.partition(), msg.offset(), msg.key()
+            if err is not None:
+                if err.code() == KafkaError._PARTITION_EOF:
+                    pending.discard(p)
+                    continue
+                raise RuntimeError(f"reading {topic}: {err}")
+            assert p is not None and off is not None and key is not None
+            entries, _ = out[p]
+            value = msg.value()
+            entries[key.decode()] = None if value is None else json.loads(value)
+            out[p] = (entries, off + 1)
+    finally:
+        consumer.close()
+    return out
+
+
+class AppRunner:
+    """One app in a worker: its engine, RocksDB store and changelog."""
+
+    def __init__(self, app: App, config: WorkerConfig) -> None:
+        self.app = app
+        self.config = config
+        self.engine = AppEngine(
+            app, lambda a: resolve_topic(a, config.routes), config.max_clock_skew_seconds
+        )
+        self.changelog = changelog_topic(app.name)
+        self.store = AppStore(config.state_dir / "apps" / app.name)
+        self.owned: set[int] = set()
+
+    async def restore(self, partitions: set[int]) -> None:
+        """Load ``partitions`` from RocksDB, then the changelog tail."""
+        new = partitions - self.owned
+        if not new:
+            return
+        local = {p: self.store.load(p) for p in new}
+        starts = {p: off for p, (_, off) in local.items()}
+        tails = await asyncio.to_thread(
+            read_changelog, self.config.kafka_bootstrap, self.changelog, starts
+        )
+        for p in sorted(new):
+            entries, _ = local[p]
+            tail, nxt = tails[p]
+            entries.update(tail)
+            entries = {k: v for k, v in entries.items() if v is not None}
+            self.store.write({p: {**dict.fromkeys(tail), **entries}}, {p: nxt})
+            self.engine.load(p, entries)
+        self.owned |= new
+        log.info("app %s: restored partitions %s", self.app.name, sorted(new))
+
+    def revoke(self, partitions: set[int]) -> None:
+        """Drop the state of ``partitions``."""
+        gone = partitions & self.owned
+        if gone:
+            self.engine.drop(gone)
+            self.owned -= gone

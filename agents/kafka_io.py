@@ -1,0 +1,304 @@
+"""The agent runtime's Kafka clients, on confluent-kafka (librdkafka), used from asyncio.
+
+Why not aiokafka (which the runtime used first): librdkafka parses fetched batches in C, where
+aiokafka spent about a third of a counting worker's CPU unpacking records in Python; and its
+transactions work on the embedded broker too (aiokafka's InitProducerId fails there, DESIGN §10),
+so exactly-once needs it anyway: ``send_offsets_to_transaction`` takes the group metadata of a
+librdkafka consumer.
+
+The consumer lives on one thread of its own (librdkafka blocks while it waits for records; the
+event loop must not). Its rebalance callbacks run inside ``consume()`` on that thread, between
+two batches (the loop only polls after a batch is done), and only record what changed; the
+loop applies the changes before it processes the records of the same poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, cast
+
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
+
+from agents.app_core import Record
+
+log = logging.getLogger(__name__)
+
+TP = tuple[str, int]
+_CkHeaders = list[tuple[str, str | bytes | None]]
+# librdkafka's "no offset / unknown" (RD_KAFKA_OFFSET_INVALID).
+_INVALID = -1001
+
+
+@dataclass(frozen=True, slots=True)
+class Rebalance:
+    """Partitions taken away (``revoked``: also lost) or given, in the order they happened."""
+
+    kind: str  # "revoked" | "assigned"
+    partitions: frozenset[TP]
+
+
+class GroupConsumer:
+    """A consumer-group member: batches of records, rebalance events, commits, positions."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        group: str,
+        topics: list[str],
+        *,
+        session_timeout_ms: int,
+        fetch_max_wait_ms: int,
+    ) -> None:
+        self.topics = topics
+        self._conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "group.id": group,
+            "client.id": f"bayou-agents.{group}",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": session_timeout_ms,
+            "heartbeat.interval.ms": max(500, session_timeout_ms // 3),
+            # Restoring a changelog runs between two polls.
+            "max.poll.interval.ms": 300_000,
+            "fetch.wait.max.ms": fetch_max_wait_ms,
+            # Input written by transactional agents counts once it is committed (the default,
+            # said here because exactly-once depends on it).
+            "isolation.level": "read_committed",
+        }
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="bayou-agents-consumer")
+        self._consumer: Consumer | None = None
+        self._events: list[Rebalance] = []
+        self.assigned: set[TP] = set()
+
+    async def start(self) -> None:
+        """Create the consumer and subscribe (the group join happens in the first polls)."""
+        self._consumer = Consumer(self._conf)
+        self._consumer.subscribe(
+            self.topics, on_assign=self._on_assign, on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )  # fmt: skip
+
+    def _on_assign(self, _c: Any, parts: list[TopicPartition]) -> None:
+        self._events.append(Rebalance("assigned", frozenset((p.topic, p.partition) for p in parts)))
+
+    def _on_revoke(self, _c: Any, parts: list[TopicPartition]) -> None:
+        self._events.append(Rebalance("revoked", frozenset((p.topic, p.partition) for p in parts)))
+
+    async def _run(self, fn: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn, *args)
+
+    async def poll(
+        self, max_records: int, timeout_s: float
+    ) -> tuple[list[Record], list[Rebalance]]:
+        """The next records (at most ``max_records``, waiting up to ``timeout_s``) and the
+        rebalances that happened meanwhile; the records are of partitions assigned after them."""
+        assert self._consumer is not None
+        msgs = await self._run(self._consumer.consume, max_records, timeout_s)
+        events, self._events = self._events, []
+        for ev in events:
+            if ev.kind == "assigned":
+                self.assigned |= ev.partitions
+            else:
+                self.assigned -= ev.partitions
+        records: list[Record] = []
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.fatal():
+                    raise KafkaException(err)
+                log.warning("consumer: %s", err)
+                continue
+            records.append(
+                Record(
+                    m.topic(),
+                    m.partition(),
+                    m.offset(),
+                    m.key(),
+                    m.value(),
+                    m.headers() or (),
+                    m.timestamp()[1],
+                )
+            )
+        if events:
+            records = _current(records, self.assigned)
+        return records, events
+
+    def backlog(self) -> set[TP]:
+        """The assigned partitions not caught up: the position (past the records returned) has
+        not reached the high watermark of the last Fetch, or neither is known yet. The cached
+        high watermark is the Fetch one, not ListOffsets (which under-reports on Tansu)."""
+        assert self._consumer is not None
+        out: set[TP] = set()
+        tps = [TopicPartition(t, p) for t, p in self.assigned]
+        if not tps:
+            return out
+        for tp in self._consumer.position(tps):
+            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset < 0 or high < 0 or tp.offset < high:
+                out.add((tp.topic, tp.partition))
+        return out
+
+    async def commit(self, offsets: dict[TP, int]) -> bool:
+        """Commit ``offsets`` (the next offset to read) and wait; False if the group moved on
+        (a rebalance: the input will be read again, and skipped by the folded offsets)."""
+        assert self._consumer is not None
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        try:
+            await self._run(lambda: self._consumer.commit(offsets=tps, asynchronous=False))
+        except KafkaException as exc:
+            log.warning("offset commit failed (%s); the input will be read again", exc)
+            return False
+        return True
+
+    async def rewind(self) -> None:
+        """Seek every assigned partition back to its committed offset (after an aborted
+        transaction: the loop re-reads what it had not committed)."""
+        assert self._consumer is not None
+        c = self._consumer
+        tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
+        if not tps:
+            return
+        committed = await self._run(lambda: c.committed(tps, timeout=30))
+        for tp in committed:
+            tp.offset = tp.offset if tp.offset >= 0 else 0
+            await self._run(c.seek, tp)
+
+    def group_metadata(self) -> Any:
+        """For ``send_offsets_to_transaction``."""
+        assert self._consumer is not None
+        return self._consumer.consumer_group_metadata()
+
+    async def close(self) -> None:
+        """Leave the group (so the others rebalance at once) and stop the thread."""
+        if self._consumer is not None:
+            await self._run(self._consumer.close)
+        self._pool.shutdown(wait=True)
+
+
+def _current(records: list[Record], assigned: set[TP]) -> list[Record]:
+    """After a rebalance inside one poll: only records of partitions still assigned, each
+    partition's offsets ascending (a partition revoked and given back within the poll restarts
+    from its committed offset: the records before the restart are dropped)."""
+    out: list[Record] = []
+    last: dict[TP, int] = {}
+    for rec in records:
+        tp = (rec.topic, rec.partition)
+        if tp not in assigned:
+            continue
+        if rec.offset <= last.get(tp, -1):
+            out = [r for r in out if (r.topic, r.partition) != tp or r.offset < rec.offset]
+        last[tp] = rec.offset
+        out.append(rec)
+    return out
+
+
+class BatchProducer:
+    """Produces a batch's records and waits for all of them; optionally in one transaction
+    together with the input offsets (exactly-once)."""
+
+    def __init__(self, bootstrap: str, transactional_id: str | None = None) -> None:
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap,
+            "acks": "all",
+            "enable.idempotence": True,
+            "linger.ms": 1,
+            "queue.buffering.max.messages": 1_000_000,
+            # One callback for every record (set here, not per produce() call).
+            "on_delivery": self._on_delivery,
+        }
+        if transactional_id is not None:
+            conf["transactional.id"] = transactional_id
+            # An open transaction of a crashed worker holds back read_committed readers until
+            # it times out (or the worker restarts with the same id and aborts it).
+            conf["transaction.timeout.ms"] = 60_000
+        self.transactional = transactional_id is not None
+        self._producer = Producer(conf)
+        self._delivered: list[Message] = []
+        self._errors: list[str] = []
+
+    async def start(self) -> None:
+        """Check the cluster answers; fence an older instance's open transaction."""
+        if self.transactional:
+            await asyncio.to_thread(self._producer.init_transactions, 60)
+        else:
+            await asyncio.to_thread(self._producer.list_topics, timeout=15)
+
+    def begin(self) -> None:
+        """Start the batch's transaction (exactly-once only)."""
+        if self.transactional:
+            self._producer.begin_transaction()
+
+    def send(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: list[tuple[str, bytes]] | None = None,
+        partition: int = -1,
+    ) -> None:
+        """Queue one record (see :meth:`flush`); ``partition`` -1: the key's."""
+        while True:
+            try:
+                self._producer.produce(
+                    topic, value, key, partition, headers=cast(_CkHeaders | None, headers)
+                )
+                return
+            except BufferError:  # a million records queued: let librdkafka send some
+                self._producer.poll(0.05)
+
+    def _on_delivery(self, err: Any, msg: Message) -> None:
+        # Runs on the thread in flush(), once per record: kept to an append.
+        if err is None:
+            self._delivered.append(msg)
+        else:
+            self._errors.append(f"{msg.topic()}: {err}")
+
+    async def flush(self) -> list[Message]:
+        """Wait until Kafka acknowledged every queued record; the records as written. Raises
+        RuntimeError if one failed (the batch is not done: nothing after it may be written)."""
+        left = await asyncio.to_thread(self._producer.flush, 60)
+        delivered, self._delivered = self._delivered, []
+        errors, self._errors = self._errors, []
+        if left or errors:
+            raise RuntimeError(
+                f"Kafka did not acknowledge {left + len(errors)} record(s): {errors[:3]}"
+            )
+        return delivered
+
+    async def commit(self, offsets: dict[TP, int], group_metadata: Any) -> None:
+        """Commit the transaction with the input offsets in it (exactly-once only)."""
+        tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
+        p = self._producer
+        if tps:
+            await asyncio.to_thread(p.send_offsets_to_transaction, tps, group_metadata, 30)
+        await asyncio.to_thread(p.commit_transaction, 30)
+
+    async def abort(self) -> None:
+        """Abort the open transaction (its records never reach read_committed readers)."""
+        self._delivered, self._errors = [], []
+        await asyncio.to_thread(self._producer.abort_transaction, 30)
+
+    async def close(self) -> None:
+        """Send what is queued (up to 10 s)."""
+        await asyncio.to_thread(self._producer.flush, 10)
+
+
+def is_retriable_txn(exc: BaseException) -> bool:
+    """A transaction error after which abort + re-read works (not fenced, not fatal)."""
+    if not isinstance(exc, KafkaException) or not exc.args:
+        return isinstance(exc, RuntimeError)
+    err = exc.args[0]
+    if not isinstance(err, KafkaError):
+        return False
+    return bool(err.txn_requires_abort()) or bool(err.retriable())
