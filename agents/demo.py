@@ -1,67 +1,71 @@
 """The built-in demo agent: windowed stats, threshold alerts and ``cool`` commands per device.
 
+An :class:`agents.app.App` named ``demo`` (:func:`demo_app`), run by ``bayou worker`` (and
+``bayou up``) when no ``--agents`` module is given, on the same runtime as every other app
+(:mod:`agents.app_runtime`): state in RocksDB under ``<state_dir>/apps/demo`` and in the
+compacted changelog topic ``bayou.changelog.demo``, consumer group ``<group_id>.demo``.
+
 Contract (other tools rely on it):
 
 - Input: topic ``config.telemetry_topic`` (``bayou.telemetry``); key = device id (UTF-8 bytes;
-  when absent, the 2nd level of the ``mqtt.topic`` header ``sensors/{device}/telemetry``);
-  value JSON ``{"temperature": float, "humidity": float, "ts": float epoch seconds}``.
+  when absent, the ``{device}`` level of the ``mqtt.topic`` header ``sensors/{device}/telemetry``;
+  records of other MQTT topics are not the demo's and are skipped); value JSON
+  ``{"temperature": float, "humidity": float, "ts": float epoch seconds}``.
 - Outputs, all to ``config.outbound_topic`` with key = device id and headers from
-  :meth:`ingress.contract.OutboundMessage.headers` (``bayou.ingress_ts`` copied from the input
-  for alerts and commands; window stats belong to no single input, so they carry none):
+  :meth:`ingress.contract.OutboundMessage.headers` plus ``bayou.result_id``
+  (``bayou.ingress_ts`` copied from the input for alerts and commands; window stats belong to
+  no single input, so they carry none):
 
   - ``sensors/{device}/stats`` (QoS 1): ``{"device", "window_start", "window_end", "count",
-    "mean", "min", "max"}`` of the temperature over ``config.window_seconds`` tumbling windows;
+    "mean", "min", "max"}`` of the temperature over ``config.window_seconds`` tumbling windows
+    (aligned to the epoch), published once the window's end plus ``config.grace_seconds`` has
+    passed (below); result id ``device|start|end``;
   - ``alerts/{device}`` (QoS 1): ``{"device", "temperature", "threshold", "ts"}`` when
     temperature > ``config.threshold``, at most once per device per
-    ``config.alert_cooldown_seconds`` of event time;
+    ``config.alert_cooldown_seconds`` of event time (a device that stays hot alerts again at its
+    first hot reading one cool-down after the last alert; a reading older than the device's
+    latest reading never alerts: event time decides, as in :mod:`agents.alerting`); result id
+    ``hot|device|ts|fired``;
   - ``devices/{device}/commands`` (QoS 1): ``{"command": "cool", "device", "reason":
-    "temperature", "issued_at": wall clock epoch seconds}`` with each alert.
+    "temperature", "issued_at": wall clock epoch seconds}`` with each alert; result id that of
+    its alert with ``#1`` appended.
 - Invalid records (not JSON, failing :class:`Reading`, or no device id) go to
-  ``config.deadletter_topic`` with the original bytes and ``bayou.error`` etc. headers.
+  ``config.deadletter_topic`` with the original bytes and the ``bayou.error`` etc. headers; the
+  header ``bayou.agent`` (and the label of ``bayou_agent_dead_letters_total``) is
+  ``demo.telemetry``.
 
-Window closing rule. The worker's watermark is event-time based, advanced by the wall clock
-while the input is idle::
-
-    watermark = max_ts + max(0, wall_now - wall_at_max_ts)
-
-where ``max_ts`` is the highest event ``ts`` this worker has seen (capped at
-``wall_now + config.max_clock_skew_seconds`` so one device with a clock far in the future
-cannot close everyone's windows) and ``wall_at_max_ts`` the wall clock when it was seen. A window
-``[start, end)`` closes, and its stats are published, when ``end + grace <= watermark``. So a
-reading with ``ts >= end + grace`` closes the window at once (also when replaying old data fast),
-and in the live demo, where ``ts`` tracks the wall clock, a window closes about ``grace`` seconds
-after its end even when its devices go quiet (the runtime checks every loop, at least once a
-second). Readings for an already-closed window are late: dropped from the stats and counted;
-they still alert.
+Window closing rule (per input partition, :mod:`agents.app_core`). Each partition of the input
+topic has its own watermark: the highest event ``ts`` of its records (capped at ``wall_now +
+config.max_clock_skew_seconds``, so a device with a clock far in the future cannot close
+windows early), moved on by the wall clock only while the partition has no new records and the
+worker has caught up with it. A window ``[start, end)`` of a device closes, and its stats are
+published, when the watermark of the device's partition reaches ``end + grace``. So a reading
+with ``ts >= end + grace`` closes the windows of its partition at once (also when replaying old
+data fast), and in the live demo, where ``ts`` tracks the wall clock, a window closes about
+``grace`` seconds after its end even when its devices go quiet; another partition's readings,
+or the wall clock while a partition has a backlog, never close it. The watermark is part of the
+partition's state, so it survives a restart or a move to another worker. Readings for a window
+that has already closed are late: left out of the stats (``Window.late`` counts them); they
+still alert (unless older than their device's latest reading, see above).
 """
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Sequence
-from dataclasses import dataclass, field
-from typing import Protocol
+import time
+from collections.abc import Callable
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict
 
-from agents.alerts import AlertDeduper
+from agents.alerting import AlertRule, Threshold
+from agents.app import App, Context, Out
 from agents.config import WorkerConfig
-from agents.state import StateStore, TopicPartitionKey
-from agents.windows import ClosedWindow, TumblingAggregator
-from ingress.contract import (
-    H_DEADLETTER_AGENT,
-    H_DEADLETTER_REASON,
-    H_DEADLETTER_SOURCE_OFFSET,
-    H_DEADLETTER_SOURCE_PARTITION,
-    H_DEADLETTER_SOURCE_TOPIC,
-    H_INGRESS_TS,
-    H_MQTT_TOPIC,
-    Headers,
-    OutboundMessage,
-)
+from agents.reducers import Max, Mean, Min
+from agents.windowing import Tumbling, WindowResult
 
-AGENT_NAME = "demo"
+APP_NAME = "demo"
+AGENT_NAME = "telemetry"
+"""The agent's name: dead letters say ``demo.telemetry``."""
+TELEMETRY_PATTERN = "sensors/{device}/telemetry"
 
 
 class Reading(BaseModel):
@@ -74,208 +78,56 @@ class Reading(BaseModel):
     ts: float
 
 
-class InputRecord(Protocol):
-    """What the agent reads of a Kafka record (aiokafka's ``ConsumerRecord`` fits)."""
+def demo_app(config: WorkerConfig, *, clock: Callable[[], float] = time.time) -> App:
+    """The demo as an :class:`App` (see the module docs); ``clock`` gives ``issued_at``."""
+    app = App(APP_NAME)
+    stats = app.window(
+        "temperature",
+        Tumbling(config.window_seconds, grace=config.grace_seconds),
+        {"mean": Mean(), "min": Min(), "max": Max()},
+    )
+    threshold = config.threshold
+    hot = app.alerter(
+        AlertRule("hot", Threshold(above=threshold), cooldown=config.alert_cooldown_seconds)
+    )
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def partition(self) -> int: ...
-    @property
-    def offset(self) -> int: ...
-    @property
-    def key(self) -> bytes | None: ...
-    @property
-    def value(self) -> bytes | None: ...
-    @property
-    def headers(self) -> Sequence[tuple[str, bytes]]: ...
-
-
-@dataclass(frozen=True, slots=True)
-class OutRecord:
-    """A record to produce."""
-
-    topic: str
-    key: bytes | None
-    value: bytes | None
-    headers: Headers
-
-
-@dataclass(slots=True)
-class BatchResult:
-    """What one batch (or timer tick) produced, with counts for the metrics."""
-
-    outputs: list[OutRecord] = field(default_factory=list)
-    records: int = 0
-    skipped: int = 0
-    dead_letters: int = 0
-    alerts: int = 0
-    commands: int = 0
-    windows: int = 0
-    late: int = 0
-
-
-def _dumps(obj: dict[str, object]) -> bytes:
-    return json.dumps(obj, separators=(",", ":")).encode()
-
-
-def _one_line(err: ValidationError) -> str:
-    """A validation error as one short line (pydantic's own text spans several)."""
-    parts = []
-    for e in err.errors(include_url=False):
-        loc = ".".join(str(p) for p in e["loc"]) or "<root>"
-        parts.append(f"{loc}: {e['msg']}")
-    return "; ".join(parts).replace("\n", " ")[:500]
-
-
-class DemoAgent:
-    """The demo logic over batches of records; I/O-free apart from the optional state store."""
-
-    def __init__(self, config: WorkerConfig, store: StateStore | None, wall_now: float) -> None:
-        self.config = config
-        self.store = store
-        self.windows = TumblingAggregator(config.window_seconds, config.grace_seconds)
-        self.deduper = AlertDeduper(config.alert_cooldown_seconds)
-        self._folded: dict[TopicPartitionKey, int] = {}
-        self._pending_offsets: dict[TopicPartitionKey, int] = {}
-        if store is not None:
-            for key, stats in store.load_windows().items():
-                self.windows.restore(key, stats)
-            self.deduper.load(store.load_alerts().items())
-            self.windows.watermark = store.load_watermark()
-            self._folded = store.load_offsets()
-        # After a restart, event time resumes where the saved watermark left it.
-        self._max_ts = self.windows.watermark
-        self._wall_at_max = wall_now
-
-    def watermark(self, wall_now: float) -> float:
-        """The current watermark (see the module docstring)."""
-        if self._max_ts == -math.inf:
-            return -math.inf
-        return self._max_ts + max(0.0, wall_now - self._wall_at_max)
-
-    def process(self, records: Sequence[InputRecord], wall_now: float) -> BatchResult:
-        """Fold a batch of input records in, then close the windows the watermark passed."""
-        res = BatchResult()
-        cfg = self.config
-        ts_cap = wall_now + cfg.max_clock_skew_seconds
-        for rec in records:
-            tp = (rec.topic, rec.partition)
-            if rec.offset < self._folded.get(tp, 0):
-                res.skipped += 1  # already in the state store (see agents.state)
+    @app.agent(
+        TELEMETRY_PATTERN,
+        model=Reading,
+        event_time="ts",
+        kafka_topic=config.telemetry_topic,
+        name=AGENT_NAME,
+    )
+    async def on_reading(r: Reading, ctx: Context) -> None:
+        device = ctx.key
+        if not device:  # no record key and an empty {device} level: dead-lettered
+            raise ValueError("no device id")
+        stats.add(device, ctx.ts, r.temperature)  # False when late: the reading still alerts
+        for ev in hot.observe(device, ctx.ts, r.temperature):
+            if ev.kind != "fired":
                 continue
-            self._pending_offsets[tp] = rec.offset + 1
-            res.records += 1
-            mqtt_topic: bytes | None = None
-            ingress_ts: int | None = None
-            for name, hval in rec.headers:
-                if name == H_MQTT_TOPIC:
-                    mqtt_topic = hval
-                elif name == H_INGRESS_TS:
-                    try:
-                        ingress_ts = int(hval)
-                    except ValueError:
-                        ingress_ts = None
-            device = self._device(rec.key, mqtt_topic)
-            if device is None:
-                res.outputs.append(self._dead_letter(rec, mqtt_topic, "no device id"))
-                res.dead_letters += 1
-                continue
-            if rec.value is None:
-                res.outputs.append(self._dead_letter(rec, mqtt_topic, "empty record value"))
-                res.dead_letters += 1
-                continue
-            try:
-                reading = Reading.model_validate_json(rec.value)
-            except ValidationError as err:
-                res.outputs.append(self._dead_letter(rec, mqtt_topic, _one_line(err)))
-                res.dead_letters += 1
-                continue
-            ts = reading.ts
-            if not self.windows.add(device, ts, reading.temperature):
-                res.late += 1
-            capped = ts if ts < ts_cap else ts_cap
-            if capped > self._max_ts:
-                self._max_ts = capped
-                self._wall_at_max = wall_now
-            if reading.temperature > cfg.threshold and self.deduper.allow(device, ts):
-                self._alert(res, device, reading, ingress_ts, wall_now)
-        self._close(res, wall_now)
-        return res
+            alert = {"device": device, "temperature": r.temperature, "threshold": threshold,
+                     "ts": r.ts}  # fmt: skip
+            ctx.publish(f"alerts/{device}", alert, qos=1, result_id=ev.id)
+            command = {"command": "cool", "device": device, "reason": "temperature",
+                       "issued_at": clock()}  # fmt: skip
+            ctx.command(f"devices/{device}/commands", command, result_id=ev.id)
+            # The demo's alerts are notifications, not conditions: resolve at once (a reading
+            # at the threshold), so a device still hot one cool-down later alerts again. The
+            # cool-down itself is the alerter's (the last firing time is kept in its state).
+            hot.observe(device, ctx.ts, threshold)
 
-    def tick(self, wall_now: float) -> BatchResult:
-        """Close the windows the watermark passed while no input arrived."""
-        res = BatchResult()
-        self._close(res, wall_now)
-        return res
-
-    def flush(self) -> None:
-        """Write what changed since the last flush to the state store, in one batch."""
-        offsets, self._pending_offsets = self._pending_offsets, {}
-        self._folded.update(offsets)
-        windows = self.windows.take_changes()
-        alerts = self.deduper.take_changes()
-        if self.store is not None:
-            self.store.write(windows, alerts, self.windows.watermark, offsets)
-
-    @staticmethod
-    def _device(key: bytes | None, mqtt_topic: bytes | None) -> str | None:
-        try:
-            if key:
-                return key.decode()
-            if mqtt_topic:
-                levels = mqtt_topic.decode().split("/")
-                if len(levels) >= 2 and levels[1]:
-                    return levels[1]
-        except UnicodeDecodeError:
-            return None
-        return None
-
-    def _dead_letter(self, rec: InputRecord, mqtt_topic: bytes | None, reason: str) -> OutRecord:
-        headers: Headers = []
-        if mqtt_topic is not None:
-            headers.append((H_MQTT_TOPIC, mqtt_topic))
-        headers += [
-            (H_DEADLETTER_REASON, reason.encode()),
-            (H_DEADLETTER_SOURCE_TOPIC, rec.topic.encode()),
-            (H_DEADLETTER_SOURCE_PARTITION, str(rec.partition).encode()),
-            (H_DEADLETTER_SOURCE_OFFSET, str(rec.offset).encode()),
-            (H_DEADLETTER_AGENT, AGENT_NAME.encode()),
-        ]
-        return OutRecord(self.config.deadletter_topic, rec.key, rec.value, headers)
-
-    def _out(
-        self, mqtt_topic: str, device: str, payload: bytes, ingress_ts: int | None
-    ) -> OutRecord:
-        key = device.encode()
-        msg = OutboundMessage(mqtt_topic=mqtt_topic, payload=payload, qos=1, key=key)
-        return OutRecord(self.config.outbound_topic, key, payload, msg.headers(ingress_ts))
-
-    def _alert(
-        self, res: BatchResult, device: str, r: Reading, ingress_ts: int | None, wall_now: float
-    ) -> None:
-        alert = {
-            "device": device,
-            "temperature": r.temperature,
-            "threshold": self.config.threshold,
-            "ts": r.ts,
+    @stats.on_close
+    def publish_stats(w: WindowResult, out: Out) -> None:
+        payload = {
+            "device": w.key,
+            "window_start": w.start,
+            "window_end": w.end,
+            "count": w.count,
+            "mean": w.values["mean"],
+            "min": w.values["min"],
+            "max": w.values["max"],
         }
-        command: dict[str, object] = {
-            "command": "cool",
-            "device": device,
-            "reason": "temperature",
-            "issued_at": wall_now,
-        }
-        res.outputs.append(self._out(f"alerts/{device}", device, _dumps(alert), ingress_ts))
-        res.outputs.append(
-            self._out(f"devices/{device}/commands", device, _dumps(command), ingress_ts)
-        )
-        res.alerts += 1
-        res.commands += 1
+        out.publish(f"sensors/{w.key}/stats", payload, qos=1)
 
-    def _close(self, res: BatchResult, wall_now: float) -> None:
-        closed: list[ClosedWindow] = self.windows.close(self.watermark(wall_now))
-        for w in closed:
-            topic = f"sensors/{w.device}/stats"
-            res.outputs.append(self._out(topic, w.device, _dumps(w.as_json()), None))
-        res.windows += len(closed)
+    return app

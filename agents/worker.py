@@ -1,19 +1,15 @@
-"""The agent worker process: the demo agent on the batch runtime, plus its metrics endpoint."""
+"""The agent worker process: apps on the App runtime (the demo app by default), plus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import signal
-import time
 
 from prometheus_client import start_http_server
 
 from agents.app import App
 from agents.config import WorkerConfig
-from agents.demo import AGENT_NAME, DemoAgent
-from agents.runtime import run_batch_loop
-from agents.state import StateStore
 
 log = logging.getLogger(__name__)
 
@@ -21,39 +17,30 @@ log = logging.getLogger(__name__)
 async def run_worker(
     config: WorkerConfig, stop: asyncio.Event, apps: list[App] | None = None
 ) -> None:
-    """Run the demo agent, or ``apps`` when given, until ``stop`` is set; then stop Kafka
-    clients and close RocksDB.
+    """Run ``apps``, or the built-in demo app (:mod:`agents.demo`) when none are given, until
+    ``stop`` is set; then stop the Kafka clients and close RocksDB.
 
     Serves Prometheus metrics on ``config.metrics_host:config.metrics_port`` unless the port
-    is None. The demo's state lives in ``config.state_dir / "demo"``, an app's in
-    ``config.state_dir / "apps" / <app name>``.
+    is None. An app's state lives in ``config.state_dir / "apps" / <app name>`` (the demo's in
+    ``apps/demo``).
     """
+    from agents.app_runtime import run_apps
+
+    if not apps:
+        from agents.demo import demo_app
+
+        apps = [demo_app(config)]
     server = None
     if config.metrics_port is not None:
         server, _thread = start_http_server(config.metrics_port, addr=config.metrics_host)
     try:
-        if apps:
-            from agents.app_runtime import run_apps
-
-            log.info("agent worker starting: apps %s", [a.name for a in apps])
-            await run_apps(config, apps, stop)
-        else:
-            await _run_demo(config, stop)
+        log.info("agent worker starting: apps %s", [a.name for a in apps])
+        await run_apps(config, apps, stop)
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
         log.info("agent worker stopped")
-
-
-async def _run_demo(config: WorkerConfig, stop: asyncio.Event) -> None:
-    store = StateStore(config.state_dir / AGENT_NAME)
-    try:
-        agent = DemoAgent(config, store, time.time())
-        log.info("agent worker starting: %s in group %s", config.telemetry_topic, config.group_id)
-        await run_batch_loop(config, [config.telemetry_topic], agent, stop)
-    finally:
-        store.close()
 
 
 def main(config: WorkerConfig, apps: list[App] | None = None) -> None:

@@ -1,7 +1,9 @@
-"""The agent worker end to end on a real embedded Kafka (Tansu): one worker for the module.
+"""The agent worker (the demo app) end to end on a real embedded Kafka (Tansu): one worker,
+started in this process, for the module.
 
 Each test uses its own devices and its own event-time range, further ahead than the previous
-test's, so the worker's shared watermark never makes a later test's readings late.
+test's, so a partition's watermark (one per input partition, shared by the devices on it) never
+makes a later test's readings late.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import math
 import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
@@ -21,7 +24,6 @@ from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
 from agents.config import WorkerConfig
-from agents.windows import window_bounds
 from agents.worker import run_worker
 from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
@@ -33,6 +35,7 @@ from ingress.contract import (
     H_INGRESS_TS,
     H_MQTT_QOS,
     H_MQTT_TOPIC,
+    H_RESULT_ID,
 )
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -40,15 +43,18 @@ pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 TELEMETRY = "bayou.telemetry"
 OUTBOUND = "bayou.outbound"
 DEADLETTER = "bayou.deadletter"
+CHANGELOG = "bayou.changelog.demo"
+AGENT = "demo.telemetry"  # <app>.<agent>: dead letters' bayou.agent header and metric label
 
 # Event-time ranges: each call gives a window start 1000 s after the previous one.
-_BASES = itertools.count(window_bounds(time.time(), 10)[0] + 1000, 1000)
+_BASES = itertools.count(math.floor(time.time() / 10) * 10 + 1000, 1000)
 
 
 @dataclass
 class Harness:
     bootstrap: str
     producer: AIOKafkaProducer
+    state_dir: Path
 
     async def send(self, device: str | None, value: bytes, topic_device: str | None = None) -> None:
         dev = topic_device or device
@@ -78,6 +84,7 @@ def kafka() -> Iterator[str]:
 @pytest_asyncio.fixture(scope="module", loop_scope="module")
 async def harness(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Harness]:
     await ensure_topics(kafka, [TELEMETRY], 2, 1)
+    await ensure_topics(kafka, [CHANGELOG], 2, 1, frozenset([CHANGELOG]))
     await ensure_topics(kafka, [OUTBOUND, DEADLETTER], 1, 1)
     state_dir: Path = tmp_path_factory.mktemp("agent-state")
     config = WorkerConfig(
@@ -102,7 +109,7 @@ async def harness(kafka: str, tmp_path_factory: pytest.TempPathFactory) -> Async
                 task.result()  # raise the worker's error
             assert time.monotonic() < deadline, "worker never got its partitions"
             await asyncio.sleep(0.1)
-        yield Harness(kafka, producer)
+        yield Harness(kafka, producer, state_dir)
     finally:
         await producer.stop()
         stop.set()
@@ -161,6 +168,9 @@ async def test_hot_reading_alerts_and_commands_once_per_cooldown(harness: Harnes
     # Alerts and commands carry the input's ingress timestamp for end-to-end latency.
     alert_rec = next(r for r in records if dict(r.headers)[H_MQTT_TOPIC] == b"alerts/hot-1")
     assert int(dict(alert_rec.headers)[H_INGRESS_TS]) > 0
+    assert dict(alert_rec.headers)[H_RESULT_ID] == f"hot|hot-1|{base + 1.0!r}|fired".encode()
+    stats_rec = next(r for r in records if dict(r.headers)[H_MQTT_TOPIC] == b"sensors/hot-1/stats")
+    assert H_INGRESS_TS not in dict(stats_rec.headers)
 
 
 async def test_window_stats_published_when_watermark_passes_end_plus_grace(
@@ -183,13 +193,17 @@ async def test_window_stats_published_when_watermark_passes_end_plus_grace(
         "max": 25.0,
     }
     assert REGISTRY.get_sample_value("bayou_agent_window_results_total") >= 1  # type: ignore[operator]
+    # The demo's state is the App runtime's: RocksDB under apps/demo and its changelog topic.
+    assert (harness.state_dir / "apps" / "demo").is_dir()
+    changelog = await collect(harness.bootstrap, CHANGELOG, 1, b'["w","temperature","win-1"]')
+    assert changelog, "the open window of win-1 went to the changelog"
 
 
 async def test_invalid_payload_is_dead_lettered_and_the_worker_keeps_going(
     harness: Harness,
 ) -> None:
     base = next(_BASES)
-    dead_before = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", {"agent": "demo"})
+    dead_before = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", {"agent": AGENT})
     await harness.send("bad-1", b"not json {")
     await harness.send("bad-1", b'{"temperature": "hot", "humidity": 1.0, "ts": 1.0}')
     await harness.reading("bad-1", 40.0, base + 1)
@@ -204,11 +218,11 @@ async def test_invalid_payload_is_dead_lettered_and_the_worker_keeps_going(
         assert hdrs[H_DEADLETTER_REASON] and b"\n" not in hdrs[H_DEADLETTER_REASON]
         assert hdrs[H_DEADLETTER_SOURCE_TOPIC] == TELEMETRY.encode()
         assert int(hdrs[H_DEADLETTER_SOURCE_OFFSET]) >= 0
-        assert hdrs[H_DEADLETTER_AGENT] == b"demo"
+        assert hdrs[H_DEADLETTER_AGENT] == AGENT.encode()
     assert b"temperature" in dict(dead[1].headers)[H_DEADLETTER_REASON]
     # The valid reading after the bad ones was processed.
     out = by_topic(await collect(harness.bootstrap, OUTBOUND, 2, b"bad-1"))
     assert len(out["alerts/bad-1"]) == 1
     assert len(out["devices/bad-1/commands"]) == 1
-    dead_after = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", {"agent": "demo"})
+    dead_after = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", {"agent": AGENT})
     assert dead_after is not None and dead_after - (dead_before or 0.0) >= 2

@@ -55,6 +55,25 @@ def test_hot_reading_alerts_and_commands_the_device(ingress: Proc, worker: Proc)
         watcher.close()
 
 
+def test_a_device_that_stays_hot_is_commanded_again_one_cool_down_later(
+    ingress: Proc, worker: Proc
+) -> None:
+    dev = _dev()
+    # Event times in the past: they move no partition's watermark ahead of the other tests'.
+    first = time.time() - 200
+    device = Mqtt(ingress.mqtt_port, dev).connect()
+    try:
+        device.subscribe(f"devices/{dev}/commands", 1)
+        for ts in (first, first + 30, first + 60):  # 30 s: inside the 60 s cool-down
+            device.publish(f"sensors/{dev}/telemetry", _reading(33.0, ts)).wait_for_publish(10)
+        device.expect(lambda m: m.topic == f"devices/{dev}/commands")
+        device.expect(lambda m: m.topic == f"devices/{dev}/commands")
+        with pytest.raises(TimeoutError):
+            device.expect(lambda m: m.topic == f"devices/{dev}/commands", timeout=3)
+    finally:
+        device.close()
+
+
 def test_stats_arrive_when_the_window_closes(ingress: Proc, worker: Proc) -> None:
     dev = _dev()
     # A window a minute ahead of now, so no other test's readings share or close it early.
@@ -101,4 +120,5 @@ def test_invalid_payload_is_dead_lettered_and_the_next_valid_one_works(
     h = headers(dead[0])
     assert reason.lower() in h["bayou.error"].decode().lower()
     assert h["bayou.source_topic"] == b"bayou.telemetry"
+    assert h["bayou.agent"] == b"demo.telemetry"
     assert worker.proc.poll() is None
