@@ -21,6 +21,10 @@ from ingress.contract import (
 from ingress.routes import DEMO_ROUTES, EgressRule, RouteRule
 from ingress.routes_file import RoutesFileError, load_routes_file
 
+# The demo app's changelog (agents.app_store.changelog_topic("demo")); spelt out so that reading
+# the settings imports no agent runtime.
+DEMO_CHANGELOG_TOPIC = "bayou.changelog.demo"
+
 
 class SettingsError(Exception):
     """A setting with a bad value; the message names the environment variable."""
@@ -56,6 +60,9 @@ class Settings(BaseSettings):
     ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535)
     worker_session_timeout_ms: int = Field(default=6_000, ge=1_000)
+    worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    worker_transaction_timeout_ms: int = Field(default=30_000, ge=1_000, le=900_000)
+    worker_max_clock_skew_seconds: float = Field(default=300.0, ge=0)
     topic_partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     default_topic: str = DEFAULT_TOPIC
@@ -147,6 +154,9 @@ class Settings(BaseSettings):
             metrics_host=self.metrics_host,
             metrics_port=self.worker_metrics_port or None,
             session_timeout_ms=self.worker_session_timeout_ms,
+            processing_guarantee=self.worker_processing_guarantee,
+            transaction_timeout_ms=self.worker_transaction_timeout_ms,
+            max_clock_skew_seconds=self.worker_max_clock_skew_seconds,
             outbound_topic=self.outbound_topic,
             deadletter_topic=self.deadletter_topic,
             state_dir=self.state_dir,
@@ -169,8 +179,10 @@ class Settings(BaseSettings):
         return list(dict.fromkeys([*topics, *sorted(self.compacted_topics())]))
 
     def compacted_topics(self) -> frozenset[str]:
-        """The topics that keep the latest value per key: retained messages and sessions."""
-        return frozenset((self.retained_topic, self.sessions_topic))
+        """The topics that keep the latest value per key: retained messages, sessions, and the
+        state changelog of the built-in demo app (``bayou.changelog.<app>`` of app ``demo``,
+        :mod:`agents.demo`), which a worker without ``--agents`` runs."""
+        return frozenset((self.retained_topic, self.sessions_topic, DEMO_CHANGELOG_TOPIC))
 
 
 def load_settings() -> Settings:
