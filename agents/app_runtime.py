@@ -34,6 +34,7 @@ from agents.app_batch import init_metrics, process_batch
 from agents.app_core import Record
 from agents.app_store import AppRunner
 from agents.config import WorkerConfig
+from agents.global_tables import Follower
 from agents.kafka_io import TP, BatchProducer, GroupConsumer, is_retriable_txn
 from agents.webhooks import WebhookCaller
 
@@ -60,9 +61,14 @@ async def run_apps(
     hooks = WebhookCaller(
         config.webhook_retries, config.webhook_timeout_seconds, config.webhook_backoff_seconds
     )
+    # Every global table is caught up before the first record (agents.global_tables).
+    follower = Follower(config.kafka_bootstrap, [g for a in apps for g in a.global_tables])
+    follower.start()
     try:
-        await _loop(config, runners, stop, group_id, hooks)
+        await asyncio.to_thread(follower.wait_caught_up)
+        await _loop(config, runners, stop, group_id, hooks, follower)
     finally:
+        follower.stop()
         await hooks.close()
         for r in runners:
             r.store.close()
@@ -89,6 +95,7 @@ async def _loop(
     stop: asyncio.Event,
     group_id: str | None,
     hooks: WebhookCaller,
+    follower: Follower,
 ) -> None:
     topics = sorted({t for r in runners for t in r.engine.topics})
     group = group_id or f"{config.group_id}.{'+'.join(sorted(r.app.name for r in runners))}"
@@ -98,7 +105,9 @@ async def _loop(
         session_timeout_ms=config.session_timeout_ms, fetch_max_wait_ms=config.fetch_max_wait_ms,
     )  # fmt: skip
     producer = BatchProducer(
-        config.kafka_bootstrap, transactional_id(config, group) if eos else None
+        config.kafka_bootstrap,
+        transactional_id(config, group) if eos else None,
+        config.transaction_timeout_ms,
     )
     init_metrics(runners)
     await producer.start()
@@ -107,6 +116,7 @@ async def _loop(
     try:
         while not stop.is_set():
             records, events = await consumer.poll(config.batch_max_records, POLL_TIMEOUT_S)
+            follower.check()
             if events or resync:
                 await _sync(runners, consumer.assigned)
                 resync = False
@@ -118,7 +128,7 @@ async def _loop(
             offsets = _next_offsets(records)
             if not eos:
                 pending = await process_batch(
-                    config, producer, runners, records, hooks, consumer.backlog()
+                    config, producer, runners, records, hooks, await consumer.backlog()
                 )
                 pending.write()
                 if offsets:
@@ -127,7 +137,7 @@ async def _loop(
                 producer.begin()
                 try:
                     pending = await process_batch(
-                        config, producer, runners, records, hooks, consumer.backlog()
+                        config, producer, runners, records, hooks, await consumer.backlog()
                     )
                     await producer.commit(offsets, consumer.group_metadata())
                 except Exception as exc:

@@ -102,47 +102,74 @@ def read_changelog(
     bootstrap: str, topic: str, starts: dict[int, int]
 ) -> dict[int, tuple[dict[str, Any], int]]:
     """Per partition, the changelog's entries from ``starts[p]`` to its end, last value wins,
-    and the next offset. The end is where Fetch reports end of partition (its high watermark).
-    Blocking (run it in a thread)."""
+    and the next offset. Blocking (run it in a thread).
+
+    The end: Fetch reports end of partition (its high watermark, not ListOffsets: DESIGN §10)
+    *and* no transaction is open there. Committed records only are read (``read_committed``),
+    and such a reader stops at the first open transaction (the last stable offset), so an end
+    short of the high watermark means a transaction still open — a crashed worker's, which Kafka
+    aborts after ``transaction.timeout.ms`` — and the restore waits for it rather than miss the
+    committed records after it.
+    """
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
     out: dict[int, tuple[dict[str, Any], int]] = {p: ({}, s) for p, s in starts.items()}
     if not starts:
         return out
-    consumer = Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": "bayou-changelog-restore",
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-            "auto.offset.reset": "earliest",
-            "isolation.level": "read_committed",
-        }
-    )
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "group.id": "bayou-changelog-restore",
+        "enable.auto.commit": False,
+        "enable.partition.eof": True,
+        "auto.offset.reset": "earliest",
+        "isolation.level": "read_committed",
+    }
+    consumer = Consumer(conf)
+    # Its watermarks are the high watermarks (a read_committed consumer's are the stable ones).
+    probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
+
+    def at_end(p: int, position: int) -> bool:
+        _, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
+        return bool(position >= high)
+
     try:
         consumer.assign([TopicPartition(topic, p, s) for p, s in starts.items()])
         pending = set(starts)
+        waiting: set[int] = set()  # at the stable end, short of the high watermark
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while pending:
             if time.monotonic() > deadline:
-                raise TimeoutError(f"restoring {topic} partitions {sorted(pending)} took too long")
+                raise TimeoutError(
+                    f"restoring {topic} partitions {sorted(pending)} took too long"
+                    + (f" (a transaction stays open on {sorted(waiting)})" if waiting else "")
+                )
             msg = consumer.poll(0.5)
             if msg is None:
+                for tp in consumer.position([TopicPartition(topic, p) for p in sorted(waiting)]):
+                    if tp.offset >= 0 and at_end(tp.partition, tp.offset):
+                        pending.discard(tp.partition)
+                        waiting.discard(tp.partition)
                 continue
             err = msg.error()
             p, off, key = msg.partition(), msg.offset(), msg.key()
+            assert p is not None and off is not None
             if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    raise RuntimeError(f"reading {topic}: {err}")
+                if at_end(p, off):
                     pending.discard(p)
-                    continue
-                raise RuntimeError(f"reading {topic}: {err}")
-            assert p is not None and off is not None and key is not None
+                    waiting.discard(p)
+                else:
+                    waiting.add(p)
+                continue
+            assert key is not None
             entries, _ = out[p]
             value = msg.value()
             entries[key.decode()] = None if value is None else json.loads(value)
             out[p] = (entries, off + 1)
     finally:
         consumer.close()
+        probe.close()
     return out
 
 
@@ -158,6 +185,8 @@ class AppRunner:
         self.changelog = changelog_topic(app.name)
         self.store = AppStore(config.state_dir / "apps" / app.name)
         self.owned: set[int] = set()
+        # Per window: its late readings already counted in the metric.
+        self.late_counted: dict[str, int] = {}
 
     async def restore(self, partitions: set[int]) -> None:
         """Load ``partitions`` from RocksDB, then the changelog tail."""

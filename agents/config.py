@@ -19,6 +19,9 @@ class WorkerConfig(BaseModel):
     # "exactly_once": each batch's outputs, changelog and input offsets in one Kafka transaction
     # (agents.app_runtime).
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
+    # How long Kafka keeps a batch transaction open before aborting it: the time a dead
+    # worker's partitions wait before another worker can read on (webhook calls count in it).
+    transaction_timeout_ms: int = 30_000
     metrics_host: str = "127.0.0.1"
     metrics_port: int | None = 9465
     telemetry_topic: str = "bayou.telemetry"

@@ -80,6 +80,8 @@ class GroupConsumer:
         self._consumer: Consumer | None = None
         self._events: list[Rebalance] = []
         self.assigned: set[TP] = set()
+        # Per partition, the committed offset at assignment (see backlog()).
+        self._start: dict[TP, int] = {}
 
     async def start(self) -> None:
         """Create the consumer and subscribe (the group join happens in the first polls)."""
@@ -106,6 +108,8 @@ class GroupConsumer:
         assert self._consumer is not None
         msgs = await self._run(self._consumer.consume, max_records, timeout_s)
         events, self._events = self._events, []
+        if events:
+            self._start.clear()
         for ev in events:
             if ev.kind == "assigned":
                 self.assigned |= ev.partitions
@@ -134,19 +138,35 @@ class GroupConsumer:
             records = _current(records, self.assigned)
         return records, events
 
-    def backlog(self) -> set[TP]:
+    async def backlog(self) -> set[TP]:
         """The assigned partitions not caught up: the position (past the records returned) has
         not reached the high watermark of the last Fetch, or neither is known yet. The cached
-        high watermark is the Fetch one, not ListOffsets (which under-reports on Tansu)."""
+        high watermark is the Fetch one, not ListOffsets (which under-reports on Tansu). Before
+        the first record of a partition since its assignment librdkafka knows no position: the
+        committed offset stands in (read once per assignment), else an idle partition would
+        count as behind until its next record."""
         assert self._consumer is not None
+        c = self._consumer
         out: set[TP] = set()
-        tps = [TopicPartition(t, p) for t, p in self.assigned]
+        tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
         if not tps:
             return out
-        for tp in self._consumer.position(tps):
-            _, high = self._consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset < 0 or high < 0 or tp.offset < high:
-                out.add((tp.topic, tp.partition))
+        positions = c.position(tps)
+        unknown = [
+            TopicPartition(tp.topic, tp.partition)
+            for tp in positions
+            if tp.offset < 0 and (tp.topic, tp.partition) not in self._start
+        ]
+        if unknown:
+            for tp in await self._run(lambda: c.committed(unknown, timeout=10)):
+                # Nothing committed: the consumer starts at the beginning.
+                self._start[(tp.topic, tp.partition)] = max(tp.offset, 0)
+        for tp in positions:
+            key = (tp.topic, tp.partition)
+            pos = tp.offset if tp.offset >= 0 else self._start.get(key, -1)
+            _, high = c.get_watermark_offsets(tp, cached=True)
+            if pos < 0 or high < 0 or pos < high:
+                out.add(key)
         return out
 
     async def commit(self, offsets: dict[TP, int]) -> bool:
@@ -169,6 +189,7 @@ class GroupConsumer:
         tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
         if not tps:
             return
+        self._start.clear()
         committed = await self._run(lambda: c.committed(tps, timeout=30))
         for tp in committed:
             tp.offset = tp.offset if tp.offset >= 0 else 0
@@ -207,7 +228,12 @@ class BatchProducer:
     """Produces a batch's records and waits for all of them; optionally in one transaction
     together with the input offsets (exactly-once)."""
 
-    def __init__(self, bootstrap: str, transactional_id: str | None = None) -> None:
+    def __init__(
+        self,
+        bootstrap: str,
+        transactional_id: str | None = None,
+        transaction_timeout_ms: int = 30_000,
+    ) -> None:
         conf: dict[str, Any] = {
             "bootstrap.servers": bootstrap,
             "acks": "all",
@@ -221,7 +247,7 @@ class BatchProducer:
             conf["transactional.id"] = transactional_id
             # An open transaction of a crashed worker holds back read_committed readers until
             # it times out (or the worker restarts with the same id and aborts it).
-            conf["transaction.timeout.ms"] = 60_000
+            conf["transaction.timeout.ms"] = transaction_timeout_ms
         self.transactional = transactional_id is not None
         self._producer = Producer(conf)
         self._delivered: list[Message] = []

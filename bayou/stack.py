@@ -130,6 +130,13 @@ async def _wait_ready(stack: Stack, limit_s: float) -> None:
 def run_stack(settings: Settings, *, demo: bool, agents: list[str] | None = None) -> int:
     """Run the stack until SIGINT/SIGTERM; return the exit code."""
     t0 = time.monotonic()
+    if settings.kafka_bootstrap is None and settings.worker_processing_guarantee == "exactly_once":
+        # Measured on Tansu 0.6.0: an open transaction holds back read_committed readers of
+        # the whole topic, and a dead worker's transaction is never aborted (docs/agents.md).
+        raise StackError(
+            "BAYOU_WORKER_PROCESSING_GUARANTEE=exactly_once needs a real Kafka "
+            "(set BAYOU_KAFKA_BOOTSTRAP); the embedded broker's transactions are not complete"
+        )
     if settings.ingress_metrics_port == 0:
         settings.ingress_metrics_port = free_port(settings.metrics_host)
     if settings.worker_metrics_port == 0:

@@ -178,6 +178,18 @@ def test_bad_setting_is_named(tmp_path: Path) -> None:
     assert "warm" in r.stderr
 
 
+def test_up_refuses_exactly_once_on_the_embedded_broker(tmp_path: Path) -> None:
+    env, _ = _up_env(tmp_path)
+    env["BAYOU_WORKER_PROCESSING_GUARANTEE"] = "exactly_once"
+    r = subprocess.run(
+        [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+    assert r.returncode == 1
+    assert "BAYOU_WORKER_PROCESSING_GUARANTEE=exactly_once needs a real Kafka" in r.stderr
+    assert "BAYOU_KAFKA_BOOTSTRAP" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+
+
 def test_ingress_without_kafka_says_what_to_set(tmp_path: Path) -> None:
     r = subprocess.run(
         [sys.executable, "-m", "bayou.cli", "ingress"], env=bayou_env(), cwd=tmp_path,
