@@ -41,6 +41,7 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agents.alerting import Alerter, AlertEvent, AlertRule
+from agents.global_tables import GlobalTable
 from agents.reducers import ReducerLike
 from agents.windowing import WindowedAggregator, WindowResult, WindowSpec
 
@@ -384,6 +385,8 @@ class Window(_Keyed):
         super().__init__(app, name)
         self._spec, self._reducers = spec, dict(reducers)
         self.aggregators: dict[int, WindowedAggregator] = {}
+        # Readings this worker dropped as late, ever (for the metric: never goes down).
+        self.late_total = 0
         """The aggregator of each input partition."""
         self.close_callbacks: list[CloseFn] = []
 
@@ -400,7 +403,10 @@ class Window(_Keyed):
 
     def add(self, key: str, ts: float, value: float) -> bool:
         """Fold ``value`` at event time ``ts`` into ``key``'s windows; False when late."""
-        return self.aggregator(self._partition(key)).add(key, ts, value)
+        if self.aggregator(self._partition(key)).add(key, ts, value):
+            return True
+        self.late_total += 1
+        return False
 
     @property
     def late(self) -> int:
@@ -566,6 +572,7 @@ class App:
     _watermarks: dict[int, float] = field(default_factory=dict, init=False, repr=False)
     _current_agent: str | None = field(default=None, init=False, repr=False)
     _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
+    global_tables: list[GlobalTable] = field(default_factory=list, init=False, repr=False)
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):
@@ -629,6 +636,14 @@ class App:
         a = AlertHandle(self, name or "-".join(r.name for r in rules), list(rules))
         self._add(a)
         return a
+
+    def global_table(self, app: str, table: str) -> GlobalTable:
+        """The whole of app ``app``'s table ``table``, read-only, on every worker (also of
+        other apps): e.g. the last known state of every device, kept by one app and read by
+        others. Followed from that app's changelog: see :mod:`agents.global_tables`."""
+        g = GlobalTable(app, table)
+        self.global_tables.append(g)
+        return g
 
     def table(self, name: str) -> Table:
         """A per-key table (last value per key), kept in the app's state; other agents of the

@@ -94,6 +94,9 @@ def init_metrics(runners: list[AppRunner]) -> None:
         names = [a.name for a in r.app.agents] + [name for _, name in r.app.parts]
         for a in r.app.agents:
             metrics.DEAD_LETTERS.labels(f"{r.app.name}.{a.name}")
+        for kind, name in r.app.parts:
+            if kind == "w":
+                metrics.LATE_EVENTS.labels(r.app.name, name)
         for name in names:
             for counter in (
                 metrics.APP_ALERTS_FIRED,
@@ -168,6 +171,13 @@ async def process_batch(
             elif o.command:
                 commands.append(o)
         metrics.WINDOW_RESULTS.inc(r.engine.counts.windows - windows_before)
+        for (kind, name), part in r.app.parts.items():
+            if kind == "w":
+                late = getattr(part, "late_total", 0)
+                seen = r.late_counted.get(name, 0)
+                if late > seen:
+                    metrics.LATE_EVENTS.labels(r.app.name, name).inc(late - seen)
+                    r.late_counted[name] = late
         alerts, r.engine.counts.alerts = r.engine.counts.alerts, {}
         for (name, kind), n in alerts.items():
             counter = metrics.APP_ALERTS_FIRED if kind == "fired" else metrics.APP_ALERTS_RESOLVED

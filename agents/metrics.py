@@ -9,15 +9,19 @@ from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram
 
+# Per app of agents.app (labels: the app's name and the name of its agent, window or alerter
+# that acted; never a key or a topic, so the label sets stay bounded).
+_APP = ["app", "agent"]
+
 RECORDS_IN = Counter("bayou_agent_records_in", "Input records consumed by agent workers.")
 DEAD_LETTERS = Counter(
     "bayou_agent_dead_letters", "Input records sent to the dead-letter topic.", ["agent"]
 )
-ALERTS_FIRED = Counter("bayou_agent_alerts_fired", "Alerts published (after de-duplication).")
-COMMANDS_SENT = Counter("bayou_agent_commands_sent", "Device commands published.")
 WINDOW_RESULTS = Counter("bayou_agent_window_results", "Closed-window results published.")
 LATE_EVENTS = Counter(
-    "bayou_agent_late_events", "Readings dropped from windowing because their window had closed."
+    "bayou_agent_late_events",
+    "Readings dropped from a window because it had closed (event time + grace passed).",
+    _APP,
 )
 BATCH_SECONDS = Histogram(
     "bayou_agent_batch_seconds",
@@ -29,9 +33,6 @@ ASSIGNED_PARTITIONS = Gauge(
     "bayou_agent_assigned_partitions", "Input partitions assigned to this worker."
 )
 
-# Per app of agents.app (labels: the app's name and the name of its agent, window or alerter
-# that acted; never a key or a topic, so the label sets stay bounded).
-_APP = ["app", "agent"]
 APP_ALERTS_FIRED = Counter(
     "bayou_agent_app_alerts_fired", "Alerts an app's alerters fired (after de-duplication).", _APP
 )

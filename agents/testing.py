@@ -31,19 +31,37 @@ TOPIC = "run_app"
 Input = tuple[str, Mapping[str, Any] | bytes] | tuple[str, Mapping[str, Any] | bytes, str]
 
 
-def run_app(app: App, inputs: Sequence[Input], *, advance_to: float | None = None) -> list[Output]:
+GlobalValues = Mapping[tuple[str, str], Mapping[str, Any]]
+
+
+def run_app(
+    app: App,
+    inputs: Sequence[Input],
+    *,
+    advance_to: float | None = None,
+    global_tables: GlobalValues | None = None,
+) -> list[Output]:
     """The outputs of ``app`` over ``inputs``, in order (see the module docs).
 
-    Call it from synchronous code; in async code use :func:`run_app_async`.
+    ``global_tables``: the contents of the app's global tables, by ``(app, table)`` (empty when
+    not given). Call it from synchronous code; in async code use :func:`run_app_async`.
     """
-    return asyncio.run(run_app_async(app, inputs, advance_to=advance_to))
+    return asyncio.run(
+        run_app_async(app, inputs, advance_to=advance_to, global_tables=global_tables)
+    )
 
 
 async def run_app_async(
-    app: App, inputs: Sequence[Input], *, advance_to: float | None = None
+    app: App,
+    inputs: Sequence[Input],
+    *,
+    advance_to: float | None = None,
+    global_tables: GlobalValues | None = None,
 ) -> list[Output]:
     """:func:`run_app` for async callers."""
     engine = AppEngine(app, lambda _agent: TOPIC)
+    for g in app.global_tables:
+        g.load((global_tables or {}).get((g.app, g.table), {}))
     out: list[Output] = []
     for i, item in enumerate(inputs):
         mqtt_topic, payload = item[0], item[1]

@@ -145,7 +145,10 @@ def _app_topics(apps: list[Any], routes: list[tuple[str, str]]) -> tuple[list[st
     from agents.app_store import changelog_topic, resolve_topic
 
     inputs = sorted({resolve_topic(a, routes) for app_ in apps for a in app_.agents})
-    return inputs, [changelog_topic(a.name) for a in apps]
+    # The changelogs of the apps, and of the apps whose tables they read (global tables).
+    changelogs = [changelog_topic(a.name) for a in apps]
+    changelogs += [g.changelog for a in apps for g in a.global_tables]
+    return inputs, sorted(set(changelogs))
 
 
 def _parse_time(value: str, option: str) -> int:
