@@ -130,3 +130,20 @@ def worker(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> It
     p = start_worker(kafka.bootstrap, d / "worker.log", d / "state")
     yield p
     stop_process(p.proc)
+
+
+@pytest.fixture
+def fresh_kafka(tmp_path: Path) -> Iterator[EmbeddedKafka]:
+    """An embedded Kafka of the test's own (empty topics; it may kill and restart workers)."""
+    k = start_kafka(tmp_path / "tansu.log")
+    yield k
+    k.stop()
+
+
+@pytest.fixture
+def procs() -> Iterator[list[Proc]]:
+    """Every process a test appends here is stopped by PID at the end."""
+    started: list[Proc] = []
+    yield started
+    for p in started:
+        stop_process(p.proc)

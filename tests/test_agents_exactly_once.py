@@ -26,17 +26,17 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
+from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC, H_RESULT_ID
 from tests.agent_examples.eos_counts import GRACE, SIZE
-from tests.conftest import Proc, start_kafka, start_worker
-from tests.helpers import metric_value, stop_process, wait_until
+from tests.conftest import Proc, start_worker
+from tests.helpers import metric_value, wait_until
 from tests.webhook_server import HookServer
 
 pytestmark = pytest.mark.integration
@@ -47,15 +47,6 @@ BASE = 2_000_000.0  # event time of round 0: a window boundary, far in the past
 STEP = 2.0
 ROUNDS = 50
 DEVICES = [f"eos-{i:02d}" for i in range(24)]
-
-
-@pytest.fixture
-def embedded(tmp_path: Path) -> Iterator[str]:
-    k = start_kafka(tmp_path / "tansu.log")
-    try:
-        yield k.bootstrap
-    finally:
-        k.stop()
 
 
 @pytest.fixture
@@ -116,8 +107,9 @@ def wait_committed(bootstrap: str, app: str, topic: str, ends: dict[int, int]) -
 
 
 def test_batches_commit_outputs_and_offsets_in_transactions(
-    embedded: str, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
+    embedded = fresh_kafka.bootstrap
     env, app, topic, echo, outbound = names()
     w = start_worker(embedded, tmp_path / "w.log", tmp_path / "s", ["--agents", MODULE], **env)
     procs.append(w)
@@ -129,14 +121,6 @@ def test_batches_commit_outputs_and_offsets_in_transactions(
     # A read_uncommitted reader sees the same: no batch was aborted.
     plain = read_all(embedded, [echo], "read_uncommitted")
     assert len(plain) == len(DEVICES) * (ROUNDS + 1)
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        stop_process(p.proc)
 
 
 def assigned(p: Proc) -> float:

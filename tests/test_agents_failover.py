@@ -22,7 +22,6 @@ import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,8 +34,8 @@ from bayou.embedded import EmbeddedKafka
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID
 from tests import conftest
 from tests.agent_examples.failover_counts import GRACE, SIZE
-from tests.conftest import Proc, start_ingress, start_kafka
-from tests.helpers import Mqtt, Received, metric_value, stop_process, wait_until
+from tests.conftest import Proc, start_ingress
+from tests.helpers import Mqtt, Received, metric_value, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -231,26 +230,10 @@ class Run:
     partition_of: dict[str, int]
 
 
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
-    k = start_kafka(tmp_path / "tansu.log")
-    yield k
-    k.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Every process a test starts, stopped by PID at the end."""
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        stop_process(p.proc)
-
-
 def run_failover(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc], sig: signal.Signals, n: int = 40
+    kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc], sig: signal.Signals, n: int = 40
 ) -> Run:
-    boot = broker.bootstrap
+    boot = kafka.bootstrap
     devices = [f"fo-{i:02d}" for i in range(n)]
     w1 = start_worker(boot, tmp_path / "w1.log", tmp_path / "state1")
     procs.append(w1)
@@ -349,9 +332,9 @@ def check_every_result(run: Run) -> dict[str, list[Rec]]:
 
 
 def test_sigterm_one_of_two_workers_loses_no_window_result(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
-    run = run_failover(broker, tmp_path, procs, signal.SIGTERM)
+    run = run_failover(fresh_kafka, tmp_path, procs, signal.SIGTERM)
     check_every_result(run)
     # The devices of the stopped worker's partitions were carried on by the survivor.
     moved = [d for d in run.devices if run.partition_of[d] in run.killed_partitions]
@@ -359,9 +342,9 @@ def test_sigterm_one_of_two_workers_loses_no_window_result(
 
 
 def test_sigkill_one_of_two_workers_loses_no_window_result(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
-    run = run_failover(broker, tmp_path, procs, signal.SIGKILL)
+    run = run_failover(fresh_kafka, tmp_path, procs, signal.SIGKILL)
     assert run.killed.proc.returncode == -signal.SIGKILL
     by_id = check_every_result(run)
     dupes = {rid: len(recs) for rid, recs in by_id.items() if len(recs) > 1}
@@ -407,16 +390,16 @@ async def _produce_raw(
 
 
 def test_device_gets_each_window_result_once_across_a_sigkill_failover(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
-    ingress = start_ingress(broker.bootstrap, tmp_path / "ingress.log")
+    ingress = start_ingress(fresh_kafka.bootstrap, tmp_path / "ingress.log")
     procs.append(ingress)
     devices = [f"fo-{i:02d}" for i in range(40)]
     clients = {d: Mqtt(ingress.mqtt_port, f"dev-{d}").connect() for d in devices}
     try:
         for d, c in clients.items():
             c.subscribe(f"sensors/{d}/stats", qos=1)
-        run = run_failover(broker, tmp_path, procs, signal.SIGKILL, n=len(devices))
+        run = run_failover(fresh_kafka, tmp_path, procs, signal.SIGKILL, n=len(devices))
         by_id = check_every_result(run)
         kafka_dupes = sum(len(recs) - 1 for recs in by_id.values())
 
@@ -441,7 +424,7 @@ def test_device_gets_each_window_result_once_across_a_sigkill_failover(
                 (H_RESULT_ID, rid.encode()),
             ]
             again.append((d.encode(), json.dumps({"id": rid}).encode(), heads))
-        asyncio.run(_produce_raw(broker.bootstrap, again))
+        asyncio.run(_produce_raw(fresh_kafka.bootstrap, again))
         for d, msgs in drain(clients, 1, 20).items():
             assert [json.loads(m.payload)["id"] for m in msgs] == [f"sentinel|{d}"], d
         dropped = metric_value(
@@ -454,7 +437,7 @@ def test_device_gets_each_window_result_once_across_a_sigkill_failover(
 
 
 def test_sigkill_with_device_clock_event_time_and_short_grace_loses_no_reading(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
     """Event time = the devices' clock, grace 2 s (as the docs' first agent): one worker of
     two is SIGKILLed 4.5 s into a 5 s window while readings keep coming; every window of
@@ -464,7 +447,7 @@ def test_sigkill_with_device_clock_event_time_and_short_grace_loses_no_reading(
     from tests.agent_examples.failover_wallclock import SIZE as W_SIZE
 
     spec = Tumbling(W_SIZE, grace=W_GRACE)
-    boot = broker.bootstrap
+    boot = fresh_kafka.bootstrap
     devices = [f"wc-{i:02d}" for i in range(40)]
     w1 = start_worker(boot, tmp_path / "w1.log", tmp_path / "state1", WALL)
     procs.append(w1)

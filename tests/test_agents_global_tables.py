@@ -12,7 +12,6 @@ import asyncio
 import json
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,8 +24,8 @@ from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
 from tests.agent_examples import state_reader
-from tests.conftest import Proc, start_kafka, start_worker
-from tests.helpers import stop_process, wait_until
+from tests.conftest import Proc, start_worker
+from tests.helpers import wait_until
 
 
 def test_a_global_table_keeps_its_tables_entries_last_value_wins() -> None:
@@ -59,21 +58,6 @@ def test_run_app_gives_global_tables_the_tests_contents() -> None:
 
 
 # -- with Kafka ------------------------------------------------------------------------------
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
-    k = start_kafka(tmp_path / "tansu.log")
-    yield k
-    k.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        stop_process(p.proc)
 
 
 def send(bootstrap: str, topic: str, mqtt_topic: str, key: str, value: bytes) -> None:
@@ -114,9 +98,9 @@ def reading(temperature: float) -> bytes:
 
 @pytest.mark.integration
 def test_another_apps_worker_reads_the_state_at_start_and_follows_it(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
-    boot = broker.bootstrap
+    boot = fresh_kafka.bootstrap
     owner = start_worker(
         boot,
         tmp_path / "owner.log",

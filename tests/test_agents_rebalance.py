@@ -30,15 +30,14 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from bayou.embedded import EmbeddedKafka
 from tests.agent_examples.failover_counts import GRACE
-from tests.conftest import Proc, start_kafka
-from tests.helpers import metric_value, stop_process, wait_until
+from tests.conftest import Proc
+from tests.helpers import metric_value, wait_until
 from tests.test_agents_failover import (
     BASE,
     ROUNDS,
@@ -62,22 +61,6 @@ JOIN_GATE = 45  # round the feeder holds back until the newcomer has its partiti
 STOP_AT = 47  # round after which the second worker is stopped
 STOP_GATE = 57  # round the feeder holds back until the remaining two share the partitions
 PACE_S = 0.4  # wall seconds between two rounds of the feeder
-
-
-@pytest.fixture
-def broker(tmp_path: Path) -> Iterator[EmbeddedKafka]:
-    k = start_kafka(tmp_path / "tansu.log")
-    yield k
-    k.stop()
-
-
-@pytest.fixture
-def procs() -> Iterator[list[Proc]]:
-    """Every process the test starts, stopped by PID at the end."""
-    started: list[Proc] = []
-    yield started
-    for p in started:
-        stop_process(p.proc)
 
 
 def results(p: Proc) -> float:
@@ -136,9 +119,9 @@ class Feeder(threading.Thread):
 
 
 def test_third_worker_joins_and_one_leaves_mid_stream_no_window_result_lost(
-    broker: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
+    fresh_kafka: EmbeddedKafka, tmp_path: Path, procs: list[Proc]
 ) -> None:
-    boot = broker.bootstrap
+    boot = fresh_kafka.bootstrap
     devices = [f"rb-{i:02d}" for i in range(40)]
     w1 = start_worker(boot, tmp_path / "w1.log", tmp_path / "state1")
     procs.append(w1)

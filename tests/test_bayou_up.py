@@ -152,38 +152,35 @@ def test_up_demo_runs_a_fleet_and_reports_commands_delivered(tmp_path: Path) -> 
         _close(proc)
 
 
+def _up_refused(tmp_path: Path, **settings: str) -> subprocess.CompletedProcess[str]:
+    """``bayou up`` with these settings, expected to stop before starting anything."""
+    env, _ = _up_env(tmp_path)
+    env.update(settings)
+    return subprocess.run(
+        [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
+    )
+
+
 def test_up_with_mqtt_port_taken_names_port_and_setting(tmp_path: Path) -> None:
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         port = busy.getsockname()[1]
-        env, _ = _up_env(tmp_path)
-        env["BAYOU_MQTT_PORT"] = str(port)
-        r = subprocess.run(
-            [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-        )
+        r = _up_refused(tmp_path, BAYOU_MQTT_PORT=str(port))
     assert r.returncode == 1
     assert f"127.0.0.1:{port} is already in use; set BAYOU_MQTT_PORT" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1
 
 
 def test_bad_setting_is_named(tmp_path: Path) -> None:
-    env, _ = _up_env(tmp_path)
-    env["BAYOU_DEMO_THRESHOLD"] = "warm"
-    r = subprocess.run(
-        [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    r = _up_refused(tmp_path, BAYOU_DEMO_THRESHOLD="warm")
     assert r.returncode == 2
     assert "BAYOU_DEMO_THRESHOLD" in r.stderr
     assert "warm" in r.stderr
 
 
 def test_up_refuses_exactly_once_on_the_embedded_broker(tmp_path: Path) -> None:
-    env, _ = _up_env(tmp_path)
-    env["BAYOU_WORKER_PROCESSING_GUARANTEE"] = "exactly_once"
-    r = subprocess.run(
-        [*BAYOU, "up"], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60
-    )
+    r = _up_refused(tmp_path, BAYOU_WORKER_PROCESSING_GUARANTEE="exactly_once")
     assert r.returncode == 1
     assert "BAYOU_WORKER_PROCESSING_GUARANTEE=exactly_once needs a real Kafka" in r.stderr
     assert "BAYOU_KAFKA_BOOTSTRAP" in r.stderr
