@@ -13,6 +13,10 @@ then runs, interleaved ``--agent-repeat`` times (which side goes first alternate
   CPU seconds of the worker process (``/proc``) over the same span.
 - ``hand_loop``: :mod:`benchmarks.agent_ref` in its own process, doing the same work by hand.
 
+``agent_count`` then runs, once, stock faust-streaming doing the same work
+(:mod:`benchmarks.agent_faust`, ``--faust-records``; 0 skips it): ``faust_ratio`` = its
+records/s ÷ the hand loop's.
+
 The consumer-group join (about 5 s on the embedded broker) is measured separately and excluded
 from both. ``ratio`` = worker records/s ÷ hand loop records/s (medians; DESIGN §9 asks
 ``agent_count`` ≥ 0.8).
@@ -336,6 +340,20 @@ def run_agent_scenario(
                     errors[f"{name}/{side}/{rep}"] = str(exc)
                     continue
                 _print(_run_line(name, side, rep, args.agent_repeat, r))
+        faust_n = getattr(args, "faust_records", 0)
+        if not window and faust_n > 0:
+            # Stock faust-streaming doing the same work, once (it is ~20x slower: fewer records).
+            from benchmarks.agent_faust import run_faust
+
+            run_id = f"{name}.faust.{os.getpid()}"
+            try:
+                r = run_faust(bootstrap, topic, PARTITIONS, run_id, faust_n, scen_dir,
+                              args.agent_deadline)  # fmt: skip
+                extra["faust"] = r
+                _print(_run_line(name, "faust", 0, 1, r))
+            except (RuntimeError, OSError, ValueError) as exc:
+                _print(f"{name} faust run failed: {exc}")
+                errors[f"{name}/faust"] = str(exc)
     except (RuntimeError, OSError, TimeoutError) as exc:
         _print(f"{name} failed: {exc}")
         errors[name] = str(exc)
@@ -343,6 +361,11 @@ def run_agent_scenario(
         kafka.stop()
     entry = agent_entry(name, title, worker_runs, hand_runs)
     entry.update(records=n, devices=devices, partitions=PARTITIONS, payload=args.payload, **extra)
+    hand_rate = (entry["hand_loop"] or {}).get("records_per_s")
+    faust_rate = extra.get("faust", {}).get("records_per_s")
+    if hand_rate and faust_rate:
+        entry["faust_ratio"] = round(faust_rate / hand_rate, 3)
+        entry["faust_ratio_means"] = "stock faust-streaming records/s / hand loop records/s"
     if window:
         entry["window"] = {"size_s": data.WINDOW_SIZE, "grace_s": data.WINDOW_GRACE,
                            "event_time_span_s": span, "expected_results": expect}  # fmt: skip

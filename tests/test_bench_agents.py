@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 
@@ -122,3 +123,27 @@ def test_agent_options_are_checked() -> None:
     assert args.agent_records == 1000 and args.agent_repeat == 3
     with pytest.raises(SystemExit):
         parse_args(["--agent-records", "10", "--agent-devices", "20"])
+
+
+@pytest.mark.integration
+def test_the_stock_faust_side_counts_committed_records(tmp_path: Path) -> None:
+    """A real ``faust worker`` (benchmarks/faust_count.py) over a small preloaded topic on the
+    embedded Kafka: the harness follows it through its committed offsets."""
+    import argparse
+    import time
+
+    from benchmarks.agent_bench import preload
+    from benchmarks.agent_faust import run_faust
+    from tests.conftest import start_kafka
+
+    k = start_kafka(tmp_path / "tansu.log")
+    try:
+        args = argparse.Namespace(agent_records=6000, payload=100)
+        t0 = float(int(time.time()) // 10 * 10 - 3600)
+        preload(k.bootstrap, "bench.faust.in", args, 100, 40.0, t0)
+        r = run_faust(k.bootstrap, "bench.faust.in", 4, "test", 1000, tmp_path, 90.0)
+    finally:
+        k.stop()
+    assert not r["timed_out"], r
+    assert r["records"] > 0 and r["records_per_s"] > 0 and r["cpu_s"] > 0
+    assert r["join_s"] > 0
