@@ -421,7 +421,8 @@ class Window(_Keyed):
     def changes(self) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
         for p, agg in self.aggregators.items():
-            ch = agg.changes()
+            # Not copied: the runtime encodes them as JSON before the next record.
+            ch = agg.changes(copy=False)
             if ch:
                 out[p] = ch
         return out

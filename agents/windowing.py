@@ -402,7 +402,7 @@ class WindowedAggregator:
 
     # -- state ----------------------------------------------------------------------------
 
-    def _key_state(self, key: str) -> dict[str, Any] | None:
+    def _key_state(self, key: str, copy: bool = True) -> dict[str, Any] | None:
         per_key = self._open.get(key)
         closed_end = self._closed_end.get(key)
         if not per_key and closed_end is None:
@@ -415,7 +415,9 @@ class WindowedAggregator:
                     "count": w.count,
                     "values": None if w.values is None else list(w.values),
                     "state": {
-                        name: _copy_json(w.states[i]) for name, running, i in self._plan if running
+                        name: _copy_json(w.states[i]) if copy else w.states[i]
+                        for name, running, i in self._plan
+                        if running
                     },
                 }
                 for w in sorted((per_key or {}).values(), key=lambda w: w.start)
@@ -437,10 +439,13 @@ class WindowedAggregator:
             "keys": {k: self._key_state(k) for k in keys},
         }
 
-    def changes(self) -> dict[str, dict[str, Any] | None]:
+    def changes(self, *, copy: bool = True) -> dict[str, dict[str, Any] | None]:
         """Keys touched since the last call: their state as in ``snapshot()["keys"]``, or
-        ``None`` when the key has nothing left to keep (delete it from the store)."""
-        out = {k: self._key_state(k) for k in sorted(self._changed)}
+        ``None`` when the key has nothing left to keep (delete it from the store).
+        ``copy=False``: reducer states are shared, not copied, for a caller that serialises
+        them before the aggregator changes again (the worker: ~40 % of a windowed agent's
+        engine time went to copying)."""
+        out = {k: self._key_state(k, copy) for k in sorted(self._changed)}
         self._changed.clear()
         return out
 
