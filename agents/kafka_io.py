@@ -106,7 +106,7 @@ class GroupConsumer:
         """The next records (at most ``max_records``, waiting up to ``timeout_s``) and the
         rebalances that happened meanwhile; the records are of partitions assigned after them."""
         assert self._consumer is not None
-        msgs = await self._run(self._consumer.consume, max_records, timeout_s)
+        msgs = await self._run(self._take, max_records, timeout_s)
         events, self._events = self._events, []
         if events:
             self._start.clear()
@@ -137,6 +137,17 @@ class GroupConsumer:
         if events:
             records = _current(records, self.assigned)
         return records, events
+
+    def _take(self, max_records: int, timeout_s: float) -> list[Message]:
+        # consume(n, timeout) waits until n records or the timeout: below n records a batch it
+        # would wait the whole timeout, which commands to devices cannot afford. So: wait for
+        # the first record only, then take what is already fetched without waiting.
+        c = self._consumer
+        assert c is not None
+        first = c.poll(timeout_s)
+        if first is None:
+            return []
+        return [first, *c.consume(max_records - 1, 0)] if max_records > 1 else [first]
 
     async def backlog(self) -> set[TP]:
         """The assigned partitions not caught up: the position (past the records returned) has
