@@ -340,7 +340,7 @@ def run_agent_scenario(
                     errors[f"{name}/{side}/{rep}"] = str(exc)
                     continue
                 _print(_run_line(name, side, rep, args.agent_repeat, r))
-        faust_n = getattr(args, "faust_records", 0)
+        faust_n = args.faust_records
         if not window and faust_n > 0:
             # Stock faust-streaming doing the same work, once (it is ~20x slower: fewer records).
             from benchmarks.agent_faust import run_faust

@@ -77,6 +77,8 @@ def run_faust(
             done = _committed(group, topic, partitions)
             now, cpu = time.monotonic(), tree_cpu_s(proc.pid)[0]
             if done > 0 and first is None:
+                if done >= n:
+                    raise RuntimeError(f"faust committed {done} records at once: raise n ({n})")
                 first = (now, done, cpu)
             elif first is not None and done >= n:
                 last = (now, done, cpu)

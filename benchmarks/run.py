@@ -27,7 +27,7 @@ from typing import Any
 from rich.console import Console
 from rich.table import Table
 
-from benchmarks import agent_bench, fleet
+from benchmarks import agent_bench, fleet, latency
 from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto, nofile_limits
 from benchmarks.load import WorkerParams, WorkerResult, worker_main
 from benchmarks.stats import medians
@@ -41,7 +41,7 @@ class Scenario:
     title: str
     qos: int
     with_subscriber: bool
-    kind: str = "pubsub"  # "pubsub", "fanout", "idle", "reconnect", "offline" or "agent"
+    kind: str = "pubsub"  # "pubsub", "fanout", "idle", "reconnect", "offline", "agent", "e2e"
 
 
 SCENARIOS = [
@@ -58,12 +58,14 @@ SCENARIOS = [
     # Agent workers on their own embedded Kafka (benchmarks.agent_bench), after the brokers.
     Scenario("agent_count", "counting agent (table + changelog) vs hand loop", 0, False, "agent"),
     Scenario("agent_window_mean", "10 s tumbling mean, 10,000 devices", 0, False, "agent"),
+    # Its own embedded Kafka, ingress and worker (benchmarks.latency), after the agents.
+    Scenario("e2e_latency", "publish -> agent -> command at the device", 1, True, "e2e"),
 ]
 # Scenarios also run against Bayou with --ingress-processes node processes ("bayou-<N>p").
 MULTI_PROCESS_SCENARIOS = ("qos1_puback", "fanout_1000")
 AGENT_SCENARIOS = ("agent_count", "agent_window_mean")
-# Run only when named with --scenario (they would take the default run past ~8 minutes).
-OPT_IN_SCENARIOS = ("agent_window_mean",)
+# Run only when named with --scenario.
+OPT_IN_SCENARIOS: tuple[str, ...] = ()
 
 console = Console(width=None if sys.stdout.isatty() else 132)
 
@@ -117,6 +119,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ag.add_argument("--agent-repeat", type=int, default=3, help="interleaved runs per side")
     ag.add_argument("--agent-deadline", type=float, default=120.0, help="s before a run is cut")
+    ag.add_argument(
+        "--faust-records",
+        type=int,
+        default=20_000,
+        help="agent_count: records for the stock faust-streaming side (run once); 0 = skip it",
+    )
+    e2e = ap.add_argument_group("e2e_latency")
+    e2e.add_argument("--e2e-rate", type=float, default=1000.0, help="readings/s in all, paced")
+    e2e.add_argument("--e2e-seconds", type=float, default=15.0, help="measured seconds per run")
+    e2e.add_argument("--e2e-warmup", type=float, default=3.0, help="warm-up seconds (not counted)")
+    e2e.add_argument("--e2e-devices", type=int, default=20, help="device connections")
+    e2e.add_argument(
+        "--e2e-drain", type=float, default=10.0, help="s to wait for the last commands"
+    )
+    e2e.add_argument("--e2e-repeat", type=int, default=1, help="runs, each on a fresh stack")
     ap.add_argument(
         "--ingress-processes",
         type=int,
@@ -172,6 +189,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--agent-records and --agent-repeat must be at least 1")
     if not 1 <= args.agent_devices <= args.agent_records:
         ap.error("--agent-devices must be between 1 and --agent-records")
+    if args.e2e_rate <= 0 or args.e2e_seconds <= 0 or args.e2e_warmup < 0 or args.e2e_drain < 0:
+        ap.error("--e2e-rate and --e2e-seconds must be positive, --e2e-warmup/--e2e-drain >= 0")
+    if args.e2e_devices < 1 or args.e2e_repeat < 1:
+        ap.error("--e2e-devices and --e2e-repeat must be at least 1")
     if not args.scenario or "agent_window_mean" in args.scenario:
         if not 1 <= args.window_devices <= args.agent_records:
             ap.error("--window-devices must be between 1 and --agent-records")
@@ -792,8 +813,12 @@ def _fmt(v: Any, digits: int = 0) -> str:
 
 def print_table(report: dict[str, Any]) -> None:
     agent = [sc for sc in report["scenarios"] if sc["name"] in AGENT_SCENARIOS]
-    if len(agent) == len(report["scenarios"]):
-        print_agent_table(agent)
+    e2e = [sc for sc in report["scenarios"] if sc["name"] == "e2e_latency"]
+    if len(agent) + len(e2e) == len(report["scenarios"]):
+        if agent:
+            print_agent_table(agent)
+        for sc in e2e:
+            latency.print_e2e_table(sc)
         return
     table = Table(title="Bayou vs mosquitto (medians; 100-byte payloads)")
     for col, justify in [
@@ -813,7 +838,8 @@ def print_table(report: dict[str, Any]) -> None:
     offline = [sc for sc in report["scenarios"] if sc["name"] == "offline_sessions"]
     reconnect = [sc for sc in report["scenarios"] if sc["name"] == "reconnect_1000"]
     for sc in report["scenarios"]:
-        if sc["name"] in ("idle_memory", "offline_sessions", "reconnect_1000", *AGENT_SCENARIOS):
+        skip = ("idle_memory", "offline_sessions", "reconnect_1000", "e2e_latency")
+        if sc["name"] in (*skip, *AGENT_SCENARIOS):
             continue
         first = True
         for name in [k for k in sc if k == "mosquitto" or k.startswith("bayou")]:
@@ -849,6 +875,8 @@ def print_table(report: dict[str, Any]) -> None:
         print_reconnect_table(reconnect[0])
     if agent:
         print_agent_table(agent)
+    for sc in e2e:
+        latency.print_e2e_table(sc)
 
 
 def print_agent_table(entries: list[dict[str, Any]]) -> None:
@@ -868,26 +896,27 @@ def print_agent_table(entries: list[dict[str, Any]]) -> None:
         table.add_column(col, justify="left" if col in ("scenario", "side") else "right")
     for sc in entries:
         first = True
-        for side in ("hand_loop", "worker"):
+        for side in ("hand_loop", "worker", "faust"):
             r = sc.get(side)
             if r is None:
                 continue
+            side_ratio = {"worker": sc.get("ratio"), "faust": sc.get("faust_ratio")}.get(side)
             table.add_row(
                 sc["name"] if first else "",
-                "bayou worker" if side == "worker" else "hand loop",
+                {"worker": "bayou worker", "faust": "stock faust (once)"}.get(side, "hand loop"),
                 _fmt(r.get("records_per_s")),
                 _fmt(r.get("records_per_cpu_s")),
                 _fmt(r.get("seconds"), 2),
                 _fmt(r.get("cpu_s"), 2),
                 _fmt(r.get("join_s"), 2),
                 _fmt(r.get("windows_emitted")) if sc["name"] == "agent_window_mean" else "",
-                _fmt(sc.get("ratio"), 3) if side == "worker" else "",
+                _fmt(side_ratio, 3),
             )
             first = False
     console.print(table)
     console.print(
-        "ratio = bayou worker records/s / hand loop records/s, same data, same run; target for "
-        "agent_count >= 0.8 (DESIGN.md section 9); group join excluded from both"
+        "ratio = records/s / hand loop records/s, same data, same run; target for the bayou "
+        "worker in agent_count >= 0.8 (DESIGN.md section 9); group join excluded from all"
     )
 
 
@@ -1145,7 +1174,8 @@ def main(argv: list[str] | None = None) -> int:
     ]
     # The agent scenarios need no MQTT broker: they run after the others, on their own Kafka.
     agent_scenarios = [s for s in scenarios if s.kind == "agent" and args.only != "mosquitto"]
-    broker_scenarios = [s for s in scenarios if s.kind != "agent"]
+    e2e_scenarios = [s for s in scenarios if s.kind == "e2e" and args.only != "mosquitto"]
+    broker_scenarios = [s for s in scenarios if s.kind not in ("agent", "e2e")]
     wanted = [n for sc in broker_scenarios for n in _broker_names(sc, args)]
     errors: dict[str, str] = {}
     brokers: dict[str, Broker] = {}
@@ -1238,11 +1268,18 @@ def main(argv: list[str] | None = None) -> int:
             sc.name: agent_bench.run_agent_scenario(sc.name, sc.title, args, workdir, errors)
             for sc in agent_scenarios
         }
+        e2e_entries = {
+            sc.name: latency.run_e2e_scenario(sc.title, args, workdir, errors)
+            for sc in e2e_scenarios
+        }
         report["duration_s"] = round(time.monotonic() - t_begin, 1)
     for sc in scenarios:
         if sc.kind == "agent":
             if sc.name in agent_entries:
                 report["scenarios"].append(agent_entries[sc.name])
+        elif sc.kind == "e2e":
+            if sc.name in e2e_entries:
+                report["scenarios"].append(e2e_entries[sc.name])
         else:
             report["scenarios"].append(_entry(sc, raw, args))
     # The section 9 ingest target compares Bayou's QoS 1 publish->PUBACK with mosquitto's QoS 1

@@ -138,10 +138,10 @@ def test_the_stock_faust_side_counts_committed_records(tmp_path: Path) -> None:
 
     k = start_kafka(tmp_path / "tansu.log")
     try:
-        args = argparse.Namespace(agent_records=6000, payload=100)
+        args = argparse.Namespace(agent_records=20_000, payload=100)
         t0 = float(int(time.time()) // 10 * 10 - 3600)
         preload(k.bootstrap, "bench.faust.in", args, 100, 40.0, t0)
-        r = run_faust(k.bootstrap, "bench.faust.in", 4, "test", 1000, tmp_path, 90.0)
+        r = run_faust(k.bootstrap, "bench.faust.in", 4, "test", 3000, tmp_path, 90.0)
     finally:
         k.stop()
     assert not r["timed_out"], r
