@@ -308,7 +308,7 @@ class BatchProducer:
         delivered, self._delivered = self._delivered, []
         errors, self._errors = self._errors, []
         if left or errors:
-            raise RuntimeError(
+            raise DeliveryError(
                 f"Kafka did not acknowledge {left + len(errors)} record(s): {errors[:3]}"
             )
         return delivered
@@ -331,10 +331,15 @@ class BatchProducer:
         await asyncio.to_thread(self._producer.flush, 10)
 
 
+class DeliveryError(RuntimeError):
+    """Records of a batch that Kafka did not acknowledge."""
+
+
 def is_retriable_txn(exc: BaseException) -> bool:
-    """A transaction error after which abort + re-read works (not fenced, not fatal)."""
+    """A transaction error after which abort + re-read works (not fenced, not fatal). A bug
+    in an agent or Bayou is not: re-reading would only raise it again."""
     if not isinstance(exc, KafkaException) or not exc.args:
-        return isinstance(exc, RuntimeError)
+        return isinstance(exc, DeliveryError)
     err = exc.args[0]
     if not isinstance(err, KafkaError):
         return False

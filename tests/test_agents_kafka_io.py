@@ -1,0 +1,41 @@
+"""Pure pieces of the worker's Kafka clients (agents/kafka_io.py): which records of a poll
+survive a rebalance inside it, and which transaction errors the loop retries."""
+
+from __future__ import annotations
+
+from confluent_kafka import KafkaError, KafkaException
+
+from agents.app_core import Record
+from agents.kafka_io import DeliveryError, _current, is_retriable_txn
+
+
+def rec(topic: str, partition: int, offset: int) -> Record:
+    return Record(topic, partition, offset, None, b"{}", ())
+
+
+def offsets(records: list[Record]) -> list[tuple[str, int, int]]:
+    return [(r.topic, r.partition, r.offset) for r in records]
+
+
+def test_records_of_partitions_no_longer_assigned_are_dropped() -> None:
+    got = _current([rec("t", 0, 5), rec("t", 1, 7), rec("t", 0, 6)], {("t", 0)})
+    assert offsets(got) == [("t", 0, 5), ("t", 0, 6)]
+
+
+def test_a_partition_given_back_within_one_poll_keeps_only_the_restart() -> None:
+    # Read 10, 11; revoked and assigned again; the fetch restarts at the committed 10.
+    got = _current(
+        [rec("t", 0, 10), rec("t", 1, 3), rec("t", 0, 11), rec("t", 0, 10), rec("t", 0, 11)],
+        {("t", 0), ("t", 1)},
+    )
+    assert offsets(got) == [("t", 1, 3), ("t", 0, 10), ("t", 0, 11)]
+
+
+def test_only_kafka_abortable_errors_and_lost_deliveries_are_retried() -> None:
+    assert is_retriable_txn(DeliveryError("2 records not acknowledged"))
+    abortable = KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)
+    assert is_retriable_txn(KafkaException(abortable))
+    fenced = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
+    assert not is_retriable_txn(KafkaException(fenced))
+    assert not is_retriable_txn(RuntimeError("a bug"))
+    assert not is_retriable_txn(ValueError("an agent's bad state"))
