@@ -102,7 +102,8 @@ def _log_tail(path: Path, lines: int = 25) -> str:
     return "\n".join(text[-lines:]) or "(empty log)"
 
 
-def _stop(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
+    """SIGTERM, wait up to ``timeout`` s, SIGKILL: by process id. None or exited: nothing."""
     if proc is None or proc.poll() is not None:
         return
     proc.terminate()
@@ -226,13 +227,13 @@ class Mosquitto:
         self.version = lines[0] if lines else ""
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop_process(self.proc)
         self.proc = None
 
     def restart(self) -> float:
         """Stop mosquitto (by pid) and start a fresh one on the same port (no persistence)."""
         assert self.proc is not None
-        _stop(self.proc)
+        stop_process(self.proc)
         t0 = time.monotonic()
         self._spawn(self.workdir / "mosquitto.conf", "ab")
         return time.monotonic() - t0
@@ -407,7 +408,7 @@ class Bayou:
     def _stop_ingress(self) -> None:
         if self.proc is not None:
             kids = descendants(self.proc.pid) if self.proc.poll() is None else []
-            _stop(self.proc, timeout=20.0)
+            stop_process(self.proc, timeout=20.0)
             for pid in kids:  # node processes the parent started, if it did not stop them
                 try:
                     os.kill(pid, 9)

@@ -68,16 +68,45 @@ class WorkerResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
-class _Conn:
-    """A non-blocking socket with an input buffer and pending output."""
+class BufferedSocket:
+    """A socket with an input buffer and pending output, for a select loop."""
 
-    def __init__(self, host: str, port: int, client_id: str, timeout: float = 10.0) -> None:
-        self.sock = socket.create_connection((host, port), timeout=timeout)
-        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
-        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
         self.inbuf = bytearray()
         self.out = bytearray()
+
+    def flush(self) -> None:
+        """Send as much pending output as the socket takes now."""
+        if self.out:
+            try:
+                n = self.sock.send(self.out)
+            except BlockingIOError:
+                return
+            del self.out[:n]
+
+    def receive(self, size: int) -> bool:
+        """Append what the socket has (up to ``size`` bytes) to ``inbuf``; False if it had
+        nothing yet. ConnectionError if the broker closed the connection."""
+        try:
+            chunk = self.sock.recv(size)
+        except BlockingIOError:
+            return False
+        if not chunk:
+            raise ConnectionError("broker closed the connection")
+        self.inbuf += chunk
+        return True
+
+
+class MqttConn(BufferedSocket):
+    """An MQTT client connection: connected and CONNACKed (blocking), then non-blocking."""
+
+    def __init__(self, host: str, port: int, client_id: str, timeout: float = 10.0) -> None:
+        sock = socket.create_connection((host, port), timeout=timeout)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
+        super().__init__(sock)
         self.sock.sendall(codec.encode_connect(client_id, keepalive=120))
         _first, body = self.expect(codec.CONNACK, timeout)
         if body[1] != 0:
@@ -105,15 +134,6 @@ class _Conn:
                 raise ConnectionError("broker closed the connection")
             self.inbuf += chunk
 
-    def flush(self) -> None:
-        """Send as much pending output as the socket takes now."""
-        if self.out:
-            try:
-                n = self.sock.send(self.out)
-            except BlockingIOError:
-                return
-            del self.out[:n]
-
     def close(self) -> None:
         try:
             self.sock.setblocking(True)
@@ -130,16 +150,16 @@ class _Pump:
     def __init__(self, p: WorkerParams) -> None:
         self.p = p
         self.tpl = codec.publish_template(p.topic, p.qos, p.payload_size)
-        self.sub: _Conn | None = None
+        self.sub: MqttConn | None = None
         if p.with_subscriber:
-            self.sub = _Conn(p.host, p.port, f"{p.client_prefix}-sub-{p.index}")
+            self.sub = MqttConn(p.host, p.port, f"{p.client_prefix}-sub-{p.index}")
             self.sub.sock.setblocking(True)
             self.sub.sock.sendall(codec.encode_subscribe(1, p.topic, p.qos))
             _, body = self.sub.expect(codec.SUBACK, 10.0)
             if body[-1] == 0x80:
                 raise ConnectionError(f"SUBACK refused {p.topic!r}")
             self.sub.sock.setblocking(False)
-        self.pub = _Conn(p.host, p.port, f"{p.client_prefix}-pub-{p.index}")
+        self.pub = MqttConn(p.host, p.port, f"{p.client_prefix}-pub-{p.index}")
         self.packet_id = 1
         self.seq = 0
         self.send_ts = [0] * 65536  # by packet id, for publish -> PUBACK latency
@@ -209,15 +229,10 @@ class _Pump:
             for s in rlist:
                 conn = pub if s is pub.sock else sub
                 assert conn is not None
-                try:
-                    chunk = s.recv(RECV_SIZE)
-                except BlockingIOError:
+                if not conn.receive(RECV_SIZE):
                     continue
-                if not chunk:
-                    raise ConnectionError("broker closed the connection")
                 now = monotonic_ns()
                 inbuf = conn.inbuf
-                inbuf += chunk
                 packets, used = codec.split_packets(inbuf)
                 if conn is pub:
                     rels = []
@@ -277,15 +292,8 @@ class _Pump:
             rlist, _, _ = select.select([c.sock for c in conns], [], [], 0.05)
             for c in conns:
                 c.flush()
-                if c.sock not in rlist:
+                if c.sock not in rlist or not c.receive(RECV_SIZE):
                     continue
-                try:
-                    chunk = c.sock.recv(RECV_SIZE)
-                except BlockingIOError:
-                    continue
-                if not chunk:
-                    raise ConnectionError("broker closed the connection")
-                c.inbuf += chunk
                 packets, used = codec.split_packets(c.inbuf)
                 for first, start, end in packets:
                     reply = codec.ack_reply(first)

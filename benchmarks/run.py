@@ -30,6 +30,7 @@ from rich.table import Table
 from benchmarks import agent_bench, fleet, latency
 from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto, nofile_limits
 from benchmarks.load import WorkerParams, WorkerResult, worker_main
+from benchmarks.procs import expect_reports
 from benchmarks.stats import medians
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
@@ -360,25 +361,6 @@ def _kill_all(procs: list[Any]) -> None:
             proc.join()
 
 
-def _expect(results: Any, kind: str, n: int, timeout: float, what: str) -> dict[int, Any]:
-    """Wait for ``n`` messages of ``kind`` from generator processes; raise on an error report."""
-    got: dict[int, Any] = {}
-    deadline = time.monotonic() + timeout
-    while len(got) < n:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise RuntimeError(f"generator processes did not report {what} in {timeout:.0f}s")
-        try:
-            k, idx, payload = results.get(timeout=left)
-        except queue.Empty:
-            continue
-        if k == "error":
-            raise RuntimeError(f"generator {idx} failed ({what}): {payload}")
-        if k == kind:
-            got[idx] = payload
-    return got
-
-
 def run_fanout(broker: Broker, args: argparse.Namespace, run_id: str) -> dict[str, Any]:
     """One publisher, ``--subscribers`` subscribers on one topic, in generator processes."""
     ctx = mp.get_context("fork")
@@ -421,21 +403,21 @@ def run_fanout(broker: Broker, args: argparse.Namespace, run_id: str) -> dict[st
         proc.start()
     try:
         t_conn = time.monotonic()
-        _expect(results, "ready", k, 120.0, "connected and subscribed")
-        _expect(pub_results, "ready", 1, 30.0, "publisher connected")
+        expect_reports(results, "ready", k, 120.0, "connected and subscribed")
+        expect_reports(pub_results, "ready", 1, 30.0, "publisher connected")
         connect_s = time.monotonic() - t_conn
         warm.set()
-        _expect(pub_results, "warm", 1, 60.0, "warm-up")
+        expect_reports(pub_results, "warm", 1, 60.0, "warm-up")
         nodes0 = _node_cpu(broker)
         cpu0 = broker.cpu()
         start.set()
-        done = _expect(pub_results, "result", 1, args.deadline + 30.0, "publisher done")
+        done = expect_reports(pub_results, "result", 1, args.deadline + 30.0, "publisher done")
         pub: fleet.PublisherResult = done[-1]
         cpu1 = broker.cpu()
         nodes1 = _node_cpu(broker)
         stop.set()
         subs: list[fleet.SubscriberResult] = list(
-            _expect(results, "result", k, 60.0, "subscriber results").values()
+            expect_reports(results, "result", k, 60.0, "subscriber results").values()
         )
     finally:
         warm.set()
@@ -513,7 +495,7 @@ def run_idle(broker: Broker, args: argparse.Namespace, run_id: str) -> dict[str,
     for proc in procs:
         proc.start()
     try:
-        conn = _expect(results, "connected", len(procs), 300.0, "connected")
+        conn = expect_reports(results, "connected", len(procs), 300.0, "connected")
         connect_s = time.monotonic() - t0
         connected = sum(c for c, _s in conn.values())
         time.sleep(args.idle_settle)
@@ -522,7 +504,7 @@ def run_idle(broker: Broker, args: argparse.Namespace, run_id: str) -> dict[str,
         time.sleep(1.0)
         cpu_idle = broker.cpu()["broker_cpu_s"] - cpu_idle0
         disconnect.set()
-        dropped = sum(_expect(results, "closed", len(procs), 120.0, "closed").values())
+        dropped = sum(expect_reports(results, "closed", len(procs), 120.0, "closed").values())
         time.sleep(args.idle_settle)
         rss_after = broker.rss_kib()
     finally:
@@ -568,7 +550,7 @@ def _create_sessions(
         ],
     )
     try:
-        _expect(results, "created", nprocs, timeout, "sessions created")
+        expect_reports(results, "created", nprocs, timeout, "sessions created")
     finally:
         _kill_all(procs)
     return time.monotonic() - t0, procs
@@ -591,7 +573,9 @@ def _publish_each(
     args_ = ("127.0.0.1", broker.port, 0, topics, per_topic, args.payload, args.window, timeout)
     procs = _spawn(ctx, fleet.publish_each_main, [(*args_, results, first_number)])
     try:
-        got = _expect(results, "published", 1, timeout + 10.0, "published to offline sessions")
+        got = expect_reports(
+            results, "published", 1, timeout + 10.0, "published to offline sessions"
+        )
     finally:
         _kill_all(procs)
     return float(got[0][1])
@@ -629,12 +613,14 @@ def _reconnect(
         ],
     )
     try:
-        _expect(results, "ready", nprocs, 60.0, "reconnect processes ready")
+        expect_reports(results, "ready", nprocs, 60.0, "reconnect processes ready")
         cpu0 = broker.cpu()
         t0 = time.monotonic_ns()
         start.set()
         got: list[fleet.ReconnectResult] = list(
-            _expect(results, "result", nprocs, deadline_s + 60.0, "reconnect results").values()
+            expect_reports(
+                results, "result", nprocs, deadline_s + 60.0, "reconnect results"
+            ).values()
         )
         cpu1 = broker.cpu()
     finally:
