@@ -31,8 +31,9 @@ import math
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring_ascii
-from typing import Any
+from typing import Any, Protocol, cast
 
+from confluent_kafka import Message
 from pydantic import BaseModel, ValidationError
 
 from agents.app import AgentSpec, AlertHandle, App, Context, Out, Output, Window
@@ -50,17 +51,35 @@ def entry_key(*parts: str) -> str:
     return json.dumps(list(parts), separators=(",", ":"))
 
 
-@dataclass(slots=True)
-class Record:
-    """An input record (not frozen: one is made per record read, and frozen costs more)."""
+class Record(Protocol):
+    """An input record, read through confluent-kafka ``Message``'s accessors: the worker hands
+    the engine the consumer's messages as they are (no copy per record); :func:`record` makes
+    one for tests, replays and the test helper."""
 
-    topic: str
-    partition: int
-    offset: int
-    key: bytes | None
-    value: bytes | None
-    headers: Sequence[tuple[str, bytes]]
-    timestamp: int = 0
+    def topic(self) -> str: ...
+    def partition(self) -> int: ...
+    def offset(self) -> int: ...
+    def key(self) -> bytes | None: ...
+    def value(self) -> bytes | None: ...
+    def headers(self) -> list[tuple[str, bytes]] | None: ...
+    def timestamp(self) -> tuple[int, int]: ...
+
+
+def record(
+    topic: str,
+    partition: int,
+    offset: int,
+    key: bytes | None,
+    value: bytes | None,
+    headers: Sequence[tuple[str, bytes]] = (),
+    timestamp_ms: int = 0,
+) -> Record:
+    """A :class:`Record` (a confluent-kafka ``Message``) with these fields."""
+    msg = Message(
+        topic=topic, partition=partition, offset=offset, key=key, value=value,
+        headers=list(headers), timestamp=(1, timestamp_ms),
+    )  # fmt: skip
+    return cast(Record, msg)
 
 
 def _validator(model: type[BaseModel]) -> Callable[[bytes], Any]:
@@ -179,18 +198,20 @@ class AppEngine:
         n = 0
         try:
             for rec in records:
-                agents = by_topic.get(rec.topic)
+                topic = rec.topic()
+                agents = by_topic.get(topic)
                 if not agents:
                     continue
-                tp = (rec.topic, rec.partition)
-                if rec.offset < folded.get(tp, 0):
+                p, off = rec.partition(), rec.offset()
+                tp = (topic, p)
+                if off < folded.get(tp, 0):
                     continue
-                pending[tp] = rec.offset + 1
+                pending[tp] = off + 1
                 n += 1
-                app._current_partition = rec.partition
+                app._current_partition = p
                 ts = await self._record(rec, agents, out)
-                if ts is not None and ts > max_ts.get(rec.partition, -math.inf):
-                    max_ts[rec.partition] = ts
+                if ts is not None and ts > max_ts.get(p, -math.inf):
+                    max_ts[p] = ts
         finally:
             app._current_partition = None
             app._current_agent = None
@@ -213,7 +234,7 @@ class AppEngine:
         it (None: none did). The hot path of a worker: kept flat on purpose."""
         mqtt_topic = ""
         ingress_ts: int | None = None
-        for name, hval in rec.headers:
+        for name, hval in rec.headers() or ():
             if name == H_MQTT_TOPIC:
                 mqtt_topic = hval.decode(errors="replace")
             elif name == H_INGRESS_TS:
@@ -223,13 +244,14 @@ class AppEngine:
                     pass
         best: float | None = None
         cause = ""
-        value = rec.value
+        value = rec.value()
+        raw_key = rec.key()
         for agent in agents:
             params = agent.pattern.match(mqtt_topic) if mqtt_topic else {}
             if params is None:
                 continue
             try:
-                key = rec.key.decode() if rec.key else next(iter(params.values()), mqtt_topic)
+                key = raw_key.decode() if raw_key else next(iter(params.values()), mqtt_topic)
             except UnicodeDecodeError:
                 out.append(self._dead(agent, rec, mqtt_topic, "record key is not UTF-8"))
                 continue
@@ -252,8 +274,8 @@ class AppEngine:
                     continue
                 ts = float(t)
             else:
-                ts = (ingress_ts if ingress_ts is not None else rec.timestamp) / 1000.0
-            cause = cause or f"{rec.topic}/{rec.partition}/{rec.offset}"
+                ts = (ingress_ts if ingress_ts is not None else rec.timestamp()[1]) / 1000.0
+            cause = cause or f"{rec.topic()}/{rec.partition()}/{rec.offset()}"
             mark = len(out)
             ctx = Context(
                 out, key=key, ts=ts, mqtt_topic=mqtt_topic, params=params, cause_id=cause,
@@ -280,8 +302,8 @@ class AppEngine:
     def _dead(self, agent: AgentSpec, rec: Record, mqtt_topic: str, reason: str) -> Output:
         self.counts.dead_letters += 1
         return Output(
-            "deadletter", mqtt_topic, rec.value or b"", rec.key,
-            result_id=f"{rec.topic}/{rec.partition}/{rec.offset}", reason=reason,
+            "deadletter", mqtt_topic, rec.value() or b"", rec.key(),
+            result_id=f"{rec.topic()}/{rec.partition()}/{rec.offset()}", reason=reason,
             agent=agent.source,
         )  # fmt: skip
 

@@ -85,7 +85,7 @@ async def _sync(runners: list[AppRunner], assigned: set[TP]) -> None:
 def _next_offsets(records: list[Record]) -> dict[TP, int]:
     out: dict[TP, int] = {}
     for rec in records:
-        out[(rec.topic, rec.partition)] = rec.offset + 1
+        out[(rec.topic(), rec.partition())] = rec.offset() + 1
     return out
 
 

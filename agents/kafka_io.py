@@ -115,30 +115,20 @@ class GroupConsumer:
                 self.assigned |= ev.partitions
             else:
                 self.assigned -= ev.partitions
-        records: list[Record] = []
+        records: list[Record] = msgs
         for m in msgs:
             err = m.error()
-            if err is not None:
+            if err is not None:  # rare: then the batch is copied without the error events
                 if err.fatal():
                     raise KafkaException(err)
                 log.warning("consumer: %s", err)
-                continue
-            records.append(
-                Record(
-                    m.topic(),
-                    m.partition(),
-                    m.offset(),
-                    m.key(),
-                    m.value(),
-                    m.headers() or (),
-                    m.timestamp()[1],
-                )
-            )
+                records = [r for r in msgs if r.error() is None]
+                break
         if events:
             records = _current(records, self.assigned)
         return records, events
 
-    def _take(self, max_records: int, timeout_s: float) -> list[Message]:
+    def _take(self, max_records: int, timeout_s: float) -> list[Any]:
         # consume(n, timeout) waits until n records or the timeout: below n records a batch it
         # would wait the whole timeout, which commands to devices cannot afford. So: wait for
         # the first record only, then take what is already fetched without waiting.
@@ -225,12 +215,12 @@ def _current(records: list[Record], assigned: set[TP]) -> list[Record]:
     out: list[Record] = []
     last: dict[TP, int] = {}
     for rec in records:
-        tp = (rec.topic, rec.partition)
+        tp, off = (rec.topic(), rec.partition()), rec.offset()
         if tp not in assigned:
             continue
-        if rec.offset <= last.get(tp, -1):
-            out = [r for r in out if (r.topic, r.partition) != tp or r.offset < rec.offset]
-        last[tp] = rec.offset
+        if off <= last.get(tp, -1):
+            out = [r for r in out if (r.topic(), r.partition()) != tp or r.offset() < off]
+        last[tp] = off
         out.append(rec)
     return out
 

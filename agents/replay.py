@@ -38,7 +38,7 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.app import App, Output
-from agents.app_core import AppEngine, Record
+from agents.app_core import AppEngine, Record, record
 from agents.app_store import resolve_topic
 from ingress.contract import (
     H_DEADLETTER_AGENT,
@@ -192,7 +192,7 @@ class _Reader:
             raw = msg.headers() or []
             pairs = raw.items() if isinstance(raw, dict) else raw
             headers = [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
-            out.append(Record(topic, p, off, msg.key(), msg.value(), headers, max(ts, 0)))
+            out.append(record(topic, p, off, msg.key(), msg.value(), headers, max(ts, 0)))
             if end is not None and off + 1 >= end:
                 self._done(tp)
         return out
@@ -245,7 +245,8 @@ async def replay(
             in_range = [
                 r
                 for r in records
-                if r.timestamp >= start_ms and (until_ms is None or r.timestamp < until_ms)
+                if r.timestamp()[1] >= start_ms
+                and (until_ms is None or r.timestamp()[1] < until_ms)
             ]
             summary.records_read += len(in_range)
             summary.records_skipped += len(records) - len(in_range)

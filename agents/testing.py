@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.app import App, Output
-from agents.app_core import AppEngine, Record
+from agents.app_core import AppEngine, record
 from ingress.contract import H_MQTT_TOPIC
 
 TOPIC = "run_app"
@@ -67,7 +67,7 @@ async def run_app_async(
         mqtt_topic, payload = item[0], item[1]
         key = item[2].encode() if len(item) == 3 else None
         value = payload if isinstance(payload, bytes) else json.dumps(payload).encode()
-        rec = Record(TOPIC, 0, i, key, value, [(H_MQTT_TOPIC, mqtt_topic.encode())])
+        rec = record(TOPIC, 0, i, key, value, [(H_MQTT_TOPIC, mqtt_topic.encode())])
         out += await engine.process([rec], None)
         out += await engine.advance(None)
         engine.state_changes()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 
@@ -43,8 +44,25 @@ async def run_worker(
         log.info("agent worker stopped")
 
 
+def tune_gc() -> None:
+    """Keep Python's cyclic garbage collector off the hot path.
+
+    A batch allocates a few objects per record (its messages, contexts, outputs), so with the
+    default threshold (700) a collection runs every ~100 records and keeps traversing the
+    batch's live objects and, in the oldest generation, everything loaded at start-up. Measured
+    on the counting benchmark: 25-30 % of the worker's CPU. Objects from start-up are frozen
+    out of collection (``gc.freeze``) and collections run every 50,000 allocations; the
+    runtime's own data holds no reference cycles, so this only delays freeing cycles an agent
+    might make.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 100)
+
+
 def main(config: WorkerConfig, apps: list[App] | None = None) -> None:
     """Run a worker in the foreground; SIGINT or SIGTERM stops it cleanly."""
+    tune_gc()
 
     async def _main() -> None:
         stop = asyncio.Event()

@@ -13,7 +13,7 @@ from pydantic import BaseModel
 
 from agents.alerting import Absence, AlertRule
 from agents.app import App, AppError, Context, Out, Output, Pattern, load_apps
-from agents.app_core import AppEngine, Record
+from agents.app_core import AppEngine, Record, record
 from agents.app_store import AppStore, resolve_topic
 from agents.reducers import Count
 from agents.testing import run_app
@@ -148,7 +148,7 @@ def test_absence_fires_from_time_passing() -> None:
 
 
 def rec(offset: int, partition: int, dev: str, ts: float) -> Record:
-    return Record("hb", partition, offset, dev.encode(), json.dumps({"ts": ts}).encode(),
+    return record("hb", partition, offset, dev.encode(), json.dumps({"ts": ts}).encode(),
                   [(H_MQTT_TOPIC, f"hb/{dev}".encode())])  # fmt: skip
 
 

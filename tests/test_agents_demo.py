@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from agents.app import Output
-from agents.app_core import AppEngine, Record
+from agents.app_core import AppEngine, Record, record
 from agents.config import WorkerConfig
 from agents.demo import AGENT_NAME, APP_NAME, demo_app
 from agents.testing import run_app
@@ -131,7 +131,7 @@ def rec(offset: int, dev: str, temperature: float, ts: float, *, topic: bool = T
     headers = [(H_INGRESS_TS, b"123")]
     if topic:
         headers.insert(0, (H_MQTT_TOPIC, f"sensors/{dev}/telemetry".encode()))
-    return Record("bayou.telemetry", 0, offset, dev.encode(), value, headers)
+    return record("bayou.telemetry", 0, offset, dev.encode(), value, headers)
 
 
 def engine(**update: Any) -> AppEngine:

@@ -5,16 +5,16 @@ from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
 
-from agents.app_core import Record
+from agents.app_core import Record, record
 from agents.kafka_io import DeliveryError, _current, is_retriable_txn
 
 
 def rec(topic: str, partition: int, offset: int) -> Record:
-    return Record(topic, partition, offset, None, b"{}", ())
+    return record(topic, partition, offset, None, b"{}", ())
 
 
 def offsets(records: list[Record]) -> list[tuple[str, int, int]]:
-    return [(r.topic, r.partition, r.offset) for r in records]
+    return [(r.topic(), r.partition(), r.offset()) for r in records]
 
 
 def test_records_of_partitions_no_longer_assigned_are_dropped() -> None:
