@@ -100,12 +100,17 @@ class AlertRule:
     ``cooldown``: seconds of event time after a firing before the rule may fire again for the
     same key (once resolved). ``clear_after``: consecutive readings with the condition false
     needed to resolve (threshold, rate of change; an absence resolves at the next reading).
+    ``repeat``: while the alert stays active, fire it again at the first reading at least
+    ``cooldown`` seconds after the last firing (a reminder, as Alertmanager's
+    ``repeat_interval``; threshold and rate of change only; with no cooldown, every reading
+    that holds the condition fires).
     """
 
     name: str
     condition: Condition
     cooldown: float = 0.0
     clear_after: int = 1
+    repeat: bool = False
 
     def __post_init__(self) -> None:
         if not self.name:
@@ -114,6 +119,8 @@ class AlertRule:
             raise ValueError("cooldown must be a finite number >= 0")
         if self.clear_after < 1:
             raise ValueError("clear_after must be at least 1")
+        if self.repeat and isinstance(self.condition, Absence):
+            raise ValueError("repeat is for threshold and rate-of-change rules")
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,7 +232,7 @@ class Alerter:
     ) -> None:
         if holds:
             rs.clear = 0
-            if rs.active:
+            if rs.active and not (rule.repeat and self._may_fire(rule, rs, ts)):
                 return
             if self._may_fire(rule, rs, ts):
                 rs.active, rs.fired_at = True, ts

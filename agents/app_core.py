@@ -113,7 +113,6 @@ class Counts:
     records: int = 0
     dead_letters: int = 0
     windows: int = 0
-    late: int = 0
     # Alert events per (agent or alerter name, "fired" / "resolved"); the runtime drains it.
     alerts: dict[tuple[str, str], int] = field(default_factory=dict)
 

@@ -87,8 +87,11 @@ def demo_app(config: WorkerConfig, *, clock: Callable[[], float] = time.time) ->
         {"mean": Mean(), "min": Min(), "max": Max()},
     )
     threshold = config.threshold
+    # Notifications, not conditions: a device still hot one cool-down later alerts again.
     hot = app.alerter(
-        AlertRule("hot", Threshold(above=threshold), cooldown=config.alert_cooldown_seconds)
+        AlertRule(
+            "hot", Threshold(above=threshold), cooldown=config.alert_cooldown_seconds, repeat=True
+        )
     )
 
     @app.agent(
@@ -112,10 +115,6 @@ def demo_app(config: WorkerConfig, *, clock: Callable[[], float] = time.time) ->
             command = {"command": "cool", "device": device, "reason": "temperature",
                        "issued_at": clock()}  # fmt: skip
             ctx.command(f"devices/{device}/commands", command, result_id=ev.id)
-            # The demo's alerts are notifications, not conditions: resolve at once (a reading
-            # at the threshold), so a device still hot one cool-down later alerts again. The
-            # cool-down itself is the alerter's (the last firing time is kept in its state).
-            hot.observe(device, ctx.ts, threshold)
 
     @stats.on_close
     def publish_stats(w: WindowResult, out: Out) -> None:

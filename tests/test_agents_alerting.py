@@ -329,3 +329,22 @@ def test_restore_drops_state_of_rules_no_longer_configured() -> None:
     assert new.snapshot()["keys"] == {"a": {"ts": 0.0, "value": 5.0, "rules": {}}}
     with pytest.raises(ValueError, match="version"):
         new.restore({"version": 99, "keys": {}})
+
+
+def test_repeat_fires_again_while_active_once_the_cooldown_has_passed() -> None:
+    from agents.alerting import Absence, Alerter, AlertRule, Threshold
+
+    al = Alerter([AlertRule("hot", Threshold(above=30.0), cooldown=60.0, repeat=True)])
+    assert [e.kind for e in al.observe("d", 0.0, 31.0)] == ["fired"]
+    assert al.observe("d", 30.0, 32.0) == []  # still hot, within the cooldown
+    (again,) = al.observe("d", 60.0, 33.0)  # still hot, one cooldown later: a reminder
+    assert (again.kind, again.ts, again.id) == ("fired", 60.0, "hot|d|60.0|fired")
+    assert al.observe("d", 100.0, 31.0) == []
+    (cool,) = al.observe("d", 130.0, 20.0)
+    assert (cool.kind, cool.fired_at) == ("resolved", 60.0)
+    # Without repeat, an active alert never fires again.
+    once = Alerter([AlertRule("hot", Threshold(above=30.0), cooldown=60.0)])
+    once.observe("d", 0.0, 31.0)
+    assert once.observe("d", 60.0, 33.0) == once.observe("d", 500.0, 33.0) == []
+    with pytest.raises(ValueError, match="repeat"):
+        AlertRule("silent", Absence(seconds=10.0), repeat=True)
