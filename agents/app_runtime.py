@@ -4,7 +4,7 @@ One consumer (group ``<group_id>.<app names>``) reads every app's input topics. 
 poll a batch (:class:`agents.kafka_io.GroupConsumer`); apply the rebalances of that poll
 (revoked partitions' state is dropped, assigned ones are restored: :mod:`agents.app_store`);
 process the batch (:mod:`agents.app_batch`: outputs, webhook calls, changelog); write RocksDB;
-commit the input offsets.
+commit the input offsets (with exactly-once: commit the transaction, then write RocksDB).
 
 The input offsets folded into the state are part of the state (``["o", topic]`` entries), so
 input redelivered after a crash between the changelog and the offset commit is skipped, not
@@ -126,6 +126,11 @@ async def _loop(
             records, events = await consumer.poll(config.batch_max_records, POLL_TIMEOUT_S)
             follower.check()
             if events or resync:
+                # A partition revoked and given back within one poll may have been another
+                # worker's meanwhile: its state here is stale, so it is dropped and restored.
+                revoked = {tp for ev in events if ev.kind == "revoked" for tp in ev.partitions}
+                for r in runners:
+                    r.revoke({p for t, p in revoked if t in r.engine.by_topic})
                 await _sync(runners, consumer.assigned)
                 resync = False
                 metrics.ASSIGNED_PARTITIONS.set(len(consumer.assigned))

@@ -32,6 +32,8 @@ from agents.config import WorkerConfig
 log = logging.getLogger(__name__)
 
 RESTORE_TIMEOUT_S = 60.0
+# Errors a reader cannot outwait (other errors are transient: librdkafka retries them).
+_NO_TOPIC = (3, 29)  # UNKNOWN_TOPIC_OR_PART, TOPIC_AUTHORIZATION_FAILED
 
 
 def changelog_topic(app_name: str) -> str:
@@ -99,7 +101,7 @@ class AppStore:
 
 
 def read_changelog(
-    bootstrap: str, topic: str, starts: dict[int, int]
+    bootstrap: str, topic: str, starts: dict[int, int], open_txn_wait_s: float = 90.0
 ) -> dict[int, tuple[dict[str, Any], int]]:
     """Per partition, the changelog's entries from ``starts[p]`` to its end, last value wins,
     and the next offset. Blocking (run it in a thread).
@@ -109,7 +111,8 @@ def read_changelog(
     and such a reader stops at the first open transaction (the last stable offset), so an end
     short of the high watermark means a transaction still open — a crashed worker's, which Kafka
     aborts after ``transaction.timeout.ms`` — and the restore waits for it rather than miss the
-    committed records after it.
+    committed records after it, for up to ``open_txn_wait_s``. A restore fails only when it
+    makes no progress for ``RESTORE_TIMEOUT_S`` (a large changelog may take longer in all).
     """
     from confluent_kafka import Consumer, KafkaError, TopicPartition
 
@@ -138,10 +141,15 @@ def read_changelog(
         waiting: set[int] = set()  # at the stable end, short of the high watermark
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
         while pending:
-            if time.monotonic() > deadline:
+            now = time.monotonic()
+            if now > deadline and (not waiting or pending - waiting):
                 raise TimeoutError(
-                    f"restoring {topic} partitions {sorted(pending)} took too long"
-                    + (f" (a transaction stays open on {sorted(waiting)})" if waiting else "")
+                    f"restoring {topic} partitions {sorted(pending)}: no progress for "
+                    f"{RESTORE_TIMEOUT_S:.0f} s"
+                )
+            if waiting and not pending - waiting and now > deadline + open_txn_wait_s:
+                raise TimeoutError(
+                    f"restoring {topic}: a transaction stays open on partitions {sorted(waiting)}"
                 )
             msg = consumer.poll(0.5)
             if msg is None:
@@ -155,7 +163,10 @@ def read_changelog(
             assert p is not None and off is not None
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
-                    raise RuntimeError(f"reading {topic}: {err}")
+                    if err.fatal() or err.code() in _NO_TOPIC:
+                        raise RuntimeError(f"reading {topic}: {err}")
+                    log.warning("reading %s: %s", topic, err)  # transient: librdkafka retries
+                    continue
                 if at_end(p, off):
                     pending.discard(p)
                     waiting.discard(p)
@@ -163,6 +174,7 @@ def read_changelog(
                     waiting.add(p)
                 continue
             assert key is not None
+            deadline = time.monotonic() + RESTORE_TIMEOUT_S  # progress
             entries, _ = out[p]
             value = msg.value()
             entries[key.decode()] = None if value is None else json.loads(value)
@@ -196,8 +208,9 @@ class AppRunner:
         local = {p: self.store.load(p) for p in new}
         starts = {p: off for p, (_, off) in local.items()}
         tails = await asyncio.to_thread(
-            read_changelog, self.config.kafka_bootstrap, self.changelog, starts
-        )
+            read_changelog, self.config.kafka_bootstrap, self.changelog, starts,
+            self.config.transaction_timeout_ms / 1000 + 30,
+        )  # fmt: skip
         for p in sorted(new):
             entries, _ = local[p]
             tail, nxt = tails[p]

@@ -158,7 +158,10 @@ class Follower:
                             )
                             self._caught_up.set()
                         continue
-                    raise RuntimeError(str(err))
+                    if err.fatal() or err.code() in (3, 29):  # no such topic, not allowed
+                        raise RuntimeError(str(err))
+                    log.warning("following global tables: %s", err)  # transient: retried
+                    continue
                 key = msg.key()
                 if key is None:
                     continue

@@ -129,9 +129,9 @@ class GroupConsumer:
         return records, events
 
     def _take(self, max_records: int, timeout_s: float) -> list[Any]:
-        # consume(n, timeout) waits until n records or the timeout: below n records a batch it
-        # would wait the whole timeout, which commands to devices cannot afford. So: wait for
-        # the first record only, then take what is already fetched without waiting.
+        # consume(n, timeout) returns only at n records or at the timeout, so a batch of fewer
+        # than n records would wait the whole timeout, which commands to devices cannot afford.
+        # So: wait for the first record only, then take what is already fetched, not waiting.
         c = self._consumer
         assert c is not None
         first = c.poll(timeout_s)
@@ -250,6 +250,7 @@ class BatchProducer:
             # it times out (or the worker restarts with the same id and aborts it).
             conf["transaction.timeout.ms"] = transaction_timeout_ms
         self.transactional = transactional_id is not None
+        self._in_txn = False
         self._producer = Producer(conf)
         self._delivered: list[Message] = []
         self._errors: list[str] = []
@@ -265,6 +266,7 @@ class BatchProducer:
         """Start the batch's transaction (exactly-once only)."""
         if self.transactional:
             self._producer.begin_transaction()
+            self._in_txn = True
 
     def send(
         self,
@@ -285,7 +287,7 @@ class BatchProducer:
                 self._producer.poll(0.05)
 
     def _on_delivery(self, err: Any, msg: Message) -> None:
-        # Runs on the thread in flush(), once per record: kept to an append.
+        # Runs in flush() or poll(), once per record: kept to an append.
         if err is None:
             self._delivered.append(msg)
         else:
@@ -304,21 +306,49 @@ class BatchProducer:
         return delivered
 
     async def commit(self, offsets: dict[TP, int], group_metadata: Any) -> None:
-        """Commit the transaction with the input offsets in it (exactly-once only)."""
+        """Commit the transaction with the input offsets in it (exactly-once only).
+
+        A retriable error (a timeout) leaves the call in progress in librdkafka, which expects
+        the same call again, not an abort: it is repeated (3 tries) before it is raised."""
         tps = [TopicPartition(t, p, o) for (t, p), o in offsets.items()]
         p = self._producer
         if tps:
-            await asyncio.to_thread(p.send_offsets_to_transaction, tps, group_metadata, 30)
-        await asyncio.to_thread(p.commit_transaction, 30)
+            await _retrying(p.send_offsets_to_transaction, tps, group_metadata, 30)
+        await _retrying(p.commit_transaction, 30)
+        self._in_txn = False
 
     async def abort(self) -> None:
         """Abort the open transaction (its records never reach read_committed readers)."""
-        self._delivered, self._errors = [], []
         await asyncio.to_thread(self._producer.abort_transaction, 30)
+        self._in_txn = False
+        # The abort purged what was still queued: serve those reports now, so that they do
+        # not fail the next batch's flush.
+        self._producer.poll(0)
+        self._delivered, self._errors = [], []
 
     async def close(self) -> None:
-        """Send what is queued (up to 10 s)."""
+        """Abort a transaction left open (the worker stops on an error mid-batch: readers
+        must not wait for it to time out), then send what is queued (up to 10 s)."""
+        if self._in_txn:
+            try:
+                await asyncio.to_thread(self._producer.abort_transaction, 10)
+            except KafkaException as exc:
+                log.warning("could not abort the open transaction: %s", exc)
+            self._in_txn = False
         await asyncio.to_thread(self._producer.flush, 10)
+
+
+async def _retrying(fn: Any, *args: Any) -> None:
+    for attempt in range(3):
+        try:
+            await asyncio.to_thread(fn, *args)
+            return
+        except KafkaException as exc:
+            err = exc.args[0] if exc.args else None
+            again = isinstance(err, KafkaError) and err.retriable() and not err.txn_requires_abort()
+            if not again or attempt == 2:
+                raise
+            log.warning("transaction call failed, retrying: %s", exc)
 
 
 class DeliveryError(RuntimeError):
@@ -333,4 +363,4 @@ def is_retriable_txn(exc: BaseException) -> bool:
     err = exc.args[0]
     if not isinstance(err, KafkaError):
         return False
-    return bool(err.txn_requires_abort()) or bool(err.retriable())
+    return bool(err.txn_requires_abort())

@@ -27,16 +27,20 @@ async def run_worker(
     """
     from agents.app_runtime import run_apps
 
+    group_id = None
     if not apps:
         from agents.demo import demo_app
 
         apps = [demo_app(config)]
+        # The demo keeps the group of its first versions, so an upgraded demo against a
+        # persistent Kafka carries on from its committed offsets instead of re-reading all.
+        group_id = config.group_id
     server = None
     if config.metrics_port is not None:
         server, _thread = start_http_server(config.metrics_port, addr=config.metrics_host)
     try:
         log.info("agent worker starting: apps %s", [a.name for a in apps])
-        await run_apps(config, apps, stop)
+        await run_apps(config, apps, stop, group_id)
     finally:
         if server is not None:
             server.shutdown()

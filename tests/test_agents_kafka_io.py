@@ -31,10 +31,13 @@ def test_a_partition_given_back_within_one_poll_keeps_only_the_restart() -> None
     assert offsets(got) == [("t", 1, 3), ("t", 0, 10), ("t", 0, 11)]
 
 
-def test_only_kafka_abortable_errors_and_lost_deliveries_are_retried() -> None:
+def test_only_abortable_errors_and_lost_deliveries_are_aborted_and_retried() -> None:
     assert is_retriable_txn(DeliveryError("2 records not acknowledged"))
-    abortable = KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)
+    abortable = KafkaError(KafkaError._STATE, "abort needed", txn_requires_abort=True)
     assert is_retriable_txn(KafkaException(abortable))
+    # A timeout is repeated by BatchProducer.commit, not answered with an abort.
+    timed_out = KafkaError(KafkaError._TIMED_OUT, "timed out", retriable=True)
+    assert not is_retriable_txn(KafkaException(timed_out))
     fenced = KafkaError(KafkaError._FENCED, "fenced", fatal=True)
     assert not is_retriable_txn(KafkaException(fenced))
     assert not is_retriable_txn(RuntimeError("a bug"))
