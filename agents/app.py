@@ -385,9 +385,9 @@ class Window(_Keyed):
         super().__init__(app, name)
         self._spec, self._reducers = spec, dict(reducers)
         self.aggregators: dict[int, WindowedAggregator] = {}
+        """The aggregator of each input partition."""
         # Readings this worker dropped as late, ever (for the metric: never goes down).
         self.late_total = 0
-        """The aggregator of each input partition."""
         self.close_callbacks: list[CloseFn] = []
 
     def reset(self) -> None:

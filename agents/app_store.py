@@ -7,10 +7,12 @@ the same partition number as the input partition they belong to.
 
 On assignment, each partition's state is loaded from RocksDB, then the changelog is read from
 the offset RocksDB reached up to its end — so an empty state dir (a new machine) restores all of
-it from Kafka. The end is the high watermark Fetch reports (confluent-kafka with
-``enable.partition.eof``), never ListOffsets, which under-reports on the embedded broker
-(DESIGN §10). The restore reads committed records only (``read_committed``, librdkafka's
-default): with exactly-once, the changelog of an aborted batch is never restored.
+it from Kafka. The end is where Fetch reports the end of the partition (confluent-kafka with
+``enable.partition.eof``), not ListOffsets, which under-reports on the embedded broker (DESIGN
+§10); ListOffsets only tells whether an open transaction holds the end back (an under-report
+there can only end the wait early, and exactly-once is not run on the embedded broker). The
+restore reads committed records only (``read_committed``, librdkafka's default): with
+exactly-once, the changelog of an aborted batch is never restored.
 """
 
 from __future__ import annotations

@@ -194,6 +194,10 @@ def test_config_names_the_topic_threshold_window_and_cool_down() -> None:
 
 
 def test_the_settings_create_the_demo_changelog_topic_compacted() -> None:
+    from agents.app_store import changelog_topic
+    from bayou.settings import DEMO_CHANGELOG_TOPIC
+
+    assert DEMO_CHANGELOG_TOPIC == changelog_topic(APP_NAME)  # spelt out in the settings
     s = Settings()
     assert f"bayou.changelog.{APP_NAME}" in s.compacted_topics()
     assert f"bayou.changelog.{APP_NAME}" in s.all_topics()
