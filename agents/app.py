@@ -63,7 +63,8 @@ class Output:
     (``topic`` is the Kafka topic), ``"webhook"`` (``topic`` is the URL, ``payload`` the JSON
     body, ``headers`` the request headers; the runtime POSTs it, :func:`agents.testing.run_app`
     only returns it) or ``"deadletter"`` (``topic`` is the input's MQTT topic, ``payload`` the
-    original bytes, ``reason`` why).
+    original bytes, ``reason`` why; or, with ``callback``, the window result or alert event
+    whose callback raised).
 
     ``agent`` is ``<app>.<name>`` of what made it: the agent, or the window / alerter whose
     callback ran. ``command`` is True for :meth:`Out.command`.
@@ -83,6 +84,9 @@ class Output:
     headers: tuple[tuple[str, str], ...] = ()
     retries: int | None = None
     timeout: float | None = None
+    callback: bool = False
+    """A dead letter of a window result or alert event whose callback raised (``payload``: the
+    result or event as JSON), not of an input record."""
 
     def json(self) -> Any:
         """The payload parsed as JSON."""

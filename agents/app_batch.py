@@ -69,6 +69,14 @@ def _to_record(o: Output, config: WorkerConfig) -> tuple[str, bytes | None, byte
         return config.outbound_topic, o.key, o.payload, [*msg.headers(o.ingress_ts_ms), rid]
     if o.kind == "kafka":
         return o.topic, o.key, o.payload, [rid]
+    if o.callback:  # a window result or alert event whose callback raised: no input record
+        why = (H_DEADLETTER_REASON, o.reason.encode())
+        return (
+            config.deadletter_topic,
+            o.key,
+            o.payload,
+            [why, (H_DEADLETTER_AGENT, o.agent.encode()), rid],
+        )
     src_topic, src_part, src_off = o.result_id.rsplit("/", 2)
     headers: Headers = [(H_MQTT_TOPIC, o.topic.encode())] if o.topic else []
     headers += [

@@ -347,7 +347,7 @@ class AppEngine:
                 for r in results:
                     self.counts.windows += 1
                     for close_fn in part.close_callbacks:
-                        await _call(close_fn, r, Out(out, r.key, r.id, source=source))
+                        await self._callback(close_fn, r, r.key, r.id, source, r.as_dict(), out)
             elif isinstance(part, AlertHandle):
                 for p, al in sorted(part.alerters.items()):
                     if p not in wms:
@@ -355,9 +355,30 @@ class AppEngine:
                     for ev in al.tick(wms[p]):
                         self.app._alert_log.append((part.name, ev.kind))
                         for fn in part.event_callbacks:
-                            await _call(fn, ev, Out(out, ev.key, ev.id, source=source))
+                            await self._callback(fn, ev, ev.key, ev.id, source, ev.as_dict(), out)
                 self._count_alerts()
         return out
+
+    async def _callback(
+        self, fn: Callable[..., Any], item: Any, key: str, rid: str, source: str,
+        as_json: Any, out: list[Output],
+    ) -> None:  # fmt: skip
+        """Run an ``on_close`` / ``on_event`` callback. One that raises loses its outputs and
+        the result goes to the dead letters instead (else the worker would stop, and the same
+        window close again after every restart)."""
+        mark = len(out)
+        try:
+            await _call(fn, item, Out(out, key, rid, source=source))
+        except Exception as exc:
+            del out[mark:]
+            name = getattr(fn, "__name__", "callback")
+            why = f"{name} raised {type(exc).__name__}: {exc}".replace("\n", " ")[:500]
+            self.counts.dead_letters += 1
+            payload = json.dumps(as_json, default=str).encode()
+            out.append(
+                Output("deadletter", "", payload, key.encode(), result_id=rid, reason=why,
+                       agent=source, callback=True)
+            )  # fmt: skip
 
     # -- state -----------------------------------------------------------------------------
 

@@ -304,3 +304,46 @@ def test_app_store_keeps_entries_per_partition_with_deletes(tmp_path: Path) -> N
     assert store.load(1) == ({'["t","x","b"]': 2}, 0)
     assert store.load(2) == ({}, 0)
     store.close()
+
+
+def test_a_callback_that_raises_dead_letters_its_result_and_the_others_go_on() -> None:
+    app = App("cb_fail")
+    win = app.window("w", Tumbling(10.0), {"n": Count()})
+
+    @app.agent("sensors/{device}/telemetry")
+    async def on_reading(_p: bytes, ctx: Context) -> None:
+        win.add(ctx.key, float(json.loads(_p)["ts"]), 1.0)
+
+    @win.on_close
+    def publish(r: WindowResult, out: Out) -> None:
+        out.publish(f"stats/{r.key}", r.as_dict())
+        if r.key == "bad":
+            raise KeyError("no such field")
+
+    inputs = [
+        ("sensors/bad/telemetry", {"ts": 1.0}),
+        ("sensors/good/telemetry", {"ts": 2.0}),
+    ]
+    out = run_app(app, inputs, advance_to=math.inf)
+    dead = [o for o in out if o.kind == "deadletter"]
+    assert len(dead) == 1 and dead[0].callback and dead[0].key == b"bad"
+    assert dead[0].reason == "publish raised KeyError: 'no such field'"
+    assert dead[0].result_id == "bad|0.0|10.0" and dead[0].agent == "cb_fail.w"
+    assert json.loads(dead[0].payload)["id"] == "bad|0.0|10.0"
+    # The failing callback's own publish is dropped; the other key's result goes out.
+    assert [o.topic for o in out if o.kind == "mqtt"] == ["stats/good"]
+
+
+def test_a_callback_dead_letter_becomes_a_record_without_source_headers() -> None:
+    from agents.app_batch import _to_record
+    from agents.config import WorkerConfig
+
+    o = Output("deadletter", "", b'{"id":"k|0.0|10.0"}', b"k", result_id="k|0.0|10.0",
+               reason="publish raised KeyError: 'x'", agent="a.w", callback=True)  # fmt: skip
+    topic, key, value, headers = _to_record(o, WorkerConfig(kafka_bootstrap="x:1"))
+    assert (topic, key, value) == ("bayou.deadletter", b"k", b'{"id":"k|0.0|10.0"}')
+    assert dict(headers) == {
+        "bayou.error": b"publish raised KeyError: 'x'",
+        "bayou.agent": b"a.w",
+        "bayou.result_id": b"k|0.0|10.0",
+    }
