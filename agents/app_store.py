@@ -29,13 +29,12 @@ from rocksdict import Options, Rdict, WriteBatch
 
 from agents.app import AgentSpec, App, AppError
 from agents.app_core import AppEngine
+from agents.changelog_io import lasting, reader_conf
 from agents.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
 RESTORE_TIMEOUT_S = 60.0
-# Errors a reader cannot outwait (other errors are transient: librdkafka retries them).
-_NO_TOPIC = (3, 29)  # UNKNOWN_TOPIC_OR_PART, TOPIC_AUTHORIZATION_FAILED
 
 
 def changelog_topic(app_name: str) -> str:
@@ -121,14 +120,7 @@ def read_changelog(
     out: dict[int, tuple[dict[str, Any], int]] = {p: ({}, s) for p, s in starts.items()}
     if not starts:
         return out
-    conf = {
-        "bootstrap.servers": bootstrap,
-        "group.id": "bayou-changelog-restore",
-        "enable.auto.commit": False,
-        "enable.partition.eof": True,
-        "auto.offset.reset": "earliest",
-        "isolation.level": "read_committed",
-    }
+    conf = reader_conf(bootstrap, "bayou-changelog-restore")
     consumer = Consumer(conf)
     # Its watermarks are the high watermarks (a read_committed consumer's are the stable ones).
     probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
@@ -165,7 +157,7 @@ def read_changelog(
             assert p is not None and off is not None
             if err is not None:
                 if err.code() != KafkaError._PARTITION_EOF:
-                    if err.fatal() or err.code() in _NO_TOPIC:
+                    if lasting(err):
                         raise RuntimeError(f"reading {topic}: {err}")
                     log.warning("reading %s: %s", topic, err)  # transient: librdkafka retries
                     continue

@@ -23,6 +23,8 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import Any
 
+from agents.changelog_io import lasting, reader_conf
+
 log = logging.getLogger(__name__)
 
 _CHANGELOG_PREFIX = "bayou.changelog."
@@ -122,16 +124,7 @@ class Follower:
     def _run(self) -> None:
         from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-        consumer = Consumer(
-            {
-                "bootstrap.servers": self._bootstrap,
-                "group.id": "bayou-global-tables",
-                "enable.auto.commit": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-                "isolation.level": "read_committed",
-            }
-        )
+        consumer = Consumer(reader_conf(self._bootstrap, "bayou-global-tables"))
         try:
             tps = []
             for topic in sorted(self._by_topic):
@@ -158,7 +151,7 @@ class Follower:
                             )
                             self._caught_up.set()
                         continue
-                    if err.fatal() or err.code() in (3, 29):  # no such topic, not allowed
+                    if lasting(err):
                         raise RuntimeError(str(err))
                     log.warning("following global tables: %s", err)  # transient: retried
                     continue
