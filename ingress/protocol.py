@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 from ingress import codec
 from ingress.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
 from ingress.codec import ProtocolError
+from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from ingress.metrics import PROTOCOL_ERRORS_TOTAL
-from ingress.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 
 if TYPE_CHECKING:
     from ingress.node import IngressNode

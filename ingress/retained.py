@@ -8,9 +8,9 @@ every node, and survives a restart of all nodes (DESIGN §2).
 from __future__ import annotations
 
 from ingress.contract import H_MQTT_QOS, header
+from ingress.contract.topics import matches
 from ingress.delivery import Record
 from ingress.metrics import RETAINED
-from ingress.topics import matches
 
 
 class RetainedStore:

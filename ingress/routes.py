@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from ingress.contract import DEFAULT_TOPIC
-from ingress.topics import TopicError, validate_topic_filter, validate_topic_name
+from ingress.contract.topics import TopicError, validate_topic_filter, validate_topic_name
 
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 _KAFKA_TOPIC = re.compile(r"[A-Za-z0-9._-]{1,249}")

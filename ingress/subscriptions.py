@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Generic, TypeVar
 
-from ingress.topics import matches
+from ingress.contract.topics import matches
 
 C = TypeVar("C")
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from ingress.topics import TopicError, matches, validate_topic_filter, validate_topic_name
+from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 
 
 @pytest.mark.parametrize(

@@ -1,4 +1,5 @@
-"""The record contract between ingress and agents (DESIGN §3).
+"""The record contract between ingress and agents (DESIGN §3): header names, topic defaults,
+record models.
 
 Only constants and pydantic models live here: importing this module must not import the
 broker, amqtt or aiokafka. Nothing else in Bayou defines header names.
