@@ -18,6 +18,10 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e '.[test]'
 	touch $@ $(VENV)/.installed
 
+$(VENV)/.installed-bench: pyproject.toml | $(BIN)/python
+	$(BIN)/pip install -q -e '.[test,bench]'
+	touch $@ $(VENV)/.installed-test $(VENV)/.installed
+
 # Debian packages the tests use: mosquitto clients (mosquitto_pub/sub) drive the broker in tests.
 system-deps:
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
@@ -42,5 +46,5 @@ lint: $(VENV)/.installed-test
 test: $(VENV)/.installed-test system-deps lint
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-test bench-deps
+bench: $(VENV)/.installed-bench bench-deps
 	$(BIN)/python -m benchmarks.run

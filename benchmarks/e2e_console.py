@@ -5,14 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.console import console, fmt
 from benchmarks.e2e_figures import TARGET_P99_MS, TARGET_RATE, TIMELINE_S
-
-
-def say(line: str) -> None:
-    """A line on the harness console, as it is (no markup)."""
-    from benchmarks.run import console
-
-    console.print(line, markup=False, highlight=False)
 
 
 def run_line(rep: int, repeats: int, r: dict[str, Any]) -> str:
@@ -39,8 +33,6 @@ def print_e2e_table(entry: dict[str, Any]) -> None:
     """The rich tables of ``e2e_latency``: the figures per run and the legs of the latency."""
     from rich.table import Table
 
-    from benchmarks.run import _fmt, console
-
     b = entry.get("bayou")
     if not b:
         console.print("e2e_latency: no completed run")
@@ -62,18 +54,18 @@ def print_e2e_table(entry: dict[str, Any]) -> None:
     for name, r in rows:
         table.add_row(
             name,
-            _fmt(r.get("rate")),
+            fmt(r.get("rate")),
             f"{r['received']:,}/{r['sent']:,}",
-            _fmt(r.get("p50_ms"), 2),
-            _fmt(r.get("p90_ms"), 2),
-            _fmt(r.get("p99_ms"), 2),
-            _fmt(r.get("p999_ms"), 2),
-            _fmt(r.get("max_ms"), 2),
-            _fmt(r.get("ingress_cpu_s"), 2),
-            _fmt(r.get("worker_cpu_s"), 2),
-            _fmt(r.get("kafka_cpu_s"), 2),
-            _fmt(r.get("generator_cpu_s"), 2),
-            _fmt(r.get("other_cpu_s"), 2),
+            fmt(r.get("p50_ms"), 2),
+            fmt(r.get("p90_ms"), 2),
+            fmt(r.get("p99_ms"), 2),
+            fmt(r.get("p999_ms"), 2),
+            fmt(r.get("max_ms"), 2),
+            fmt(r.get("ingress_cpu_s"), 2),
+            fmt(r.get("worker_cpu_s"), 2),
+            fmt(r.get("kafka_cpu_s"), 2),
+            fmt(r.get("generator_cpu_s"), 2),
+            fmt(r.get("other_cpu_s"), 2),
         )
     console.print(table)
     legs = Table(title="Where the time goes (last run; ms)")
@@ -87,25 +79,25 @@ def print_e2e_table(entry: dict[str, Any]) -> None:
     }
     for key, label in names.items():
         v = last["legs"][key]
-        legs.add_row(label, *(_fmt(v.get(k), 2) for k in ("p50", "p90", "p99", "p999", "max",
+        legs.add_row(label, *(fmt(v.get(k), 2) for k in ("p50", "p90", "p99", "p999", "max",
                                                             "mean")))  # fmt: skip
     legs.add_row("publish -> command (end to end)",
-                 *(_fmt(last.get(f"{k}_ms"), 2) for k in ("p50", "p90", "p99", "p999", "max",
+                 *(fmt(last.get(f"{k}_ms"), 2) for k in ("p50", "p90", "p99", "p999", "max",
                                                             "mean")))  # fmt: skip
     console.print(legs)
     tl = last.get("timeline") or []
     if tl:
         console.print(
             f"p50 / p99 per {TIMELINE_S:.0f} s of the last run: "
-            + ", ".join(f"{_fmt(x['p50'], 0)} / {_fmt(x['p99'], 0)}" for x in tl)
+            + ", ".join(f"{fmt(x['p50'], 0)} / {fmt(x['p99'], 0)}" for x in tl)
             + " ms"
         )
     wb = last.get("worker_batches")
     if wb:
         console.print(
             f"worker: {wb['batches']:,} batches in the measured span, "
-            f"{_fmt(wb['records_per_batch'], 1)} records per batch, "
-            f"{_fmt(wb['batches_per_s'], 1)} batches/s, {_fmt(wb['batch_ms_mean'], 2)} ms "
+            f"{fmt(wb['records_per_batch'], 1)} records per batch, "
+            f"{fmt(wb['batches_per_s'], 1)} batches/s, {fmt(wb['batch_ms_mean'], 2)} ms "
             "per batch (process, produce, await acks, commit)"
         )
     met = entry.get("target_met")
@@ -115,5 +107,5 @@ def print_e2e_table(entry: dict[str, Any]) -> None:
     console.print(
         f"target (DESIGN.md section 9): p99 under {TARGET_P99_MS:.0f} ms at "
         f"{TARGET_RATE:,.0f} msg/s, every command delivered: {verdict} "
-        f"(p99 {_fmt(b.get('p99_ms'), 2)} ms, {b['missing']:,} missing)"
+        f"(p99 {fmt(b.get('p99_ms'), 2)} ms, {b['missing']:,} missing)"
     )

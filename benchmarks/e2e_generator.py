@@ -21,8 +21,10 @@ from multiprocessing.queues import Queue
 from multiprocessing.synchronize import Event
 from typing import Any
 
-from benchmarks import codec, fleet
+from benchmarks import codec
+from benchmarks.connections import close_all, connect_many
 from benchmarks.load import BufferedSocket, MqttConn
+from benchmarks.sessions_generator import device_ids, device_topic
 
 RECV_SIZE = 1 << 16
 
@@ -105,9 +107,9 @@ class _Generator:
 
     def __init__(self, p: E2EParams) -> None:
         self.p = p
-        ids = fleet.device_ids(f"{p.client_prefix}-dev", p.devices)
-        socks = fleet.connect_many(
-            p.host, p.port, ids, keepalive=600, own_topics=[fleet.device_topic(c) for c in ids]
+        ids = device_ids(f"{p.client_prefix}-dev", p.devices)
+        socks = connect_many(
+            p.host, p.port, ids, keepalive=600, own_topics=[device_topic(c) for c in ids]
         )
         self.devices = [BufferedSocket(s) for s in socks]
         self.index_of = {c: i for i, c in enumerate(ids)}
@@ -119,7 +121,7 @@ class _Generator:
 
     def close(self) -> None:
         self.pub.close()
-        fleet.close_all([d.sock for d in self.devices])
+        close_all([d.sock for d in self.devices])
 
     def run(self, results: Queue[Any]) -> E2EResult:
         p = self.p

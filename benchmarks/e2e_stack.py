@@ -12,19 +12,13 @@ from __future__ import annotations
 import os
 import subprocess
 import time
-import urllib.request
 from pathlib import Path
 from typing import Any
 
-from benchmarks.brokers import (
-    HOST,
-    BrokerError,
-    _log_tail,
-    find_bayou,
-    process_cpu_s,
-    stop_process,
-    tree_cpu_s,
-)
+from bayou.metrics_scrape import scrape
+from bayou.processes import stop_process
+from benchmarks.brokers import HOST, BrokerError, find_bayou, log_tail
+from benchmarks.procfs import process_cpu_s, tree_cpu_s
 
 REPO = Path(__file__).resolve().parent.parent
 APP_MODULE = "benchmarks.agents_command"
@@ -44,13 +38,9 @@ def machine_busy_s(stat_text: str, ticks: int) -> float:
 
 
 def _metrics(port: int, names: list[str]) -> dict[str, float]:
-    from benchmarks.agent_data import parse_metrics
-
-    try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/metrics", timeout=2.0) as r:
-            return parse_metrics(r.read().decode(), names)
-    except OSError:
-        return {}
+    """The unlabelled samples ``names`` the endpoint has (none when it does not answer)."""
+    samples = scrape(port, HOST, timeout=2.0)
+    return {} if samples is None else samples.values(names)
 
 
 def _bayou_env(**extra: str) -> dict[str, str]:
@@ -133,7 +123,7 @@ class E2EStack:
         while _metrics(port, [metric]).get(metric) != 1.0:
             if proc.poll() is not None:
                 raise BrokerError(
-                    f"{log.stem} exited with code {proc.returncode}; log {log}:\n{_log_tail(log)}"
+                    f"{log.stem} exited with code {proc.returncode}; log {log}:\n{log_tail(log)}"
                 )
             if time.monotonic() > deadline:
                 raise BrokerError(f"{metric} not 1 after {timeout:.0f}s; log {log}")
@@ -143,7 +133,7 @@ class E2EStack:
         for name, proc in (("ingress", self.ingress), ("worker", self.worker)):
             if proc is None or proc.poll() is not None:
                 log = self.workdir / f"{name}.log"
-                raise RuntimeError(f"bayou {name} is not running; log {log}:\n{_log_tail(log)}")
+                raise RuntimeError(f"bayou {name} is not running; log {log}:\n{log_tail(log)}")
 
     def cpu(self) -> dict[str, float]:
         """CPU seconds so far of the ingress (and children), the worker, Tansu and the whole

@@ -37,8 +37,10 @@ import os
 from pathlib import Path
 from typing import Any
 
+from bayou.processes import stop_process
 from benchmarks.brokers import HOST
-from benchmarks.e2e_console import print_e2e_table, run_line, say
+from benchmarks.console import say
+from benchmarks.e2e_console import print_e2e_table, run_line
 from benchmarks.e2e_figures import e2e_entry, percentiles_ms, run_figures, timeline
 from benchmarks.e2e_generator import (
     E2EParams,
@@ -51,7 +53,8 @@ from benchmarks.e2e_generator import (
 from benchmarks.e2e_stack import E2EStack, machine_busy_s
 from benchmarks.procs import expect_report
 
-# What the scenario's callers (benchmarks.run, the tests) use of it and its pieces.
+# What the scenario's callers (benchmarks.cli, benchmarks.report, the tests) use of it and
+# its pieces.
 __all__ = [
     "device_of_topic",
     "due_count",
@@ -98,10 +101,8 @@ def run_e2e_once(stack: E2EStack, args: argparse.Namespace, run_id: str) -> dict
         stack.check_alive()
     finally:
         start.set()
-        proc.join(10.0)
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, 9)
-            proc.join()
+        # It ends by itself once its result is sent; still running after 10 s, it is killed.
+        stop_process(proc, 10.0, sig=None)
     return run_figures(res, cpu0, cpu1, m0, m1)
 
 

@@ -1,4 +1,5 @@
-"""What generator processes report to the harness, and waiting for it.
+"""Generator processes: splitting work among them, starting them, what they report to the
+harness, and waiting for it.
 
 A generator process (``multiprocessing``, fork) puts ``(kind, index, payload)`` tuples on a
 queue: ``kind`` says what happened ("ready", "result", ...), ``index`` which process it is (0
@@ -10,6 +11,21 @@ from __future__ import annotations
 import queue
 import time
 from typing import Any
+
+
+def shares(total: int, parts: int) -> list[int]:
+    """Split ``total`` into ``parts`` near-equal non-negative counts (the first ones larger)."""
+    if parts <= 0:
+        raise ValueError("parts must be positive")
+    return [total // parts + (1 if i < total % parts else 0) for i in range(parts)]
+
+
+def spawn_all(ctx: Any, target: Any, arg_lists: list[tuple[Any, ...]]) -> list[Any]:
+    """Start one daemon process of ``ctx`` running ``target`` per argument tuple."""
+    procs = [ctx.Process(target=target, args=a, daemon=True) for a in arg_lists]
+    for proc in procs:
+        proc.start()
+    return procs
 
 
 def expect_reports(results: Any, kind: str, n: int, timeout: float, what: str) -> dict[int, Any]:

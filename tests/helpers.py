@@ -3,12 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import queue
-import signal
-import subprocess
 import time
-import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +12,10 @@ from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from aiokafka import AIOKafkaConsumer, TopicPartition
+
+# The one scraper and the one stop helper; tests import them from here.
+from bayou.metrics_scrape import metric_value as metric_value
+from bayou.processes import stop_process as stop_process
 
 
 @dataclass
@@ -130,19 +130,6 @@ def headers(record: Any) -> dict[str, bytes]:
     return {k: v for k, v in record.headers or ()}
 
 
-def metric_value(port: int, name: str) -> float | None:
-    """A sample's value from a /metrics endpoint (exact name with labels), or None."""
-    try:
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
-            body = r.read().decode()
-    except OSError:
-        return None
-    for line in body.splitlines():
-        if line.startswith(name + " "):
-            return float(line.split()[-1])
-    return None
-
-
 def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> None:
     deadline = time.monotonic() + timeout
     while not cond():
@@ -177,14 +164,3 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def stop_process(proc: subprocess.Popen[Any], timeout: float = 10) -> None:
-    """SIGTERM, wait, SIGKILL: tests stop what they start, by PID."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait()

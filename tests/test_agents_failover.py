@@ -18,7 +18,6 @@ import json
 import queue
 import re
 import signal
-import subprocess
 import threading
 import time
 from collections import Counter, defaultdict
@@ -31,6 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from bayou.embedded import EmbeddedKafka
+from bayou.processes import stop_process
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID
 from tests import conftest
 from tests.agent_examples.failover_counts import GRACE, SIZE
@@ -77,13 +77,8 @@ def owned_partitions(p: Proc, app: str = "failover") -> set[int]:
 
 
 def kill(p: Proc, sig: signal.Signals) -> None:
-    p.proc.send_signal(sig)
-    try:
-        p.proc.wait(15)
-    except subprocess.TimeoutExpired:
-        p.proc.kill()
-        p.proc.wait()
-        raise AssertionError(f"worker did not stop on {sig.name}:\n{p.log_text()}") from None
+    if not stop_process(p.proc, 15, sig):
+        raise AssertionError(f"worker did not stop on {sig.name}:\n{p.log_text()}")
 
 
 # -- Kafka -----------------------------------------------------------------------------------

@@ -148,7 +148,9 @@ async def _send(bootstrap: str, items: list[tuple[str, dict[str, object]]]) -> N
 
 
 def _metric(port: int, name: str) -> float | None:
-    return metric_value(port, f'bayou_agent_app_{name}_total{{agent="on_reading",app="hooks"}}')
+    return metric_value(
+        port, f"bayou_agent_app_{name}_total", {"agent": "on_reading", "app": "hooks"}
+    )
 
 
 @pytest.mark.integration
@@ -205,8 +207,8 @@ def test_worker_calls_webhooks_retries_and_dead_letters(
         assert _metric(m, "alerts_resolved") == 1.0
         assert _metric(m, "commands_sent") == 1.0
         # Windows and alerters have their own label sets.
-        port_line = 'bayou_agent_app_alerts_fired_total{agent="hot",app="hooks"}'
-        assert metric_value(m, port_line) == 0.0
+        hot = {"agent": "hot", "app": "hooks"}
+        assert metric_value(m, "bayou_agent_app_alerts_fired_total", hot) == 0.0
     finally:
         stop_process(w.proc)
     assert w.proc.returncode == 0, w.log_text()

@@ -8,10 +8,11 @@ from pathlib import Path
 
 import pytest
 
+from bayou.metrics_scrape import Samples
 from benchmarks import agent_data as data
 from benchmarks.agent_bench import agent_entry, summarize_agent
 from benchmarks.agent_ref import WindowState
-from benchmarks.run import parse_args
+from benchmarks.cli import parse_args
 
 
 def test_payload_is_exactly_the_size_and_valid_telemetry() -> None:
@@ -52,15 +53,15 @@ def test_expected_windows_counts_device_window_pairs() -> None:
     assert data.expected_windows(200_000, 10_000, 1000.0, 40.0) == 40_000
 
 
-def test_parse_metrics_reads_unlabelled_samples() -> None:
+def test_samples_read_unlabelled_samples() -> None:
     text = (
         "# HELP bayou_agent_ready x\n# TYPE bayou_agent_ready gauge\nbayou_agent_ready 1.0\n"
         "bayou_agent_records_in_total 2000.0\n"
         'bayou_agent_dead_letters_total{agent="a"} 3.0\n'
         "bayou_agent_records_in_created 1.7e9\n"
     )
-    got = data.parse_metrics(text, ["bayou_agent_ready", "bayou_agent_records_in_total",
-                                    "bayou_agent_window_results_total"])  # fmt: skip
+    got = Samples(text).values(["bayou_agent_ready", "bayou_agent_records_in_total",
+                                "bayou_agent_window_results_total"])  # fmt: skip
     assert got == {"bayou_agent_ready": 1.0, "bayou_agent_records_in_total": 2000.0}
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks import fleet
-from benchmarks.run import summarize_idle
+from benchmarks import fanout_generator, idle, procfs, procs
+from benchmarks.idle import summarize_idle
 
 STATUS = """Name:\tmosquitto
 Umask:\t0022
@@ -23,34 +23,34 @@ Max locked memory         8388608              8388608              bytes
 
 
 def test_shares_split_evenly() -> None:
-    assert fleet.shares(10, 4) == [3, 3, 2, 2]
-    assert fleet.shares(1000, 4) == [250] * 4
-    assert sum(fleet.shares(10_001, 3)) == 10_001
-    assert fleet.shares(2, 3) == [1, 1, 0]
+    assert procs.shares(10, 4) == [3, 3, 2, 2]
+    assert procs.shares(1000, 4) == [250] * 4
+    assert sum(procs.shares(10_001, 3)) == 10_001
+    assert procs.shares(2, 3) == [1, 1, 0]
     with pytest.raises(ValueError):
-        fleet.shares(5, 0)
+        procs.shares(5, 0)
 
 
 def test_parse_vmrss() -> None:
-    assert fleet.parse_vmrss_kib(STATUS) == 8572
+    assert procfs.parse_vmrss_kib(STATUS) == 8572
     with pytest.raises(ValueError):
-        fleet.parse_vmrss_kib("Name:\tkthreadd\n")
+        procfs.parse_vmrss_kib("Name:\tkthreadd\n")
     with pytest.raises(ValueError):
-        fleet.parse_vmrss_kib("VmRSS:\t 5 MB\n")
+        procfs.parse_vmrss_kib("VmRSS:\t 5 MB\n")
 
 
 def test_parse_nofile_limits() -> None:
-    assert fleet.parse_nofile_limits(LIMITS) == (20000, 20000)
+    assert procfs.parse_nofile_limits(LIMITS) == (20000, 20000)
     unlimited = "Max open files            1024                 unlimited            files\n"
-    assert fleet.parse_nofile_limits(unlimited) == (1024, None)
+    assert procfs.parse_nofile_limits(unlimited) == (1024, None)
     with pytest.raises(ValueError):
-        fleet.parse_nofile_limits("Max cpu time unlimited unlimited seconds\n")
+        procfs.parse_nofile_limits("Max cpu time unlimited unlimited seconds\n")
 
 
 def test_kib_per_connection() -> None:
-    assert fleet.kib_per_connection(8572, 16048, 10_000) == pytest.approx(0.7476)
-    assert fleet.kib_per_connection(100, 90, 10) == pytest.approx(-1.0)  # RSS can shrink
-    assert fleet.kib_per_connection(100, 200, 0) is None
+    assert idle.kib_per_connection(8572, 16048, 10_000) == pytest.approx(0.7476)
+    assert idle.kib_per_connection(100, 90, 10) == pytest.approx(-1.0)  # RSS can shrink
+    assert idle.kib_per_connection(100, 200, 0) is None
 
 
 @pytest.mark.parametrize(
@@ -69,7 +69,7 @@ def test_kib_per_connection() -> None:
 def test_fanout_room(
     sent: int, delivered: int, subs: int, window: int, total: int, batch: int, room: int
 ) -> None:
-    assert fleet.fanout_room(sent, delivered, subs, window, total, batch) == room
+    assert fanout_generator.fanout_room(sent, delivered, subs, window, total, batch) == room
 
 
 def test_summarize_idle_medians() -> None:

@@ -14,7 +14,8 @@ import pytest
 
 from benchmarks import latency
 from benchmarks.agents_command import Reading
-from benchmarks.run import SCENARIOS, parse_args
+from benchmarks.cli import parse_args
+from benchmarks.scenarios import SCENARIOS
 
 
 def test_percentiles_nearest_rank() -> None:

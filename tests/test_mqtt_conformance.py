@@ -7,10 +7,8 @@ malformed packets, the in-flight window) is not repeated here.
 
 from __future__ import annotations
 
-import re
 import socket
 import time
-import urllib.request
 import uuid
 from collections import deque
 from collections.abc import Iterator
@@ -19,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import scrape
 from ingress import codec
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt, headers, metric_value, read_topic, stop_process, wait_until
@@ -114,11 +113,6 @@ class Raw:
 def _publish(pkt: codec.Packet) -> tuple[str, int, int, bool, bool, bytes]:
     assert pkt.type == codec.PUBLISH, pkt
     return codec.decode_publish(pkt.flags, pkt.body)
-
-
-def _metrics_text(port: int) -> str:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-        return str(r.read().decode())
 
 
 def _metric(port: int, name: str) -> float:
@@ -506,11 +500,9 @@ def test_protocol_error_reasons_are_a_bounded_label_set(ingress: Proc) -> None:
         assert c.closed_by_node()
     finally:
         c.close()
-    kinds = re.findall(
-        r'^bayou_ingress_protocol_errors_total\{kind="([^"]*)"\}',
-        _metrics_text(ingress.metrics_port),
-        re.M,
-    )
+    samples = scrape(ingress.metrics_port, timeout=5)
+    assert samples is not None
+    kinds = [lbl["kind"] for lbl, _ in samples.labelled("bayou_ingress_protocol_errors_total")]
     assert "unsupported_protocol" in kinds
     assert set(kinds) <= {
         "malformed", "unsupported_protocol", "identifier_rejected", "keepalive_timeout",

@@ -1,0 +1,48 @@
+"""The catalogue of benchmark scenarios: their names, titles, kinds and run order, and which
+brokers each runs against."""
+
+from __future__ import annotations
+
+import argparse
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Scenario:
+    name: str
+    title: str
+    qos: int
+    with_subscriber: bool
+    kind: str = "pubsub"  # "pubsub", "fanout", "idle", "reconnect", "offline", "agent", "e2e"
+
+
+SCENARIOS = [
+    Scenario("qos0_pub_sub", "QoS 0 publisher -> subscriber", 0, True),
+    Scenario("qos1_pub_sub", "QoS 1 publisher -> subscriber", 1, True),
+    Scenario("qos1_puback", "QoS 1 publish -> PUBACK, no subscriber", 1, False),
+    Scenario("fanout_1000", "one publisher -> 1,000 subscribers", 1, True, "fanout"),
+    Scenario("qos2_pub_sub", "QoS 2 publisher -> subscriber", 2, True),
+    Scenario("qos2_puback", "QoS 2 publish -> PUBCOMP, no subscriber", 2, False),
+    Scenario("reconnect_1000", "1,000 persistent sessions reconnect at once", 1, True, "reconnect"),
+    Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
+    # Last: on Bayou it restarts the ingress node.
+    Scenario("offline_sessions", "broker RSS per offline persistent session", 1, False, "offline"),
+    # Agent workers on their own embedded Kafka (benchmarks.agent_bench), after the brokers.
+    Scenario("agent_count", "counting agent (table + changelog) vs hand loop", 0, False, "agent"),
+    Scenario("agent_window_mean", "10 s tumbling mean, 10,000 devices", 0, False, "agent"),
+    # Its own embedded Kafka, ingress and worker (benchmarks.latency), after the agents.
+    Scenario("e2e_latency", "publish -> agent -> command at the device", 1, True, "e2e"),
+]
+# Scenarios also run against Bayou with --ingress-processes node processes ("bayou-<N>p").
+MULTI_PROCESS_SCENARIOS = ("qos1_puback", "fanout_1000")
+AGENT_SCENARIOS = ("agent_count", "agent_window_mean")
+# Run only when named with --scenario.
+OPT_IN_SCENARIOS: tuple[str, ...] = ()
+
+
+def broker_names(sc: Scenario, args: argparse.Namespace) -> list[str]:
+    """The brokers a scenario runs against, in order."""
+    names = [args.only] if args.only else ["mosquitto", "bayou"]
+    if args.ingress_processes > 1 and sc.name in MULTI_PROCESS_SCENARIOS and "bayou" in names:
+        names.append(f"bayou-{args.ingress_processes}p")
+    return names
