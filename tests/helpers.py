@@ -49,6 +49,8 @@ class Mqtt:
         self.client.on_connect = self._on_connect
         self._subacks: queue.Queue[Any] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, codes, props: self._subacks.put(codes)
+        self._unsubacks: queue.Queue[int] = queue.Queue()
+        self.client.on_unsubscribe = lambda c, u, mid, codes, props: self._unsubacks.put(mid)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connack_flags = 1 if getattr(flags, "session_present", False) else 0
@@ -69,6 +71,11 @@ class Mqtt:
     def subscribe(self, topic: str, qos: int = 1) -> list[Any]:
         self.client.subscribe(topic, qos)
         return list(self._subacks.get(timeout=10))
+
+    def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe and wait for the UNSUBACK (the node has dropped the subscription)."""
+        self.client.unsubscribe(topic)
+        self._unsubacks.get(timeout=10)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos)
