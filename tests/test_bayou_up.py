@@ -19,7 +19,7 @@ import pytest
 from bayou.embedded import EmbeddedKafka
 from bayou.net import free_port
 from tests.conftest import BAYOU, bayou_env
-from tests.helpers import Mqtt, alive, children_of, stop_process
+from tests.helpers import Mqtt, alive, children_of, metric_value, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,12 +106,18 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
         assert not stale.exists(), "state of an earlier embedded broker must not be reused"
 
         # The quickstart path: mosquitto clients against the stack.
+        metrics = int(env["BAYOU_INGRESS_METRICS_PORT"])
+        subs = metric_value(metrics, "bayou_ingress_subscriptions") or 0.0
         sub = subprocess.Popen(
             ["mosquitto_sub", "-p", str(mqtt), "-t", "devices/d-up/commands", "-q", "1",
              "-C", "1", "-W", "30"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(0.5)
+        wait_until(
+            lambda: (metric_value(metrics, "bayou_ingress_subscriptions") or 0.0) > subs,
+            20,
+            "mosquitto_sub's subscription on the ingress node",
+        )
         reading = json.dumps({"temperature": 45.0, "humidity": 50.0, "ts": time.time()})
         subprocess.run(
             ["mosquitto_pub", "-p", str(mqtt), "-t", "sensors/d-up/telemetry", "-q", "1",
