@@ -151,7 +151,7 @@ def test_thermostat_worker_outputs_and_restore_after_restart(
     try:
         send(boot, [reading("t-1", 22.0, w + 125)])
         out = collect(boot, "bayou.outbound", b"t-1", 5)
-        time.sleep(1.0)
+        time.sleep(1.0)  # and nothing after it: a duplicate result would show below
         out = collect(boot, "bayou.outbound", b"t-1", 6, wait=2)
         stats = [r for r in out if hdr(r, H_MQTT_TOPIC) == "sensors/t-1/stats"]
         assert [hdr(r, H_RESULT_ID) for r in stats] == [
