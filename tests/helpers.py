@@ -16,6 +16,7 @@ from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
 
 
 @dataclass
@@ -38,7 +39,7 @@ class Mqtt:
 
     def __post_init__(self) -> None:
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=self.clean_session,
             protocol=paho.MQTTv311,

@@ -132,7 +132,7 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
         for pid in kids:
             assert not alive(pid), f"child {pid} outlived bayou up"
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         _close(proc)
 
 
@@ -154,7 +154,7 @@ def test_up_demo_runs_a_fleet_and_reports_commands_delivered(tmp_path: Path) -> 
         for pid in kids:
             assert not alive(pid)
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         _close(proc)
 
 
@@ -245,5 +245,5 @@ def test_up_uses_the_configured_kafka_instead_of_embedding_one(
         assert proc.wait(30) == 0
         assert kafka.proc is not None and kafka.proc.poll() is None, "its Kafka is not its own"
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         _close(proc)
