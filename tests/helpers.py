@@ -12,6 +12,7 @@ from typing import Any, Literal
 
 import paho.mqtt.client as paho
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from paho.mqtt.enums import CallbackAPIVersion
 
 # The one scraper and the one stop helper; tests import them from here.
 from bayou.metrics_scrape import metric_value as metric_value
@@ -38,7 +39,7 @@ class Mqtt:
 
     def __post_init__(self) -> None:
         self.client = paho.Client(
-            paho.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             clean_session=self.clean_session,
             protocol=paho.MQTTv311,
@@ -49,6 +50,8 @@ class Mqtt:
         self.client.on_connect = self._on_connect
         self._subacks: queue.Queue[Any] = queue.Queue()
         self.client.on_subscribe = lambda c, u, mid, codes, props: self._subacks.put(codes)
+        self._unsubacks: queue.Queue[int] = queue.Queue()
+        self.client.on_unsubscribe = lambda c, u, mid, codes, props: self._unsubacks.put(mid)
 
     def _on_connect(self, client: Any, userdata: Any, flags: Any, rc: Any, props: Any) -> None:
         self.connack_flags = 1 if getattr(flags, "session_present", False) else 0
@@ -69,6 +72,11 @@ class Mqtt:
     def subscribe(self, topic: str, qos: int = 1) -> list[Any]:
         self.client.subscribe(topic, qos)
         return list(self._subacks.get(timeout=10))
+
+    def unsubscribe(self, topic: str) -> None:
+        """Unsubscribe and wait for the UNSUBACK (the node has dropped the subscription)."""
+        self.client.unsubscribe(topic)
+        self._unsubacks.get(timeout=10)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 1) -> paho.MQTTMessageInfo:
         return self.client.publish(topic, payload, qos=qos)

@@ -14,6 +14,7 @@ import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TypeAlias
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
@@ -34,7 +35,7 @@ from tests.helpers import stop_process
 pytestmark = pytest.mark.integration
 
 AGENTS = ["--agents", "tests.agent_examples.thermostat"]
-Rec = ConsumerRecord[bytes, bytes]
+Rec: TypeAlias = ConsumerRecord[bytes, bytes]
 
 
 @pytest.fixture(scope="module")
@@ -91,7 +92,8 @@ def collect(bootstrap: str, topic: str, key: bytes, want: int, wait: float = 30.
 
 
 def hdr(r: Rec, name: str) -> str:
-    return dict(r.headers)[name].decode()
+    value: bytes = dict(r.headers)[name]
+    return value.decode()
 
 
 def test_thermostat_worker_outputs_and_restore_after_restart(
@@ -151,7 +153,7 @@ def test_thermostat_worker_outputs_and_restore_after_restart(
     try:
         send(boot, [reading("t-1", 22.0, w + 125)])
         out = collect(boot, "bayou.outbound", b"t-1", 5)
-        time.sleep(1.0)
+        time.sleep(1.0)  # and nothing after it: a duplicate result would show below
         out = collect(boot, "bayou.outbound", b"t-1", 6, wait=2)
         stats = [r for r in out if hdr(r, H_MQTT_TOPIC) == "sensors/t-1/stats"]
         assert [hdr(r, H_RESULT_ID) for r in stats] == [

@@ -29,7 +29,7 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
@@ -131,9 +131,10 @@ def produce(bootstrap: str, topic: str, rounds: range, ends: dict[int, int]) -> 
     """Readings as the ingress writes them; ``ends``: next offset per partition written."""
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 2, "enable.idempotence": True})
 
-    def done(err: object, msg: object) -> None:
+    def done(err: KafkaError | None, msg: Message) -> None:
         assert err is None, err
-        part, off = msg.partition(), msg.offset()  # type: ignore[attr-defined]
+        part, off = msg.partition(), msg.offset()
+        assert part is not None and off is not None
         ends[part] = max(ends.get(part, 0), off + 1)
 
     now = str(int(time.time() * 1000)).encode()
@@ -141,7 +142,10 @@ def produce(bootstrap: str, topic: str, rounds: range, ends: dict[int, int]) -> 
         ts = BASE + STEP * rnd if rnd < ROUNDS else BASE + STEP * ROUNDS + GRACE + 1.0
         for d in DEVICES:
             value = json.dumps({"ts": ts, "round": rnd}).encode()
-            headers = [(H_MQTT_TOPIC, f"sensors/{d}/telemetry".encode()), (H_INGRESS_TS, now)]
+            headers: list[tuple[str, str | bytes | None]] = [
+                (H_MQTT_TOPIC, f"sensors/{d}/telemetry".encode()),
+                (H_INGRESS_TS, now),
+            ]
             p.produce(topic, value, d.encode(), headers=headers, on_delivery=done)
         p.flush(30)
 
@@ -155,7 +159,9 @@ def committed(bootstrap: str, group: str, topic: str) -> dict[int, int]:
         c.close()
 
 
-def read_all(bootstrap: str, topics: list[str], isolation: str) -> list[tuple[str, bytes, dict]]:
+def read_all(
+    bootstrap: str, topics: list[str], isolation: str
+) -> list[tuple[str, bytes, dict[str, bytes]]]:
     """Every record of ``topics`` (4 partitions each) up to their ends, as (topic, value,
     headers)."""
     c = Consumer(
@@ -166,7 +172,7 @@ def read_all(bootstrap: str, topics: list[str], isolation: str) -> list[tuple[st
             "isolation.level": isolation,
         }
     )
-    out: list[tuple[str, bytes, dict]] = []
+    out: list[tuple[str, bytes, dict[str, bytes]]] = []
     try:
         c.assign([TopicPartition(t, p, 0) for t in topics for p in range(4)])
         pending = {(t, p) for t in topics for p in range(4)}
@@ -180,7 +186,9 @@ def read_all(bootstrap: str, topics: list[str], isolation: str) -> list[tuple[st
                 assert err.code() == KafkaError._PARTITION_EOF, err
                 pending.discard((m.topic(), m.partition()))
                 continue
-            out.append((m.topic(), m.value(), dict(m.headers() or [])))
+            topic, value, raw = m.topic(), m.value(), m.headers() or []
+            assert topic is not None and value is not None and isinstance(raw, list)
+            out.append((topic, value, {k: v for k, v in raw if isinstance(v, bytes)}))
         assert not pending, f"not read to the end: {pending}"
     finally:
         c.close()

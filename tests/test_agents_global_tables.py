@@ -63,7 +63,10 @@ def test_run_app_gives_global_tables_the_tests_contents() -> None:
 def send(bootstrap: str, topic: str, mqtt_topic: str, key: str, value: bytes) -> None:
     p = Producer({"bootstrap.servers": bootstrap})
     now = str(int(time.time() * 1000)).encode()
-    headers = [(H_MQTT_TOPIC, mqtt_topic.encode()), (H_INGRESS_TS, now)]
+    headers: list[tuple[str, str | bytes | None]] = [
+        (H_MQTT_TOPIC, mqtt_topic.encode()),
+        (H_INGRESS_TS, now),
+    ]
     p.produce(topic, value, key.encode(), headers=headers)
     assert p.flush(10) == 0
 
@@ -125,10 +128,9 @@ def test_another_apps_worker_reads_the_state_at_start_and_follows_it(
         # Caught up before its first record: the first answer knows dev-1.
         send(boot, "test.asks", "ask/dev-1", "dev-1", b"?")
         first = answers.next()
-        assert first == {
-            "device": "dev-1",
-            "state": {"temperature": 21.5, "ts": first["state"]["ts"]},
-        }  # type: ignore[index]
+        state = first["state"]
+        assert isinstance(state, dict)
+        assert first == {"device": "dev-1", "state": {"temperature": 21.5, "ts": state["ts"]}}
 
         # An update of the owner reaches the reader (eventually: ask until it shows).
         send(boot, "bayou.telemetry", "sensors/dev-1/telemetry", "dev-1", reading(30.5))

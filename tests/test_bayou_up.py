@@ -19,7 +19,7 @@ import pytest
 from bayou.embedded import EmbeddedKafka
 from bayou.net import free_port
 from tests.conftest import BAYOU, bayou_env
-from tests.helpers import Mqtt, alive, children_of, stop_process
+from tests.helpers import Mqtt, alive, children_of, metric_value, stop_process, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -106,12 +106,18 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
         assert not stale.exists(), "state of an earlier embedded broker must not be reused"
 
         # The quickstart path: mosquitto clients against the stack.
+        metrics = int(env["BAYOU_INGRESS_METRICS_PORT"])
+        subs = metric_value(metrics, "bayou_ingress_subscriptions") or 0.0
         sub = subprocess.Popen(
             ["mosquitto_sub", "-p", str(mqtt), "-t", "devices/d-up/commands", "-q", "1",
              "-C", "1", "-W", "30"],
             stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
-        time.sleep(0.5)
+        wait_until(
+            lambda: (metric_value(metrics, "bayou_ingress_subscriptions") or 0.0) > subs,
+            20,
+            "mosquitto_sub's subscription on the ingress node",
+        )
         reading = json.dumps({"temperature": 45.0, "humidity": 50.0, "ts": time.time()})
         subprocess.run(
             ["mosquitto_pub", "-p", str(mqtt), "-t", "sensors/d-up/telemetry", "-q", "1",
@@ -126,7 +132,7 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
         for pid in kids:
             assert not alive(pid), f"child {pid} outlived bayou up"
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         _close(proc)
 
 
@@ -148,7 +154,7 @@ def test_up_demo_runs_a_fleet_and_reports_commands_delivered(tmp_path: Path) -> 
         for pid in kids:
             assert not alive(pid)
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         _close(proc)
 
 
@@ -239,5 +245,5 @@ def test_up_uses_the_configured_kafka_instead_of_embedding_one(
         assert proc.wait(30) == 0
         assert kafka.proc is not None and kafka.proc.poll() is None, "its Kafka is not its own"
     finally:
-        stop_process(proc)  # type: ignore[arg-type]
+        stop_process(proc)
         _close(proc)

@@ -47,7 +47,7 @@ def test_qos1_not_acknowledged_while_kafka_is_down_and_delivered_after(
         sub.subscribe("sensors/#", 1)
         os.kill(kafka.pid, signal.SIGSTOP)
         info = pub.publish("sensors/d-out/telemetry", b"while-down", qos=1)
-        time.sleep(3)
+        time.sleep(3)  # nothing must come: a PUBACK now would not be backed by Kafka
         assert not info.is_published(), "PUBACK sent while Kafka could not have the record"
         os.kill(kafka.pid, signal.SIGCONT)
         info.wait_for_publish(40)

@@ -1,7 +1,7 @@
 """The TLS and WebSocket listeners with real parts: Kafka, a node, paho and websockets clients.
 
 The node runs in this process on its own event loop (a thread), with the listeners started by
-``start_extra_listeners`` beside it; the last tests run ``bayou ingress`` as a process, once
+``start_extra_listeners`` beside it; the last tests run ``bayou ingress`` as a process, whose
 ``IngressNode.start`` starts the listeners itself.
 """
 
@@ -352,11 +352,7 @@ async def test_no_extra_listeners_by_default() -> None:
 
 # `bayou ingress` as a process --------------------------------------------------------------------
 
-_WIRED = "start_extra_listeners" in (Path(__file__).parent.parent / "ingress/node.py").read_text()
-wired = pytest.mark.skipif(not _WIRED, reason="ingress/node.py does not start the listeners yet")
 
-
-@wired
 def test_bayou_ingress_serves_tls_and_websocket(
     kafka: EmbeddedKafka, cert: tuple[Path, Path], tmp_path: Path
 ) -> None:
@@ -382,7 +378,6 @@ def test_bayou_ingress_serves_tls_and_websocket(
     assert "Traceback" not in p.log_text()
 
 
-@wired
 def test_bayou_ingress_with_a_missing_certificate_exits_naming_the_setting(
     kafka: EmbeddedKafka, tmp_path: Path
 ) -> None:

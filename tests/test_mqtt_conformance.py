@@ -449,6 +449,7 @@ def test_sessions_stored_does_not_count_clean_sessions(ingress: Proc) -> None:
     stored = _metric(port, "bayou_ingress_sessions_stored")
     c = Mqtt(ingress.mqtt_port, f"clean-{_uid()}", clean_session=True).connect()
     try:
+        # Nothing must change: time for the node to read its clean record back from Kafka.
         time.sleep(0.5)
         assert _metric(port, "bayou_ingress_sessions_stored") == stored
     finally:

@@ -9,13 +9,14 @@ import socket
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from bayou.embedded import EmbeddedKafka
 from ingress import codec
 from tests.conftest import Proc, start_ingress
-from tests.helpers import Mqtt, metric_value, read_topic, stop_process
+from tests.helpers import Mqtt, metric_value, read_topic, stop_process, wait_until
 from tests.test_ingress_mqtt import _closed
 
 pytestmark = pytest.mark.integration
@@ -33,6 +34,21 @@ def _session_present(m: Mqtt) -> bool:
     return bool(m.connack_flags & 0x01)
 
 
+def _session_records(bootstrap: str, client_id: str) -> list[Any]:
+    """The records of ``client_id`` in ``bayou.sessions``, oldest first."""
+    return [r for r in read_topic(bootstrap, "bayou.sessions") if r.key == client_id.encode()]
+
+
+def _wait_offline(bootstrap: str, client_id: str) -> None:
+    """Wait until Kafka has the record a disconnect writes: the session with no owner."""
+
+    def offline() -> bool:
+        recs = _session_records(bootstrap, client_id)
+        return bool(recs) and recs[-1].value is not None and not json.loads(recs[-1].value)["owner"]
+
+    wait_until(offline, 20, f"the offline session of {client_id} in bayou.sessions")
+
+
 def _publish_all(port: int, topic: str, payloads: list[bytes], qos: int = 1) -> None:
     pub = Mqtt(port, f"pub-{_uid()}").connect()
     try:
@@ -42,13 +58,15 @@ def _publish_all(port: int, topic: str, payloads: list[bytes], qos: int = 1) -> 
         pub.close()
 
 
-def test_mqtt_3_1_2_4_offline_messages_delivered_on_reconnect_in_order(ingress: Proc) -> None:
+def test_mqtt_3_1_2_4_offline_messages_delivered_on_reconnect_in_order(
+    kafka: EmbeddedKafka, ingress: Proc
+) -> None:
     cid, topic = f"dev-{_uid()}", f"s/{_uid()}"
     c = _persistent(ingress.mqtt_port, cid)
     assert not _session_present(c)  # [MQTT-3.2.2-3]: no session stored yet
     c.subscribe(topic, 1)
     c.close()
-    time.sleep(0.3)
+    _wait_offline(kafka.bootstrap, cid)
     _publish_all(ingress.mqtt_port, topic, [b"m1", b"m2", b"m3"])
     c = _persistent(ingress.mqtt_port, cid)
     try:
@@ -63,16 +81,23 @@ def test_mqtt_3_1_2_4_offline_messages_delivered_on_reconnect_in_order(ingress: 
         c.close()
 
 
-def test_mqtt_3_1_2_6_clean_session_discards_the_stored_session(ingress: Proc) -> None:
+def test_mqtt_3_1_2_6_clean_session_discards_the_stored_session(
+    kafka: EmbeddedKafka, ingress: Proc
+) -> None:
     cid, topic = f"dev-{_uid()}", f"s/{_uid()}"
     c = _persistent(ingress.mqtt_port, cid)
     c.subscribe(topic, 1)
     c.close()
-    time.sleep(0.3)
+    _wait_offline(kafka.bootstrap, cid)
     clean = Mqtt(ingress.mqtt_port, cid, clean_session=True).connect()
     assert not _session_present(clean)  # [MQTT-3.2.2-1]
     clean.close()
-    time.sleep(0.3)
+    # The clean session's disconnect writes a tombstone for the client id.
+    wait_until(
+        lambda: _session_records(kafka.bootstrap, cid)[-1].value is None,
+        20,
+        f"the tombstone of {cid} in bayou.sessions",
+    )
     _publish_all(ingress.mqtt_port, topic, [b"lost-on-purpose"])
     c = _persistent(ingress.mqtt_port, cid)
     try:
@@ -92,7 +117,7 @@ def test_session_resumes_on_another_node(
         c = _persistent(ingress.mqtt_port, cid)
         c.subscribe(topic, 2)
         c.close()
-        time.sleep(0.3)
+        _wait_offline(kafka.bootstrap, cid)
         _publish_all(ingress.mqtt_port, topic, [b"a", b"b"], qos=2)
         c = _persistent(other.mqtt_port, cid)
         try:
@@ -117,7 +142,17 @@ def test_kill_9_of_a_node_loses_no_qos1_or_qos2_message(
         c.subscribe(topic, qos)
         _publish_all(b.mqtt_port, topic, [b"before-1", b"before-2"], qos=qos)
         assert [c.expect().payload for _ in range(2)] == [b"before-1", b"before-2"]
-        time.sleep(1.5)  # at least one checkpoint of the session
+        # At least one checkpoint of the session after both were delivered and completed:
+        # a record created after now with nothing in flight.
+        received_ms = int(time.time() * 1000)
+        wait_until(
+            lambda: any(
+                r.timestamp > received_ms and r.value and not json.loads(r.value)["pending"]
+                for r in _session_records(kafka.bootstrap, cid)
+            ),
+            20,
+            f"a checkpoint of {cid} in bayou.sessions",
+        )
         os.kill(a.proc.pid, signal.SIGKILL)
         a.proc.wait()
         c.client.loop_stop()
@@ -226,8 +261,8 @@ def test_session_record_in_kafka_has_subscriptions(kafka: EmbeddedKafka, ingress
     c = _persistent(ingress.mqtt_port, cid)
     c.subscribe(topic, 1)
     c.close()
-    time.sleep(0.5)
-    recs = [r for r in read_topic(kafka.bootstrap, "bayou.sessions") if r.key == cid.encode()]
+    _wait_offline(kafka.bootstrap, cid)
+    recs = _session_records(kafka.bootstrap, cid)
     assert recs, "no session record"
     last = json.loads(recs[-1].value)
     assert last["subs"] == {topic: 1}

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
 import subprocess
-import time
 import uuid
 from pathlib import Path
 
@@ -56,5 +56,7 @@ def test_two_processes_share_the_port_and_act_as_one_broker(
         assert len(kids) >= 2
     finally:
         stop_process(group)
-    time.sleep(0.5)
+    # The group waits for its node processes; were it killed, they die with it (PDEATHSIG).
+    with contextlib.suppress(TimeoutError):
+        wait_until(lambda: not any(alive(k) for k in kids), 5, "the node processes to exit")
     assert not any(alive(k) for k in kids)
