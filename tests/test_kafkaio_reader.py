@@ -7,7 +7,8 @@ import uuid
 
 import pytest
 from confluent_kafka import Producer
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient
+from confluent_kafka.cimpl import NewTopic
 
 from bayou.embedded import EmbeddedKafka
 from kafkaio.reader import BEGINNING, PartitionReader, ReadError
