@@ -44,6 +44,7 @@ from agents.alerting import Alerter, AlertEvent, AlertRule
 from agents.global_tables import GlobalTable
 from agents.reducers import ReducerLike
 from agents.windowing import WindowedAggregator, WindowResult, WindowSpec
+from ingress.contract.topics import TopicError, matches, validate_topic_filter
 
 Payload = Mapping[str, Any] | bytes
 log = logging.getLogger(__name__)
@@ -283,12 +284,14 @@ class Pattern:
 
     def __init__(self, pattern: str) -> None:
         levels = pattern.split("/")
-        if not pattern or any(("#" in lv and lv != "#") for lv in levels) or "#" in levels[:-1]:
-            raise AppError(f"not a valid MQTT topic pattern: {pattern!r}")
         self.pattern = pattern
         self.levels = levels
         self.names = [m.group(1) if (m := _LEVEL.match(lv)) else None for lv in levels]
         self.filter = "/".join("+" if n else lv for n, lv in zip(self.names, levels, strict=True))
+        try:
+            validate_topic_filter(self.filter)
+        except TopicError as exc:
+            raise AppError(f"not a valid MQTT topic pattern: {pattern!r} ({exc})") from None
         self._cache: dict[str, dict[str, str] | None] = {}
 
     def match(self, topic: str) -> dict[str, str] | None:
@@ -305,19 +308,12 @@ class Pattern:
         return None if params is None else dict(params)
 
     def _match(self, topic: str) -> dict[str, str] | None:
+        # The broker's own matcher decides (with its '$'-topic rule, MQTT-4.7.2-1); only the
+        # named levels are taken here.
+        if not matches(self.filter, topic):
+            return None
         parts = topic.split("/")
-        params: dict[str, str] = {}
-        for i, lv in enumerate(self.levels):
-            if lv == "#":
-                return params
-            if i >= len(parts):
-                return None
-            name = self.names[i]
-            if name is not None:
-                params[name] = parts[i]
-            elif lv != "+" and lv != parts[i]:
-                return None
-        return params if len(parts) == len(self.levels) else None
+        return {name: parts[i] for i, name in enumerate(self.names) if name is not None}
 
 
 @dataclass(slots=True)
@@ -377,8 +373,8 @@ class Window(_Keyed):
     """A windowed aggregation of the app (:meth:`App.window`).
 
     One :class:`WindowedAggregator` per input partition: a window of a key closes at the
-    watermark of the key's partition (:mod:`agents.app_core`), and a reading is late when every
-    window it belongs to has closed at that watermark.
+    watermark of the key's partition (:mod:`agents.runtime.engine`), and a reading is late when
+    every window it belongs to has closed at that watermark.
     """
 
     kind = "w"
@@ -573,7 +569,7 @@ class App:
     parts: dict[tuple[str, str], _Keyed] = field(default_factory=dict, init=False, repr=False)
     _current_partition: int | None = field(default=None, init=False, repr=False)
     _key_partition: dict[str, int] = field(default_factory=dict, init=False, repr=False)
-    # The closing watermark of each input partition (kept by agents.app_core.AppEngine).
+    # The closing watermark of each input partition (kept by agents.runtime.engine.AppEngine).
     _watermarks: dict[int, float] = field(default_factory=dict, init=False, repr=False)
     _current_agent: str | None = field(default=None, init=False, repr=False)
     _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)

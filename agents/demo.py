@@ -2,7 +2,7 @@
 
 An :class:`agents.app.App` named ``demo`` (:func:`demo_app`), run by ``bayou worker`` (and
 ``bayou up``) when no ``--agents`` module is given, on the same runtime as every other app
-(:mod:`agents.app_runtime`): state in RocksDB under ``<state_dir>/apps/demo`` and in the
+(:mod:`agents.runtime.loop`): state in RocksDB under ``<state_dir>/apps/demo`` and in the
 compacted changelog topic ``bayou.changelog.demo``, consumer group ``<group_id>.demo``.
 
 Contract (other tools rely on it):
@@ -34,7 +34,7 @@ Contract (other tools rely on it):
   header ``bayou.agent`` (and the label of ``bayou_agent_dead_letters_total``) is
   ``demo.telemetry``.
 
-Window closing rule (per input partition, :mod:`agents.app_core`). Each partition of the input
+Window closing rule (per input partition, :mod:`agents.runtime.engine`). Each partition of the input
 topic has its own watermark: the highest event ``ts`` of its records (capped at ``wall_now +
 config.max_clock_skew_seconds``, so a device with a clock far in the future cannot close
 windows early), moved on by the wall clock only while the partition has no new records and the
@@ -56,11 +56,8 @@ from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
 
-from agents.alerting import AlertRule, Threshold
-from agents.app import App, Context, Out
-from agents.config import WorkerConfig
-from agents.reducers import Max, Mean, Min
-from agents.windowing import Tumbling, WindowResult
+from agents import AlertRule, App, Context, Max, Mean, Min, Out, Threshold, Tumbling, WindowResult
+from agents.runtime.config import WorkerConfig
 
 APP_NAME = "demo"
 AGENT_NAME = "telemetry"

@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from agents.app import App, Output
-from agents.app_core import AppEngine, record
+from agents.runtime.engine import AppEngine, record
 from ingress.contract import H_MQTT_TOPIC
 
 TOPIC = "run_app"

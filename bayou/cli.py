@@ -117,7 +117,7 @@ def worker(
 ) -> None:
     """Run one agent worker (your --agents modules, else the demo) against BAYOU_KAFKA_BOOTSTRAP."""
     from agents.app import AppError, load_apps
-    from agents.worker import main
+    from agents.runtime.worker import main
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "worker")
@@ -142,7 +142,7 @@ def worker(
 
 def _app_topics(apps: list[Any], routes: list[tuple[str, str]]) -> tuple[list[str], list[str]]:
     """The apps' input topics and changelog topics (resolving raises AppError early)."""
-    from agents.app_store import changelog_topic, resolve_topic
+    from agents.runtime.store import changelog_topic, resolve_topic
 
     inputs = sorted({resolve_topic(a, routes) for app_ in apps for a in app_.agents})
     # The changelogs of the apps, and of the apps whose tables they read (global tables).
@@ -198,8 +198,8 @@ def replay(
     the replay starts, then prints a summary and exits.
     """
     from agents.app import AppError, load_apps
-    from agents.replay import replay as run_replay
-    from agents.replay import replay_topic
+    from agents.runtime.replay import replay as run_replay
+    from agents.runtime.replay import replay_topic
     from bayou.kafka_topics import ensure_topics
 
     settings = _settings()

@@ -8,7 +8,7 @@ from typing import Literal, NamedTuple
 from pydantic import Field, PrivateAttr, ValidationError
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from agents.config import WorkerConfig
+from agents.runtime.config import WorkerConfig
 from bayou.net import port_in_use
 from ingress.config import IngressConfig
 from ingress.contract import (
@@ -21,7 +21,7 @@ from ingress.contract import (
 from ingress.routes import DEMO_ROUTES, EgressRule, RouteRule
 from ingress.routes_file import RoutesFileError, load_routes_file
 
-# The demo app's changelog (agents.app_store.changelog_topic("demo")); spelt out so that reading
+# The demo app's changelog (agents.runtime.store.changelog_topic("demo")); spelt out so that reading
 # the settings imports no agent runtime.
 DEMO_CHANGELOG_TOPIC = "bayou.changelog.demo"
 

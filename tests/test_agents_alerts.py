@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from agents.app import Output
-from agents.config import WorkerConfig
 from agents.demo import demo_app
+from agents.runtime.config import WorkerConfig
 from agents.testing import run_app
 
 

@@ -13,9 +13,9 @@ from pydantic import BaseModel
 
 from agents.alerting import Absence, AlertRule
 from agents.app import App, AppError, Context, Out, Output, Pattern, load_apps
-from agents.app_core import AppEngine, Record, record
-from agents.app_store import AppStore, resolve_topic
 from agents.reducers import Count
+from agents.runtime.engine import AppEngine, Record, record
+from agents.runtime.store import AppStore, resolve_topic
 from agents.testing import run_app
 from agents.windowing import Tumbling, WindowResult
 from ingress.contract import H_MQTT_TOPIC
@@ -261,6 +261,19 @@ def test_agent_topic_comes_from_the_route_rules_or_kafka_topic() -> None:
         Pattern("a/#/b")
 
 
+def test_patterns_match_as_the_broker_does_with_named_levels() -> None:
+    assert Pattern("sensors/{device}/telemetry").match("sensors/d1/telemetry") == {"device": "d1"}
+    assert Pattern("{site}/#").match("north/a/b") == {"site": "north"}
+    assert Pattern("sensors/#").match("sensors") == {}
+    # [MQTT-4.7.2-1]: a filter starting with a wildcard does not match a '$' topic.
+    assert Pattern("{device}/x/telemetry").match("$SYS/x/telemetry") is None
+    assert Pattern("+/x/telemetry").match("$SYS/x/telemetry") is None
+    assert Pattern("#").match("$SYS/broker") is None
+    assert Pattern("$SYS/{what}").match("$SYS/broker") == {"what": "broker"}
+    with pytest.raises(AppError, match="not a valid MQTT topic pattern"):
+        Pattern("a/b+c")
+
+
 def test_definition_errors_and_loading_modules() -> None:
     app = App("x")
     app.table("t")
@@ -335,8 +348,8 @@ def test_a_callback_that_raises_dead_letters_its_result_and_the_others_go_on() -
 
 
 def test_a_callback_dead_letter_becomes_a_record_without_source_headers() -> None:
-    from agents.app_batch import _to_record
-    from agents.config import WorkerConfig
+    from agents.runtime.batch import _to_record
+    from agents.runtime.config import WorkerConfig
 
     o = Output("deadletter", "", b'{"id":"k|0.0|10.0"}', b"k", result_id="k|0.0|10.0",
                reason="publish raised KeyError: 'x'", agent="a.w", callback=True)  # fmt: skip

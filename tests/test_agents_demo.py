@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 
 from agents.app import Output
-from agents.app_core import AppEngine, Record, record
-from agents.config import WorkerConfig
 from agents.demo import AGENT_NAME, APP_NAME, demo_app
+from agents.runtime.config import WorkerConfig
+from agents.runtime.engine import AppEngine, Record, record
 from agents.testing import run_app
 from bayou.settings import Settings
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
@@ -194,7 +194,7 @@ def test_config_names_the_topic_threshold_window_and_cool_down() -> None:
 
 
 def test_the_settings_create_the_demo_changelog_topic_compacted() -> None:
-    from agents.app_store import changelog_topic
+    from agents.runtime.store import changelog_topic
     from bayou.settings import DEMO_CHANGELOG_TOPIC
 
     assert DEMO_CHANGELOG_TOPIC == changelog_topic(APP_NAME)  # spelt out in the settings

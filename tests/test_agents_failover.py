@@ -5,7 +5,7 @@ with the right count and its deterministic id ``key|start|end``. With an ingress
 subscribed to its stats topic gets each result once, duplicates dropped by result id.
 
 Event times are synthetic (``BASE + 2 * round``, far in the past), so only the readings move the
-watermark, apart from its idle advance with the wall clock (agents/app_core.py). The grace of
+watermark, apart from its idle advance with the wall clock (agents/runtime/engine.py). The grace of
 the app (60 s of event time) covers the readings produced while a dead worker's partitions are
 orphaned plus the failover's wall time, so none of them is late: what is measured is the
 runtime's state hand-over, not the choice of grace.

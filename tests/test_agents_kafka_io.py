@@ -1,12 +1,12 @@
-"""Pure pieces of the worker's Kafka clients (agents/kafka_io.py): which records of a poll
-survive a rebalance inside it, and which transaction errors the loop retries."""
+"""Pure pieces of the worker's Kafka clients (agents/runtime/kafka_clients.py): which records
+of a poll survive a rebalance inside it, and which transaction errors the loop retries."""
 
 from __future__ import annotations
 
 from confluent_kafka import KafkaError, KafkaException
 
-from agents.app_core import Record, record
-from agents.kafka_io import DeliveryError, _current, is_retriable_txn
+from agents.runtime.engine import Record, record
+from agents.runtime.kafka_clients import DeliveryError, _current, is_retriable_txn
 
 
 def rec(topic: str, partition: int, offset: int) -> Record:

@@ -14,8 +14,8 @@ import pytest
 from aiokafka import AIOKafkaProducer
 
 from agents.app import App, Context, Output
+from agents.runtime.webhooks import H_WEBHOOK_STATUS, H_WEBHOOK_TRIES, H_WEBHOOK_URL, WebhookCaller
 from agents.testing import run_app
-from agents.webhooks import H_WEBHOOK_STATUS, H_WEBHOOK_TRIES, H_WEBHOOK_URL, WebhookCaller
 from bayou.embedded import EmbeddedKafka
 from ingress.contract import (
     H_DEADLETTER_AGENT,

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from agents.app import Output, Window
-from agents.config import WorkerConfig
 from agents.demo import demo_app
+from agents.runtime.config import WorkerConfig
 from agents.testing import run_app
 
 

@@ -23,8 +23,8 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 from prometheus_client import REGISTRY
 
-from agents.config import WorkerConfig
-from agents.worker import run_worker
+from agents.runtime.config import WorkerConfig
+from agents.runtime.worker import run_worker
 from bayou.embedded import EmbeddedKafka
 from bayou.kafka_topics import ensure_topics
 from ingress.contract import (

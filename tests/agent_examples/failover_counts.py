@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agents.app import App, Context, Out
-from agents.reducers import Count, Sum
-from agents.windowing import Tumbling, WindowResult
+from agents import App, Context, Count, Out, Sum, Tumbling, WindowResult
 
 SIZE = 10.0
 GRACE = 60.0

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel
 
-from agents.app import App, Context, Out
-from agents.reducers import Count
-from agents.windowing import Tumbling, WindowResult
+from agents import App, Context, Count, Out, Tumbling, WindowResult
 
 SIZE = 5.0
 GRACE = 2.0

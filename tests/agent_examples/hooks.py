@@ -8,10 +8,7 @@ import os
 
 from pydantic import BaseModel
 
-from agents.alerting import AlertRule, Threshold
-from agents.app import App, Context, Out
-from agents.reducers import Count
-from agents.windowing import Tumbling, WindowResult
+from agents import AlertRule, App, Context, Count, Out, Threshold, Tumbling, WindowResult
 
 
 class Reading(BaseModel):

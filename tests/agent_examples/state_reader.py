@@ -4,7 +4,7 @@ global table. Asked on ``ask/{device}`` (Kafka topic ``test.asks``), it answers 
 
 from __future__ import annotations
 
-from agents.app import App, Context
+from agents import App, Context
 
 app = App("state_reader")
 states = app.global_table("thermostat", "last_state")

@@ -7,10 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents.alerting import AlertRule, Threshold
-from agents.app import App, Context, Out
-from agents.reducers import Count, Max, Mean
-from agents.windowing import Tumbling, WindowResult
+from agents import AlertRule, App, Context, Count, Max, Mean, Out, Threshold, Tumbling, WindowResult
 
 
 class Reading(BaseModel):

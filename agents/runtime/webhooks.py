@@ -1,6 +1,6 @@
 """HTTP webhook calls of apps (``ctx.webhook``): POST with retries, then a dead letter.
 
-The worker (:mod:`agents.app_runtime`) makes a batch's calls after the batch's Kafka outputs
+The worker (:mod:`agents.runtime.loop`) makes a batch's calls after the batch's Kafka outputs
 are acknowledged and before its state reaches the changelog and its input offsets are
 committed; they run concurrently (at most ``concurrency`` at once), so a batch waits at most
 the slowest call: ``(retries + 1) * timeout`` plus the backoff waits ``backoff * (1 + 2 + ...

@@ -38,8 +38,8 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 
 from agents.app import App, Output
-from agents.app_core import AppEngine, Record, record
-from agents.app_store import resolve_topic
+from agents.runtime.engine import AppEngine, Record, record
+from agents.runtime.store import resolve_topic
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,

@@ -1,12 +1,12 @@
 """One batch of the agent runtime: records in; outputs, webhook calls and state out, in order.
 
-The order (:func:`process_batch`; the loop in :mod:`agents.app_runtime` commits afterwards):
+The order (:func:`process_batch`; the loop in :mod:`agents.runtime.loop` commits afterwards):
 
 1. run each app's agents over the batch's records (validation failures → dead letters); close
    windows at the watermarks and tick alerters (every loop, also when idle), run their
    ``on_close`` / ``on_event`` callbacks;
 2. produce every output and await every acknowledgement; then make the batch's webhook calls
-   (concurrently, with retries, bounded in time: :mod:`agents.webhooks`) and produce a dead
+   (concurrently, with retries, bounded in time: :mod:`agents.runtime.webhooks`) and produce a dead
    letter for each call whose last try failed;
 3. produce every state change to the app's changelog and await the acknowledgements. State that
    says "input folded" must never reach Kafka before that input's outputs and calls are done:
@@ -25,13 +25,13 @@ from typing import Any
 
 from confluent_kafka import Message
 
-from agents import metrics
 from agents.app import Output, check_json
-from agents.app_core import Record
-from agents.app_store import AppRunner
-from agents.config import WorkerConfig
-from agents.kafka_io import BatchProducer
-from agents.webhooks import WebhookCaller, WebhookResult, dead_letter
+from agents.runtime import metrics
+from agents.runtime.config import WorkerConfig
+from agents.runtime.engine import Record
+from agents.runtime.kafka_clients import BatchProducer
+from agents.runtime.store import AppRunner
+from agents.runtime.webhooks import WebhookCaller, WebhookResult, dead_letter
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,

@@ -1,7 +1,7 @@
 """An app's state in a worker: RocksDB, the compacted changelog, and restoring from them.
 
 Layout of the RocksDB of an app (``<state_dir>/apps/<app>``): ``s:<partition>\\0<entry>`` → the
-entry's JSON (entries: :mod:`agents.app_core`), ``c:<partition>`` → the next changelog offset
+entry's JSON (entries: :mod:`agents.runtime.engine`), ``c:<partition>`` → the next changelog offset
 already in the store. The changelog ``bayou.changelog.<app>`` has the same entries as keys, on
 the same partition number as the input partition they belong to.
 
@@ -28,9 +28,10 @@ from typing import Any
 from rocksdict import Options, Rdict, WriteBatch
 
 from agents.app import AgentSpec, App, AppError
-from agents.app_core import AppEngine
-from agents.changelog_io import lasting, reader_conf
-from agents.config import WorkerConfig
+from agents.runtime.config import WorkerConfig
+from agents.runtime.engine import AppEngine
+from kafkaio.clients import reader_conf
+from kafkaio.reader import lasting
 
 log = logging.getLogger(__name__)
 
@@ -120,7 +121,7 @@ def read_changelog(
     out: dict[int, tuple[dict[str, Any], int]] = {p: ({}, s) for p, s in starts.items()}
     if not starts:
         return out
-    conf = reader_conf(bootstrap, "bayou-changelog-restore")
+    conf = reader_conf(bootstrap, "changelog-restore", read_committed=True)
     consumer = Consumer(conf)
     # Its watermarks are the high watermarks (a read_committed consumer's are the stable ones).
     probe = Consumer({**conf, "isolation.level": "read_uncommitted"})

@@ -29,7 +29,7 @@ from confluent_kafka import (
     TopicPartition,
 )
 
-from agents.app_core import Record
+from agents.runtime.engine import Record
 
 log = logging.getLogger(__name__)
 

@@ -1,9 +1,10 @@
 """Runs data teams' :class:`agents.app.App` objects: the worker's batch loop.
 
 One consumer (group ``<group_id>.<app names>``) reads every app's input topics. Each loop:
-poll a batch (:class:`agents.kafka_io.GroupConsumer`); apply the rebalances of that poll
-(revoked partitions' state is dropped, assigned ones are restored: :mod:`agents.app_store`);
-process the batch (:mod:`agents.app_batch`: outputs, webhook calls, changelog); write RocksDB;
+poll a batch (:class:`agents.runtime.kafka_clients.GroupConsumer`); apply the rebalances of
+that poll (revoked partitions' state is dropped, assigned ones are restored:
+:mod:`agents.runtime.store`);
+process the batch (:mod:`agents.runtime.batch`: outputs, webhook calls, changelog); write RocksDB;
 commit the input offsets (with exactly-once: commit the transaction, then write RocksDB).
 
 The input offsets folded into the state are part of the state (``["o", topic]`` entries), so
@@ -36,15 +37,15 @@ import socket
 import time
 from collections.abc import Sequence
 
-from agents import metrics
 from agents.app import App
-from agents.app_batch import init_metrics, process_batch
-from agents.app_core import Record
-from agents.app_store import AppRunner
-from agents.config import WorkerConfig
-from agents.global_tables import Follower
-from agents.kafka_io import TP, BatchProducer, GroupConsumer, is_retriable_txn
-from agents.webhooks import WebhookCaller
+from agents.runtime import metrics
+from agents.runtime.batch import init_metrics, process_batch
+from agents.runtime.config import WorkerConfig
+from agents.runtime.engine import Record
+from agents.runtime.global_follower import Follower
+from agents.runtime.kafka_clients import TP, BatchProducer, GroupConsumer, is_retriable_txn
+from agents.runtime.store import AppRunner
+from agents.runtime.webhooks import WebhookCaller
 
 __all__ = ["run_apps", "transactional_id"]
 

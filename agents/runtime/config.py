@@ -17,7 +17,7 @@ class WorkerConfig(BaseModel):
     group_id: str = "bayou-agents"
     session_timeout_ms: int = 6_000
     # "exactly_once": each batch's outputs, changelog and input offsets in one Kafka transaction
-    # (agents.app_runtime).
+    # (agents.runtime.loop).
     processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     # How long Kafka keeps a batch transaction open before aborting it: the time a dead
     # worker's partitions wait before another worker can read on (webhook calls count in it).
@@ -42,7 +42,7 @@ class WorkerConfig(BaseModel):
     # How long a fetch may wait for data; small, because commands must reach devices fast.
     fetch_max_wait_ms: int = 10
     # Webhook calls (ctx.webhook): tries after the first failed one, seconds per try, and the
-    # first wait between tries (doubling); see agents.webhooks.
+    # first wait between tries (doubling); see agents.runtime.webhooks.
     webhook_retries: int = 2
     webhook_timeout_seconds: float = 5.0
     webhook_backoff_seconds: float = 0.5

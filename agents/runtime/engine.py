@@ -1,6 +1,6 @@
 """The Kafka-free engine of an :class:`agents.app.App`: records in, outputs and state out.
 
-Shared by the runtime (:mod:`agents.app_runtime`) and the test helper (:mod:`agents.testing`),
+Shared by the runtime (:mod:`agents.runtime.loop`) and the test helper (:mod:`agents.testing`),
 so a test runs exactly the logic a worker runs.
 
 State entries: a JSON array as text names each entry, with its input partition alongside:

@@ -10,7 +10,7 @@ import signal
 from prometheus_client import start_http_server
 
 from agents.app import App
-from agents.config import WorkerConfig
+from agents.runtime.config import WorkerConfig
 
 log = logging.getLogger(__name__)
 
@@ -25,7 +25,7 @@ async def run_worker(
     is None. An app's state lives in ``config.state_dir / "apps" / <app name>`` (the demo's in
     ``apps/demo``).
     """
-    from agents.app_runtime import run_apps
+    from agents.runtime.loop import run_apps
 
     group_id = None
     if not apps:
