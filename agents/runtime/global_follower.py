@@ -8,8 +8,7 @@ import threading
 import time
 
 from agents.global_tables import GlobalTable
-from kafkaio.clients import reader_conf
-from kafkaio.reader import lasting
+from kafkaio.reader import BEGINNING, PartitionReader
 
 log = logging.getLogger(__name__)
 
@@ -58,47 +57,30 @@ class Follower:
             self._thread.join(10)
 
     def _run(self) -> None:
-        from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-        consumer = Consumer(reader_conf(self._bootstrap, "global-tables", read_committed=True))
+        reader = PartitionReader(self._bootstrap, "global-tables", read_committed=True)
         try:
-            tps = []
-            for topic in sorted(self._by_topic):
-                meta = consumer.list_topics(topic, timeout=15).topics[topic]
-                if meta.error is not None:
-                    raise RuntimeError(f"{topic}: {meta.error}")
-                tps += [TopicPartition(topic, p, 0) for p in sorted(meta.partitions)]
-            consumer.assign(tps)
-            pending = {(tp.topic, tp.partition) for tp in tps}
+            tps = reader.partitions(sorted(self._by_topic))
+            reader.assign(dict.fromkeys(tps, BEGINNING))
+            pending = set(tps)
             started = time.monotonic()
             while not self._stop.is_set():
-                msg = consumer.poll(0.2)
-                if msg is None:
-                    continue
-                err = msg.error()
-                if err is not None:
-                    if err.code() == KafkaError._PARTITION_EOF:
-                        pending.discard((msg.topic() or "", msg.partition() or 0))
-                        if not pending and not self._caught_up.is_set():
-                            log.info(
-                                "global tables caught up in %.1f s: %s",
-                                time.monotonic() - started,
-                                [f"{t.app}.{t.table}" for t in self.tables],
-                            )
-                            self._caught_up.set()
-                        continue
-                    if lasting(err):
-                        raise RuntimeError(str(err))
-                    log.warning("following global tables: %s", err)  # transient: retried
-                    continue
-                key = msg.key()
-                if key is None:
-                    continue
-                for t in self._by_topic.get(msg.topic() or "", ()):
-                    t.apply(key, msg.value())
+                polled = reader.poll(0.2)
+                for rec in polled.records:
+                    if rec.key is not None:
+                        for t in self._by_topic.get(rec.topic, ()):
+                            t.apply(rec.key, rec.value)
+                if polled.ends and not self._caught_up.is_set():
+                    pending -= polled.ends.keys()
+                    if not pending:
+                        log.info(
+                            "global tables caught up in %.1f s: %s",
+                            time.monotonic() - started,
+                            [f"{t.app}.{t.table}" for t in self.tables],
+                        )
+                        self._caught_up.set()
         except BaseException as exc:  # reported to the loop by wait_caught_up
             self._error = exc
             log.error("following global tables failed: %s", exc)
             self._caught_up.set()
         finally:
-            consumer.close()
+            reader.close()

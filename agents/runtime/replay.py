@@ -33,9 +33,9 @@ import time
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
-from aiokafka import AIOKafkaProducer
+from confluent_kafka import Producer
 
 from agents.app import App, Output
 from agents.runtime.engine import AppEngine, Record, record
@@ -48,6 +48,8 @@ from ingress.contract import (
     H_RESULT_ID,
     Headers,
 )
+from kafkaio.clients import client_conf
+from kafkaio.reader import TP, PartitionReader, ReadError
 
 log = logging.getLogger(__name__)
 
@@ -120,85 +122,33 @@ class _Reader:
     Blocking calls (confluent-kafka); the replay runs them in a thread."""
 
     def __init__(self, bootstrap: str, topics: Sequence[str], start_ms: int) -> None:
-        from confluent_kafka import Consumer, TopicPartition
-
-        self._consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                # Never joined (partitions are assigned) and never committed.
-                "group.id": f"bayou-replay-{uuid.uuid4().hex}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "auto.offset.reset": "earliest",
-            }
-        )
-        wanted = []
+        # Never joined (partitions are assigned) and never committed: a fresh name per run.
+        self._reader = PartitionReader(bootstrap, f"replay-{uuid.uuid4().hex}")
+        wanted: list[TP] = []
         for topic in topics:
-            meta = self._consumer.list_topics(topic, timeout=10).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
+            try:
+                wanted += self._reader.partitions([topic], timeout=10)
+            except ReadError:
                 log.warning("replay: topic %s has no partitions; nothing to read there", topic)
-                continue
-            wanted += [TopicPartition(topic, p, start_ms) for p in sorted(meta.partitions)]
         self.partitions = len(wanted)
-        starts = self._consumer.offsets_for_times(wanted, timeout=10) if wanted else []
-        assign = []
-        for tp in starts:
-            if tp.error is not None:
-                raise RuntimeError(f"offsets_for_times {tp.topic}[{tp.partition}]: {tp.error}")
-            if tp.offset >= 0:  # -1: no record at or after the time
-                assign.append(TopicPartition(tp.topic, tp.partition, tp.offset))
-        self.pending = {(tp.topic, tp.partition) for tp in assign}
-        self.end: dict[tuple[str, int], int] = {}
-        if assign:
-            self._consumer.assign(assign)
+        starts = self._reader.offsets_for_time(wanted, start_ms)
+        self._reader.assign(starts, to_first_end=True)
 
-    def _done(self, tp: tuple[str, int]) -> None:
-        from confluent_kafka import TopicPartition
-
-        if tp in self.pending:
-            self.pending.discard(tp)
-            self._consumer.pause([TopicPartition(*tp)])
+    @property
+    def pending(self) -> set[TP]:
+        """The partitions not read to their end yet."""
+        return self._reader.remaining
 
     def read(self) -> list[Record]:
         """The next records (empty when there were none for a while)."""
-        from confluent_kafka import KafkaError, TopicPartition
-
-        out: list[Record] = []
-        for msg in self._consumer.consume(BATCH, 0.5):
-            topic, p, off = msg.topic(), msg.partition(), msg.offset()
-            assert topic is not None and p is not None and off is not None
-            tp = (topic, p)
-            if tp not in self.pending:
-                continue
-            if tp not in self.end:
-                # The high watermark of the Fetch that brought this: the end to read up to.
-                _, high = self._consumer.get_watermark_offsets(
-                    TopicPartition(topic, p), cached=True
-                )
-                if high >= 0:
-                    self.end[tp] = high
-            err = msg.error()
-            if err is not None:
-                if err.code() == KafkaError._PARTITION_EOF:
-                    self._done(tp)
-                    continue
-                raise RuntimeError(f"reading {topic}[{p}]: {err}")
-            end = self.end.get(tp)
-            if end is not None and off >= end:
-                self._done(tp)
-                continue
-            _, ts = msg.timestamp()
-            raw = msg.headers() or []
-            pairs = raw.items() if isinstance(raw, dict) else raw
-            headers = [(k, v.encode() if isinstance(v, str) else v or b"") for k, v in pairs]
-            out.append(record(topic, p, off, msg.key(), msg.value(), headers, max(ts, 0)))
-            if end is not None and off + 1 >= end:
-                self._done(tp)
-        return out
+        return [
+            record(r.topic, r.partition, r.offset, r.key, r.value,
+                   [(k, v or b"") for k, v in r.headers], max(r.timestamp_ms, 0))
+            for r in self._reader.poll(0.5, BATCH).records
+        ]  # fmt: skip
 
     def close(self) -> None:
-        self._consumer.close()
+        self._reader.close()
 
 
 async def replay(
@@ -218,15 +168,26 @@ async def replay(
     topics = sorted({t for e in engines for t in e.topics})
     reader = await asyncio.to_thread(_Reader, bootstrap, topics, start_ms)
     summary.partitions = reader.partitions
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=5)
-    await producer.start()
-    sends: list[Any] = []
+    producer = Producer({**client_conf(bootstrap, "bayou-replay"), "acks": "all", "linger.ms": 5})
+    failed: list[str] = []
+
+    def delivered(err: Any, _msg: Any) -> None:
+        if err is not None:
+            failed.append(str(err))
 
     async def emit(e: AppEngine, outputs: list[Output]) -> None:
         s = summary.apps[e.app.name]
         for o in outputs:
             key, value, headers = _record(o)
-            sends.append(await producer.send(s.topic, value=value, key=key, headers=headers))
+            while True:
+                try:
+                    producer.produce(
+                        s.topic, value, key, headers=cast(Any, headers), on_delivery=delivered
+                    )
+                    break
+                except BufferError:  # the local queue is full: let deliveries drain
+                    await asyncio.to_thread(producer.poll, 0.1)
+            producer.poll(0)
             s.outputs[o.kind] = s.outputs.get(o.kind, 0) + 1
             s.dead_letters += o.kind == "deadletter"
 
@@ -260,8 +221,13 @@ async def replay(
             if until_ms is not None:
                 await emit(e, await e.advance(None, until_ms / 1000.0))
             summary.apps[e.app.name].records = e.counts.records
-        await asyncio.gather(*sends)
+        left = await asyncio.to_thread(producer.flush, 30)
+        if left or failed:
+            raise RuntimeError(
+                f"replay: {left} output(s) not acknowledged, {len(failed)} failed "
+                f"({'; '.join(failed[:3])})"
+            )
     finally:
-        await producer.stop()
+        await asyncio.to_thread(producer.flush, 5)
         await asyncio.to_thread(reader.close)
     return summary

@@ -25,13 +25,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from confluent_kafka import TopicPartition
 from rocksdict import Options, Rdict, WriteBatch
 
 from agents.app import AgentSpec, App, AppError
 from agents.runtime.config import WorkerConfig
 from agents.runtime.engine import AppEngine
-from kafkaio.clients import reader_conf
-from kafkaio.reader import lasting
+from kafkaio.reader import PartitionReader
 
 log = logging.getLogger(__name__)
 
@@ -116,22 +116,18 @@ def read_changelog(
     committed records after it, for up to ``open_txn_wait_s``. A restore fails only when it
     makes no progress for ``RESTORE_TIMEOUT_S`` (a large changelog may take longer in all).
     """
-    from confluent_kafka import Consumer, KafkaError, TopicPartition
-
     out: dict[int, tuple[dict[str, Any], int]] = {p: ({}, s) for p, s in starts.items()}
     if not starts:
         return out
-    conf = reader_conf(bootstrap, "changelog-restore", read_committed=True)
-    consumer = Consumer(conf)
-    # Its watermarks are the high watermarks (a read_committed consumer's are the stable ones).
-    probe = Consumer({**conf, "isolation.level": "read_uncommitted"})
+    reader = PartitionReader(bootstrap, "changelog-restore", read_committed=True)
+    # Its watermarks are the high watermarks (a read_committed reader's are the stable ones).
+    probe = PartitionReader(bootstrap, "changelog-restore-probe")
 
     def at_end(p: int, position: int) -> bool:
-        _, high = probe.get_watermark_offsets(TopicPartition(topic, p), timeout=10)
-        return bool(position >= high)
+        return position >= probe.high_watermark((topic, p))
 
     try:
-        consumer.assign([TopicPartition(topic, p, s) for p, s in starts.items()])
+        reader.assign({(topic, p): s for p, s in starts.items()})
         pending = set(starts)
         waiting: set[int] = set()  # at the stable end, short of the high watermark
         deadline = time.monotonic() + RESTORE_TIMEOUT_S
@@ -146,36 +142,29 @@ def read_changelog(
                 raise TimeoutError(
                     f"restoring {topic}: a transaction stays open on partitions {sorted(waiting)}"
                 )
-            msg = consumer.poll(0.5)
-            if msg is None:
-                for tp in consumer.position([TopicPartition(topic, p) for p in sorted(waiting)]):
+            polled = reader.poll(0.5)
+            if not polled.records and not polled.ends:
+                positions = [TopicPartition(topic, p) for p in sorted(waiting)]
+                for tp in reader.consumer.position(positions):
                     if tp.offset >= 0 and at_end(tp.partition, tp.offset):
                         pending.discard(tp.partition)
                         waiting.discard(tp.partition)
                 continue
-            err = msg.error()
-            p, off, key = msg.partition(), msg.offset(), msg.key()
-            assert p is not None and off is not None
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    if lasting(err):
-                        raise RuntimeError(f"reading {topic}: {err}")
-                    log.warning("reading %s: %s", topic, err)  # transient: librdkafka retries
-                    continue
-                if at_end(p, off):
+            for rec in polled.records:
+                assert rec.key is not None
+                deadline = time.monotonic() + RESTORE_TIMEOUT_S  # progress
+                entries, _ = out[rec.partition]
+                value = rec.value
+                entries[rec.key.decode()] = None if value is None else json.loads(value)
+                out[rec.partition] = (entries, rec.offset + 1)
+            for (_, p), end in polled.ends.items():
+                if at_end(p, end):
                     pending.discard(p)
                     waiting.discard(p)
                 else:
                     waiting.add(p)
-                continue
-            assert key is not None
-            deadline = time.monotonic() + RESTORE_TIMEOUT_S  # progress
-            entries, _ = out[p]
-            value = msg.value()
-            entries[key.decode()] = None if value is None else json.loads(value)
-            out[p] = (entries, off + 1)
     finally:
-        consumer.close()
+        reader.close()
         probe.close()
     return out
 
