@@ -82,8 +82,8 @@ def ingress(
     With BAYOU_INGRESS_PROCESSES=N, runs N node processes sharing the MQTT port
     (SO_REUSEPORT), named <node-id>-1..N, metrics on BAYOU_INGRESS_METRICS_PORT + 0..N-1.
     """
-    from ingress.listeners import ListenerError
     from ingress.node import PortInUseError, main
+    from ingress.wire.listeners import ListenerError
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "ingress")

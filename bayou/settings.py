@@ -18,8 +18,8 @@ from ingress.contract import (
     RETAINED_TOPIC,
     SESSIONS_TOPIC,
 )
-from ingress.routes import DEMO_ROUTES, EgressRule, RouteRule
-from ingress.routes_file import RoutesFileError, load_routes_file
+from ingress.routing.rules import DEMO_ROUTES, EgressRule, RouteRule
+from ingress.routing.rules_file import RoutesFileError, load_routes_file
 
 # The demo app's changelog (agents.app_store.changelog_topic("demo")); spelt out so that reading
 # the settings imports no agent runtime.

@@ -8,7 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
-from ingress.routes import EgressRule, RouteRule
+from ingress.routing.rules import EgressRule, RouteRule
 
 
 class IngressConfig(BaseModel):

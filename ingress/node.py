@@ -13,8 +13,6 @@ from collections.abc import Callable
 
 from prometheus_client import Counter, start_http_server
 
-from ingress import codec
-from ingress.catch_up import CatchUp, start_catch_up
 from ingress.config import IngressConfig
 from ingress.contract import (
     H_INGRESS_TS,
@@ -24,9 +22,8 @@ from ingress.contract import (
     H_RESULT_ID,
     Headers,
 )
-from ingress.dedup import ResultDedup
-from ingress.delivery import Record, TopicReader
-from ingress.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
+from ingress.kafka.producer import ConfluentIngest
+from ingress.kafka.topic_reader import Record, TopicReader
 from ingress.metrics import (
     CONNECTIONS,
     CONNECTS_TOTAL,
@@ -38,14 +35,17 @@ from ingress.metrics import (
     TAKEOVERS_TOTAL,
     WILLS_TOTAL,
 )
+from ingress.outbound.catch_up import CatchUp, start_catch_up
+from ingress.outbound.dedup import ResultDedup
 from ingress.producer_aiokafka import AiokafkaIngest
-from ingress.producer_confluent import ConfluentIngest
 from ingress.producer_types import DoneCallback, Ingest
-from ingress.protocol import MQTTConnection, Will
-from ingress.retained import RetainedStore
-from ingress.routes import EgressRouter, Router
+from ingress.routing.rules import EgressRouter, Router
 from ingress.session_manager import SessionManager
-from ingress.subscriptions import SubscriptionTable
+from ingress.state.retained import RetainedStore
+from ingress.state.subscriptions import SubscriptionTable
+from ingress.wire import codec
+from ingress.wire.connection import MQTTConnection, Will
+from ingress.wire.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
 
 log = logging.getLogger(__name__)
 

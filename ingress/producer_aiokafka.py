@@ -19,7 +19,7 @@ log = logging.getLogger(__name__)
 class AiokafkaIngest(AckAccounting):
     """Writes MQTT publishes to Kafka with ``acks=all`` and reports each acknowledgement.
 
-    The alternative to :class:`ingress.producer_confluent.ConfluentIngest`, kept so both can
+    The alternative to :class:`ingress.kafka.producer.ConfluentIngest`, kept so both can
     be measured (``BAYOU_INGRESS_PRODUCER=aiokafka``); aiokafka's idempotent producer does not
     work on the embedded broker, so this one is not idempotent.
 

@@ -15,17 +15,17 @@ import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from ingress.catch_up import start_catch_up
 from ingress.metrics import (
     SESSIONS_CREATED_TOTAL,
     SESSIONS_RESUMED_TOTAL,
     TAKEOVERS_TOTAL,
 )
-from ingress.sessions import Pending, SessionState, SessionStore
+from ingress.outbound.catch_up import start_catch_up
+from ingress.state.sessions import Pending, SessionState, SessionStore
 
 if TYPE_CHECKING:
     from ingress.node import IngressNode
-    from ingress.protocol import MQTTConnection
+    from ingress.wire.connection import MQTTConnection
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from ingress import codec
+from ingress.wire import codec
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt, headers, metric_value, read_topic, stop_process, wait_until
 

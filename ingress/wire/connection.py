@@ -9,15 +9,15 @@ from collections import deque
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from ingress import codec
-from ingress.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
-from ingress.codec import ProtocolError
 from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from ingress.metrics import PROTOCOL_ERRORS_TOTAL
+from ingress.wire import codec
+from ingress.wire.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
+from ingress.wire.codec import ProtocolError
 
 if TYPE_CHECKING:
     from ingress.node import IngressNode
-    from ingress.sessions import SessionState
+    from ingress.state.sessions import SessionState
 
 # (Kafka topic, partition, offset, qos, released) of an outbound QoS 1/2 message in flight.
 Inflight = tuple[str | None, int, int, int, bool]

@@ -19,17 +19,17 @@ import asyncio
 import logging
 from typing import TYPE_CHECKING
 
-from ingress import codec
 from ingress.contract import H_MQTT_QOS, H_MQTT_TOPIC
-from ingress.delivery import Record
+from ingress.kafka.ranges import read_ranges
+from ingress.kafka.topic_reader import Record
 from ingress.metrics import CATCH_UPS_TOTAL, REPLAYED_TOTAL
-from ingress.replay import read_ranges
-from ingress.routes import EgressRouter
-from ingress.sessions import Pending
+from ingress.routing.rules import EgressRouter
+from ingress.state.sessions import Pending
+from ingress.wire import codec
 
 if TYPE_CHECKING:
     from ingress.node import IngressNode
-    from ingress.protocol import MQTTConnection
+    from ingress.wire.connection import MQTTConnection
 
 log = logging.getLogger(__name__)
 

@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 from confluent_kafka import Consumer, KafkaError, TopicPartition
 
-from ingress.delivery import Record
+from ingress.kafka.topic_reader import Record
 
 PartitionKey = tuple[str, int]
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from ingress.contract import H_MQTT_QOS, header
 from ingress.contract.topics import matches
-from ingress.delivery import Record
+from ingress.kafka.topic_reader import Record
 from ingress.metrics import RETAINED
 
 

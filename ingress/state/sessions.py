@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.delivery import Record
+from ingress.kafka.topic_reader import Record
 from ingress.metrics import SESSIONS_STORED
 
 PartitionKey = tuple[str, int]
