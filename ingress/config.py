@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -25,7 +24,6 @@ class IngressConfig(BaseModel):
     outbound_topics: list[str] = Field(default_factory=lambda: [OUTBOUND_TOPIC])
     # Kafka producer batching: the linger trades a little latency for far fewer requests.
     producer_linger_ms: int = 2
-    producer: Literal["confluent", "aiokafka"] = "confluent"
     max_packet_size: int = 1024 * 1024
     max_inflight_out: int = 1000
     node_id: str = "ingress-1"

@@ -22,7 +22,7 @@ from ingress.contract import (
     H_RESULT_ID,
     Headers,
 )
-from ingress.kafka.producer import ConfluentIngest
+from ingress.kafka.producer import DoneCallback, IngestProducer
 from ingress.kafka.topic_reader import Record, TopicReader
 from ingress.metrics import (
     CONNECTIONS,
@@ -37,8 +37,6 @@ from ingress.metrics import (
 )
 from ingress.outbound.catch_up import CatchUp, start_catch_up
 from ingress.outbound.dedup import ResultDedup
-from ingress.producer_aiokafka import AiokafkaIngest
-from ingress.producer_types import DoneCallback, Ingest
 from ingress.routing.rules import EgressRouter, Router
 from ingress.session_manager import SessionManager
 from ingress.state.retained import RetainedStore
@@ -86,11 +84,7 @@ class IngressNode:
         self.config = config
         self.router = Router(config.routes, config.default_topic)
         self.subscriptions: SubscriptionTable[MQTTConnection] = SubscriptionTable()
-        self.ingest: Ingest = (
-            ConfluentIngest(config.kafka_bootstrap, config.producer_linger_ms)
-            if config.producer == "confluent"
-            else AiokafkaIngest(config.kafka_bootstrap, config.producer_linger_ms)
-        )
+        self.ingest = IngestProducer(config.kafka_bootstrap, config.producer_linger_ms)
         # Records without an mqtt.topic header get one from the egress rules (DESIGN §3).
         self.egress = EgressRouter(config.egress_routes)
         delivery_topics = list(
