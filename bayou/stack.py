@@ -20,9 +20,9 @@ from pathlib import Path
 from rich.console import Console
 
 from bayou.embedded import EmbeddedKafka
-from bayou.kafka_topics import ensure_topics
 from bayou.net import die_with_parent, free_port
 from bayou.settings import PortTakenError, Settings, check_ports_free
+from kafkaio.admin import ensure_topics
 
 console = Console(highlight=False, soft_wrap=True)
 
