@@ -23,7 +23,7 @@ from ingress.contract import (
     Headers,
 )
 from ingress.kafka.producer import DoneCallback, IngestProducer
-from ingress.kafka.topic_reader import Record, TopicReader
+from ingress.kafka.topic_reader import TopicReader
 from ingress.metrics import (
     CONNECTIONS,
     CONNECTS_TOTAL,
@@ -44,6 +44,7 @@ from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
 from ingress.wire.connection import MQTTConnection, Will
 from ingress.wire.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
+from kafkaio.reader import Record
 
 log = logging.getLogger(__name__)
 

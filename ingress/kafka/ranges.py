@@ -1,4 +1,11 @@
-"""Reading ranges of Kafka partitions again, for a resumed session (DESIGN §2)."""
+"""Reading bounded ranges of Kafka partitions again, for connections catching up (DESIGN §2).
+
+A resumed session missed what was published while it was away, and a client whose in-flight
+window filled left live delivery: :mod:`ingress.outbound.catch_up` brings both up to date by
+reading the delivery partitions again from where each was served up to where the node is.
+The Kafka side is a short-lived :class:`kafkaio.reader.PartitionReader` on a thread; this
+module hands its batches to the event loop through a bounded queue.
+"""
 
 from __future__ import annotations
 
@@ -6,20 +13,16 @@ import asyncio
 import threading
 from collections.abc import AsyncIterator
 
-from confluent_kafka import Consumer, KafkaError, TopicPartition
-
-from ingress.kafka.topic_reader import Record
-
-PartitionKey = tuple[str, int]
+from kafkaio.reader import TP, PartitionReader, Record
 
 
 async def read_ranges(
-    bootstrap: str, ranges: dict[PartitionKey, tuple[int, int]], name: str
+    bootstrap: str, ranges: dict[TP, tuple[int, int]], name: str
 ) -> AsyncIterator[list[Record]]:
     """Yield the records of each partition in ``[start, end)``, in offset order per partition.
 
-    A short-lived consumer with assigned partitions (no group) reads them on a thread;
-    batches come back through a queue so a slow client only slows its own replay.
+    Batches come back through a small queue, so a slow consumer of them slows the read (and
+    nothing piles up in memory); leaving the iteration early stops the thread.
     """
     todo = {k: v for k, v in ranges.items() if v[0] < v[1]}
     if not todo:
@@ -38,49 +41,26 @@ async def read_ranges(
                 continue
 
     def read() -> None:
-        consumer = Consumer(
-            {
-                "bootstrap.servers": bootstrap,
-                "group.id": f"bayou-{name}",
-                "client.id": f"bayou-{name}",
-                "enable.auto.commit": False,
-                "enable.auto.offset.store": False,
-                "enable.partition.eof": True,
-                "fetch.wait.max.ms": 5,
-            }
-        )
         try:
-            consumer.assign([TopicPartition(t, p, s) for (t, p), (s, _) in todo.items()])
-            left = dict(todo)
-            while left and not stop.is_set():
-                msgs = consumer.consume(1000, 0.2)
-                batch: list[Record] = []
-                for m in msgs:
-                    key = (m.topic(), m.partition())
-                    err = m.error()
-                    if err is not None:
-                        if err.code() != KafkaError._PARTITION_EOF:
-                            raise RuntimeError(f"replay read failed: {err}")
-                        # At the end of what exists: nothing more of this range will come.
-                        if key in left and m.offset() >= left[key][1]:  # type: ignore[operator]
-                            del left[key]
-                        continue
-                    rng = left.get(key)  # type: ignore[arg-type]
-                    if rng is None or m.offset() >= rng[1]:  # type: ignore[operator]
-                        continue
-                    batch.append(
-                        Record(m.topic(), m.partition(), m.offset(), m.key(),  # type: ignore[arg-type]
-                               m.headers() or [], m.value())  # type: ignore[arg-type]
-                    )  # fmt: skip
-                    if m.offset() + 1 >= rng[1]:  # type: ignore[operator]
-                        del left[key]  # type: ignore[arg-type]
-                if batch:
-                    put(batch)
-            put(None)
+            # read_committed like live delivery: the same records, committed ones only.
+            reader = PartitionReader(bootstrap, name, read_committed=True, fetch_wait_ms=5)
         except BaseException as exc:  # handed to the reader of the queue
             put(exc)
+            return
+        try:
+            reader.assign(
+                {tp: start for tp, (start, _) in todo.items()},
+                {tp: end for tp, (_, end) in todo.items()},
+            )
+            while reader.remaining and not stop.is_set():
+                records = reader.poll(0.2).records
+                if records:
+                    put(records)
+            put(None)
+        except BaseException as exc:
+            put(exc)
         finally:
-            consumer.close()
+            reader.close()
 
     thread = threading.Thread(target=read, name=f"bayou-{name}", daemon=True)
     thread.start()

@@ -21,11 +21,11 @@ from typing import TYPE_CHECKING
 
 from ingress.contract import H_MQTT_QOS, H_MQTT_TOPIC
 from ingress.kafka.ranges import read_ranges
-from ingress.kafka.topic_reader import Record
 from ingress.metrics import CATCH_UPS_TOTAL, REPLAYED_TOTAL
 from ingress.routing.rules import EgressRouter
 from ingress.state.sessions import Pending
 from ingress.wire import codec
+from kafkaio.reader import Record
 
 if TYPE_CHECKING:
     from ingress.node import IngressNode

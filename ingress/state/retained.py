@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from ingress.contract import H_MQTT_QOS, header
 from ingress.contract.topics import matches
-from ingress.kafka.topic_reader import Record
 from ingress.metrics import RETAINED
+from kafkaio.reader import Record
 
 
 class RetainedStore:

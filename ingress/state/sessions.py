@@ -14,8 +14,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.kafka.topic_reader import Record
 from ingress.metrics import SESSIONS_STORED
+from kafkaio.reader import Record
 
 PartitionKey = tuple[str, int]
 
