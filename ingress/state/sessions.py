@@ -86,14 +86,6 @@ class SessionState:
             clean=bool(doc.get("clean", False)),
         )
 
-    def replay_start(self, key: PartitionKey) -> int | None:
-        """Where replay of a partition starts: the oldest pending message, else served."""
-        offsets = [x.offset for x in self.pending if (x.topic, x.partition) == key]
-        served = self.served.get(key)
-        if served is not None:
-            offsets.append(served)
-        return min(offsets) if offsets else None
-
 
 def _compact(served: dict[PartitionKey, int]) -> dict[str, list[int]]:
     out: dict[str, list[int]] = {}
