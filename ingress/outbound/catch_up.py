@@ -146,33 +146,39 @@ class CatchUp:
         # Per MQTT topic, the connections of this pass subscribed to it: the node's one
         # subscription table, narrowed to them.
         targets: dict[str, list[tuple[MQTTConnection, int]]] = {}
+        live: set[MQTTConnection] = set()
+        node_match = self.node.subscriptions.match
+
+        def match(topic: str) -> list[tuple[MQTTConnection, int]]:
+            hit = targets.get(topic)
+            if hit is None:
+                hit = targets[topic] = [(c, q) for c, q in node_match(topic) if c in live]
+            return hit
+
         name = f"catch-up-{self.node.config.node_id}"
         resends: dict[Where, list[MQTTConnection]] = {}
         for conn in conns:
             for where in self.pending[conn]:
                 resends.setdefault(where, []).append(conn)
-        sender, match = self.node.sender, self.node.subscriptions.match
+        sender = self.node.sender
         async for records in read_ranges(self.node.config.kafka_bootstrap, ranges, name):
             live = {c for c in conns if c not in stalled and not c.closed and c in self.pending}
             batch = sender.batch()
             for rec in records:
                 key = (rec.topic, rec.partition)
                 where = (rec.topic, rec.partition, rec.offset)
-                msg = sender.read(rec)
                 waiting = resends.get(where)
                 if waiting:
-                    again = msg or sender.read(rec, drop_duplicates=False)
+                    topic = sender.topic_of(rec)
                     for conn in waiting:
                         p = self.pending[conn].pop(where, None)
-                        if p is not None and again and conn in live:
-                            batch.resend(conn, rec, again[0], p)
-                if msg is None:
+                        if p is not None and topic is not None and conn in live:
+                            batch.resend(conn, rec, topic, p)
+                got = sender.read(rec, match)
+                if got is None:
                     progress[key] = rec.offset + 1
                     continue
-                topic = msg[0]
-                hit = targets.get(topic)
-                if hit is None:
-                    hit = targets[topic] = [(c, q) for c, q in match(topic) if c in live]
+                msg, hit = got
                 for conn, granted in hit:
                     out = conn.outbound
                     if conn in stalled or rec.offset < out.cursor.get(key, 0):

@@ -45,13 +45,11 @@ class LiveDelivery:
         read, match = self.sender.read, self.subscriptions.match
         batch = self.sender.batch()
         for index, rec in enumerate(records):
-            msg = read(rec)
-            if msg is None:
+            got = read(rec, match)
+            if got is None:
                 continue
+            msg, targets = got
             topic, msg_qos, _, ts_b, from_client = msg
-            targets = match(topic)
-            if not targets:
-                continue
             for conn, sub_qos in targets:
                 out = conn.outbound
                 if out.catching_up:

@@ -2,7 +2,8 @@
 
 Live delivery (:mod:`ingress.outbound.live`) and catch-up (:mod:`ingress.outbound.catch_up`)
 both read a record here once (:meth:`Sender.read`: one pass over its headers, duplicate results
-dropped, the MQTT topic from the ``mqtt.topic`` header or the egress rules) and send it through
+dropped, the MQTT topic from the ``mqtt.topic`` header or the egress rules, its subscribers
+from the node's one subscription table) and send it through
 a :class:`Batch`: the PUBLISH head is encoded once per record and QoS, each QoS 1/2 message is
 recorded in its connection's :class:`~ingress.wire.outbound_state.OutboundState`, and each
 connection gets one socket write per batch (a write per message cost ~15 % CPU). An outbound
@@ -21,6 +22,7 @@ from ingress.contract import (
     H_MQTT_TOPIC,
     H_RESULT_ID,
     QOS_OF_VALUE,
+    header,
 )
 from ingress.outbound.dedup import ResultDedup
 from ingress.routing.rules import EgressRouter
@@ -34,6 +36,9 @@ from kafkaio.reader import Record
 # publish). A plain tuple: it is built for every record delivered, on the hot path.
 Message = tuple[str, int, bytes, bytes | None, bool]
 
+# The connections subscribed to an MQTT topic, each with its granted QoS.
+Targets = list[tuple[MQTTConnection, int]]
+Match = Callable[[str], Targets]
 # Save the connection's session, then release its held writes (QoS 2 of a persistent session).
 Persist = Callable[[MQTTConnection], None]
 
@@ -46,10 +51,12 @@ class Sender:
         self.dedup = dedup
         self.persist = persist
 
-    def read(self, rec: Record, *, drop_duplicates: bool = True) -> Message | None:
-        """What ``rec`` sends, or None: a duplicate result, or no MQTT topic for it.
+    def read(self, rec: Record, match: Match) -> tuple[Message, Targets] | None:
+        """What ``rec`` sends and to whom (``match`` of its MQTT topic), or None: a duplicate
+        result, no MQTT topic for it, or nobody to send it to.
 
-        ``drop_duplicates=False`` for a message to resend: it went out once already.
+        Most records a node reads have no subscriber on it (every publish comes back through
+        the delivery topics), so nothing is built for those.
         """
         topic_b = qos_b = ts_b = rid = cid_b = None
         for k, v in rec.headers:
@@ -63,22 +70,34 @@ class Sender:
                 rid = v
             elif k == H_MQTT_CLIENT_ID:
                 cid_b = v
-        if (
-            rid is not None
-            and drop_duplicates
-            and self.dedup.is_duplicate(rec.headers, (rec.topic, rec.partition, rec.offset))
+        if rid is not None and self.dedup.is_duplicate(
+            rec.headers, (rec.topic, rec.partition, rec.offset)
         ):
             return None
         if topic_b is not None:
             topic = topic_b.decode("utf-8", "replace")
+            targets = match(topic)
+            if not targets:
+                return None
             qos = QOS_OF_VALUE.get(qos_b or b"0", 0)
         else:
             egress = self.egress.route(rec.topic, rec.key)
             if egress is None:
                 return None
             topic = egress.mqtt_topic
+            targets = match(topic)
+            if not targets:
+                return None
             qos = egress.qos if qos_b is None else QOS_OF_VALUE.get(qos_b, 0)
-        return topic, qos, rec.value or b"", ts_b, cid_b is not None
+        return (topic, qos, rec.value or b"", ts_b, cid_b is not None), targets
+
+    def topic_of(self, rec: Record) -> str | None:
+        """The MQTT topic of a record sent before (a resend: no duplicate check, no match)."""
+        topic_b = header(rec.headers, H_MQTT_TOPIC)
+        if topic_b is not None:
+            return topic_b.decode("utf-8", "replace")
+        egress = self.egress.route(rec.topic, rec.key)
+        return None if egress is None else egress.mqtt_topic
 
     def batch(self) -> Batch:
         """A new batch of writes, sent by :meth:`Batch.flush`."""
