@@ -1,4 +1,7 @@
-"""What an ingress node needs to know; built by the command line from the settings."""
+"""What an ingress node needs to know; built by the command line from the settings.
+
+Plain data: :class:`ingress.node.IngressNode` hands it to the parts it builds.
+"""
 
 from __future__ import annotations
 

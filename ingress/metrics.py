@@ -1,4 +1,7 @@
-"""Prometheus metrics of an ingress node. Names are the contract dashboards read."""
+"""Prometheus metrics of an ingress node, counted along the data path (in, Kafka, out, state).
+
+Names are the contract dashboards read: they stay when modules or words change.
+"""
 
 from __future__ import annotations
 

@@ -5,6 +5,7 @@ partition up to which the session was served, the outbound QoS 1/2 messages stil
 (by Kafka offset and packet id) and the inbound QoS 2 packet ids awaiting PUBREL. Messages
 themselves are never copied: on reconnect, to any node, they are read again from Kafka from
 those positions (DESIGN §2), so an offline device costs the broker only its small entry here.
+:mod:`ingress.session_manager` reads and writes these records.
 """
 
 from __future__ import annotations
