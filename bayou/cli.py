@@ -58,7 +58,7 @@ def _ports_free(settings: Settings, command: str, which: tuple[str, ...]) -> Non
 
 
 def _create_topics(settings: Settings, bootstrap: str) -> None:
-    from bayou.kafka_topics import ensure_topics
+    from kafkaio.admin import ensure_topics
 
     asyncio.run(
         ensure_topics(
@@ -82,8 +82,8 @@ def ingress(
     With BAYOU_INGRESS_PROCESSES=N, runs N node processes sharing the MQTT port
     (SO_REUSEPORT), named <node-id>-1..N, metrics on BAYOU_INGRESS_METRICS_PORT + 0..N-1.
     """
-    from ingress.listeners import ListenerError
     from ingress.node import PortInUseError, main
+    from ingress.wire.listeners import ListenerError
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "ingress")
@@ -131,7 +131,7 @@ def worker(
         raise typer.Exit(2) from None
     _create_topics(settings, bootstrap)
     if apps:
-        from bayou.kafka_topics import ensure_topics
+        from kafkaio.admin import ensure_topics
 
         inputs, changelogs = topics
         p, rf = settings.topic_partitions, settings.replication_factor
@@ -200,7 +200,7 @@ def replay(
     from agents.app import AppError, load_apps
     from agents.runtime.replay import replay as run_replay
     from agents.runtime.replay import replay_topic
-    from bayou.kafka_topics import ensure_topics
+    from kafkaio.admin import ensure_topics
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "replay")

@@ -18,8 +18,8 @@ from ingress.contract import (
     RETAINED_TOPIC,
     SESSIONS_TOPIC,
 )
-from ingress.routes import DEMO_ROUTES, EgressRule, RouteRule
-from ingress.routes_file import RoutesFileError, load_routes_file
+from ingress.routing.rules import DEMO_ROUTES, EgressRule, RouteRule
+from ingress.routing.rules_file import RoutesFileError, load_routes_file
 
 # The demo app's changelog (agents.runtime.store.changelog_topic("demo")); spelt out so that reading
 # the settings imports no agent runtime.
@@ -55,7 +55,6 @@ class Settings(BaseSettings):
     ingress_processes: int = Field(default=1, ge=1, le=256)
     # Set by `bayou ingress` on the processes it starts itself (not for users).
     ingress_child: bool = False
-    ingress_producer: Literal["confluent", "aiokafka"] = "confluent"
     metrics_host: str = "127.0.0.1"
     ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535)
@@ -135,7 +134,6 @@ class Settings(BaseSettings):
             default_topic=rules.default_topic,
             outbound_topics=[self.outbound_topic],
             node_id=node_id,
-            producer=self.ingress_producer,
             reuse_port=self.ingress_processes > 1,
             retained_topic=self.retained_topic,
             sessions_topic=self.sessions_topic,

@@ -19,11 +19,11 @@ from pathlib import Path
 from rich.console import Console
 
 from bayou.embedded import EmbeddedKafka
-from bayou.kafka_topics import ensure_topics
 from bayou.metrics_scrape import metric_value
 from bayou.net import free_port
 from bayou.processes import die_with_parent, stop_processes
 from bayou.settings import PortTakenError, Settings, check_ports_free
+from kafkaio.admin import ensure_topics
 
 console = Console(highlight=False, soft_wrap=True)
 

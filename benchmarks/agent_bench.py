@@ -54,7 +54,7 @@ def preload(bootstrap: str, topic: str, args: argparse.Namespace, devices: int, 
     """Create ``topic`` (4 partitions) and write the input records; seconds taken."""
     from confluent_kafka import Producer
 
-    from bayou.kafka_topics import ensure_topics
+    from kafkaio.admin import ensure_topics
 
     asyncio.run(ensure_topics(bootstrap, [topic], PARTITIONS, 1))
     producer = Producer(
@@ -201,7 +201,7 @@ def run_hand_loop(
     kind: str, bootstrap: str, topic: str, run_id: str, n: int, workdir: Path, deadline: float
 ) -> dict[str, Any]:
     """One :mod:`benchmarks.agent_ref` run in its own process."""
-    from bayou.kafka_topics import ensure_topics
+    from kafkaio.admin import ensure_topics
 
     changelog = f"bench.ref.changelog.{run_id}"
     output = f"{topic}.ref.out"
@@ -282,7 +282,7 @@ def run_agent_scenario(
     """``agent_count`` or ``agent_window_mean`` (module docs). A failed run is left out, its
     reason recorded in ``errors``."""
     from bayou.embedded import EmbeddedKafka
-    from bayou.kafka_topics import ensure_topics
+    from kafkaio.admin import ensure_topics
 
     window = name == "agent_window_mean"
     devices = args.window_devices if window else args.agent_devices

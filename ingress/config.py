@@ -1,14 +1,16 @@
-"""What an ingress node needs to know; built by the command line from the settings."""
+"""What an ingress node needs to know; built by the command line from the settings.
+
+Plain data: :class:`ingress.node.IngressNode` hands it to the parts it builds.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
-from ingress.routes import EgressRule, RouteRule
+from ingress.routing.rules import EgressRule, RouteRule
 
 
 class IngressConfig(BaseModel):
@@ -25,7 +27,6 @@ class IngressConfig(BaseModel):
     outbound_topics: list[str] = Field(default_factory=lambda: [OUTBOUND_TOPIC])
     # Kafka producer batching: the linger trades a little latency for far fewer requests.
     producer_linger_ms: int = 2
-    producer: Literal["confluent", "aiokafka"] = "confluent"
     max_packet_size: int = 1024 * 1024
     max_inflight_out: int = 1000
     node_id: str = "ingress-1"

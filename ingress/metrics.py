@@ -1,4 +1,7 @@
-"""Prometheus metrics of an ingress node. Names are the contract dashboards read."""
+"""Prometheus metrics of an ingress node, counted along the data path (in, Kafka, out, state).
+
+Names are the contract dashboards read: they stay when modules or words change.
+"""
 
 from __future__ import annotations
 
@@ -42,8 +45,10 @@ SESSIONS_RESUMED_TOTAL = Counter(
 SESSIONS_CREATED_TOTAL = Counter(
     "bayou_ingress_sessions_created_total", "Persistent sessions created"
 )
-REPLAYED_TOTAL = Counter(
-    "bayou_ingress_replayed_messages_total", "Messages sent to resumed sessions from Kafka"
+# The metric's name predates the word "catch-up" and is kept: dashboards read it.
+CATCH_UP_SENT_TOTAL = Counter(
+    "bayou_ingress_replayed_messages_total",
+    "Messages sent from Kafka to connections catching up (resumed sessions, full windows)",
 )
 CATCH_UPS_TOTAL = Counter(
     "bayou_ingress_catch_ups_total",

@@ -1,4 +1,4 @@
-"""Sessions on a node: resume, replay from Kafka, checkpoint, takeover across nodes.
+"""Sessions on a node: resume, catch-up from Kafka, checkpoint, takeover across nodes.
 
 Every CONNECT writes an ownership record to ``bayou.sessions`` (owner = node and connection
 start time). Every node reads that topic, so when a client id connects on another node, the
@@ -6,37 +6,58 @@ node holding the older connection closes it (session takeover across nodes). Per
 sessions are checkpointed every second while connected and saved on disconnect; outbound
 QoS 2 messages of a persistent session are sent only once the session record naming them is
 in Kafka, so a resumed session resends them with the same packet id and never twice.
+
+The manager keeps the session of each connection itself; it knows its node only as
+:class:`SessionNode`.
 """
 
 from __future__ import annotations
 
 import logging
-import time
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+from collections.abc import Callable, Mapping
+from typing import Protocol
 
-from ingress.catch_up import start_catch_up
-from ingress.metrics import (
-    SESSIONS_CREATED_TOTAL,
-    SESSIONS_RESUMED_TOTAL,
-    TAKEOVERS_TOTAL,
-)
-from ingress.sessions import Pending, SessionState, SessionStore
-
-if TYPE_CHECKING:
-    from ingress.node import IngressNode
-    from ingress.protocol import MQTTConnection
+from ingress.config import IngressConfig
+from ingress.kafka.producer import IngestProducer
+from ingress.metrics import SESSIONS_CREATED_TOTAL, SESSIONS_RESUMED_TOTAL, TAKEOVERS_TOTAL
+from ingress.state.sessions import Pending, SessionState, SessionStore
+from ingress.wire.connection import MQTTConnection
+from kafkaio.reader import TP
 
 log = logging.getLogger(__name__)
 
 
-class SessionManager:
-    """The session side of an :class:`IngressNode`."""
+class SessionNode(Protocol):
+    """What the session manager needs of its node (:class:`ingress.node.IngressNode`)."""
 
-    def __init__(self, node: IngressNode) -> None:
+    @property
+    def config(self) -> IngressConfig: ...
+
+    @property
+    def producer(self) -> IngestProducer: ...
+
+    @property
+    def clients(self) -> Mapping[str, MQTTConnection]:
+        """Client id → its connection on this node."""
+
+    @property
+    def positions(self) -> Mapping[TP, int]:
+        """Per delivery partition, the next offset live delivery hands over."""
+
+    def start_catch_up(
+        self, conn: MQTTConnection, served: Mapping[TP, int], pending: list[Pending]
+    ) -> None:
+        """Take ``conn`` off live delivery and bring it up to date from Kafka."""
+
+
+class SessionManager:
+    """The session side of a node: the session of each connection, and the sessions index."""
+
+    def __init__(self, node: SessionNode) -> None:
         self.node = node
         self.store = SessionStore()
         self.store.owner_listeners.append(self._on_record)
+        self._sessions: dict[MQTTConnection, SessionState] = {}
 
     # connect / disconnect ----------------------------------------------------------------
 
@@ -62,44 +83,39 @@ class SessionManager:
             state = stored
             SESSIONS_RESUMED_TOTAL.inc()
         else:
-            state = SessionState(conn.client_id, served=dict(self.node.delivery.positions))
+            state = SessionState(conn.client_id, served=dict(self.node.positions))
             SESSIONS_CREATED_TOTAL.inc()
         state.owner = self.owner_of(conn)
-        conn.session = state
+        self._sessions[conn] = state
         if not clean:
-            conn.qos2_in = dict.fromkeys(state.qos2_in, True)
-            for filt, qos in state.subscriptions.items():
-                conn.filters[filt] = qos
-                self.node.subscriptions.subscribe(conn, filt, qos)
+            conn.resume(state.subscriptions, state.qos2_in)
             if present:
-                start_catch_up(self.node, conn, state.served, state.pending)
+                self.node.start_catch_up(conn, state.served, state.pending)
         self.save(conn)
         return present
 
     def disconnected(self, conn: MQTTConnection) -> None:
         """Save (persistent) or drop (clean) the session of a closed connection."""
-        if conn.session is None or conn.taken_over:
+        state = self._sessions.get(conn)
+        if state is None:
             return
-        if conn.session.clean:
-            self.node.write_session(conn.session.client_id, None)
-            return
-        self.save(conn, owner="")
+        if not conn.taken_over:
+            if state.clean:
+                self.write_session(state.client_id, None)
+            else:
+                self.save(conn, owner="")
+        del self._sessions[conn]
 
     def snapshot(self, conn: MQTTConnection) -> SessionState:
         """A copy of the connection's session as it stands now."""
-        base = conn.session
-        assert base is not None
+        base = self._sessions[conn]
         if base.clean:
             return SessionState(base.client_id, owner=base.owner, clean=True)
         return SessionState(
             client_id=base.client_id,
             subscriptions=dict(conn.filters),
-            served=dict(conn.replay_cursor if conn.replaying else self.node.delivery.positions),
-            pending=[
-                Pending(t, p, o, pid, q, released)
-                for pid, (t, p, o, q, released) in conn.inflight_out.items()
-                if t is not None
-            ],
+            served=conn.outbound.served(self.node.positions),
+            pending=[Pending(*entry) for entry in conn.outbound.pending()],
             qos2_in=[pid for pid, sent in conn.qos2_in.items() if sent],
             owner=base.owner,
         )
@@ -114,7 +130,7 @@ class SessionManager:
         state = self.snapshot(conn)
         if owner is not None:
             state.owner = owner
-        self.node.write_session(state.client_id, state.to_bytes(), then)
+        self.write_session(state.client_id, state.to_bytes(), then)
 
     def save_then_release(self, conn: MQTTConnection) -> None:
         """Save, and release the connection's held writes once the record is in Kafka.
@@ -132,10 +148,25 @@ class SessionManager:
 
         self.save(conn, then=saved)
 
+    def write_session(
+        self,
+        client_id: str,
+        value: bytes | None,
+        then: Callable[[BaseException | None], None] | None = None,
+    ) -> None:
+        """Write a session record (None: a tombstone) to the sessions topic.
+
+        Applied to this node's store at once, so a reconnect here sees it even before the
+        reader gets to it; the reader applies it again in log order.
+        """
+        self.store.put(client_id, value)
+        topic = self.node.config.sessions_topic
+        self.node.producer.submit(topic, client_id.encode(), value, [], then)
+
     def checkpoint(self) -> None:
         """Save every connected persistent session (called every second)."""
         for conn in list(self.node.clients.values()):
-            s = conn.session
+            s = self._sessions.get(conn)
             if s is not None and not s.clean and not conn.closed:
                 self.save(conn)
 
@@ -143,20 +174,15 @@ class SessionManager:
 
     def _on_record(self, client_id: str, owner: str) -> None:
         local = self.node.clients.get(client_id)
-        if local is None or local.session is None:
+        state = None if local is None else self._sessions.get(local)
+        if local is None or state is None:
             return
         node_id, _, started = owner.rpartition("/")
-        if owner == local.session.owner or not started.isdigit():
+        if owner == state.owner or not started.isdigit():
             return
         # The newer connection wins; equal start times are ordered by node id, the same way
         # on every node.
         if (int(started), node_id) > (local.connected_ms, self.node.config.node_id):
             log.info("client %s connected on node %s: closing it here", client_id, node_id)
             TAKEOVERS_TOTAL.inc()
-            local.taken_over = True
-            local.close()
-
-
-def now_ms() -> int:
-    """Wall clock in milliseconds (connection start times in owner tokens)."""
-    return int(time.time() * 1000)
+            local.take_over()

@@ -144,6 +144,14 @@ class PartitionReader:
         ends: dict[TP, int] = {}
         bounded = self._bounded
         for m in msgs:
+            if not bounded and m.error() is None:
+                # A follower's record (an ingress node reads every record back this way): no
+                # bookkeeping, nothing built but the record.
+                records.append(
+                    Record(m.topic(), m.partition(), m.offset(), m.key(),  # type: ignore[arg-type]
+                           m.headers() or [], m.value(), m.timestamp()[1])  # type: ignore[arg-type]
+                )  # fmt: skip
+                continue
             topic, partition, offset = m.topic(), m.partition(), m.offset()
             assert topic is not None and partition is not None and offset is not None
             tp = (topic, partition)

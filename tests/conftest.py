@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from bayou.kafka_topics import ensure_topics
 from bayou.net import free_port
 from bayou.settings import Settings
+from kafkaio.admin import ensure_topics
 from tests.helpers import metric_value, stop_process, wait_until
 
 BAYOU = [sys.executable, "-m", "bayou.cli"]

@@ -21,8 +21,8 @@ from agents.app import App, Context
 from agents.global_tables import GlobalTable
 from agents.testing import run_app
 from bayou.embedded import EmbeddedKafka
-from bayou.kafka_topics import ensure_topics
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
+from kafkaio.admin import ensure_topics
 from tests.agent_examples import state_reader
 from tests.conftest import Proc, start_worker
 from tests.helpers import wait_until

@@ -26,7 +26,6 @@ from prometheus_client import REGISTRY
 from agents.runtime.config import WorkerConfig
 from agents.runtime.worker import run_worker
 from bayou.embedded import EmbeddedKafka
-from bayou.kafka_topics import ensure_topics
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,
@@ -37,6 +36,7 @@ from ingress.contract import (
     H_MQTT_TOPIC,
     H_RESULT_ID,
 )
+from kafkaio.admin import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
 

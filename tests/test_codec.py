@@ -2,9 +2,9 @@
 
 import pytest
 
-from ingress import codec
-from ingress.amqtt_packets import decode_connect, decode_subscribe
-from ingress.codec import Framer, ProtocolError
+from ingress.wire import codec
+from ingress.wire.amqtt_packets import decode_connect, decode_subscribe
+from ingress.wire.codec import Framer, ProtocolError
 
 
 @pytest.mark.parametrize(

@@ -26,17 +26,17 @@ from websockets.sync.client import connect as ws_connect
 
 from bayou.embedded import EmbeddedKafka
 from bayou.net import free_port, port_in_use
-from ingress import codec
 from ingress.config import IngressConfig
-from ingress.listeners import (
+from ingress.node import IngressNode
+from ingress.wire import codec
+from ingress.wire.connection import MQTTConnection
+from ingress.wire.listeners import (
     Listener,
     ListenerError,
     close_listeners,
     start_extra_listeners,
     tls_context,
 )
-from ingress.node import IngressNode
-from ingress.protocol import MQTTConnection
 from tests.conftest import bayou_env, start_bayou, start_ingress, start_kafka
 from tests.helpers import Mqtt, stop_process, wait_until
 

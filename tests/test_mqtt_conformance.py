@@ -18,7 +18,7 @@ import pytest
 
 from bayou.embedded import EmbeddedKafka
 from bayou.metrics_scrape import scrape
-from ingress import codec
+from ingress.wire import codec
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt, headers, metric_value, read_topic, stop_process, wait_until
 

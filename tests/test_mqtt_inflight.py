@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from ingress import codec
+from ingress.wire import codec
 from tests.conftest import start_ingress
 from tests.helpers import Mqtt, metric_value, stop_process
 from tests.test_mqtt_sessions import _connect

@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from ingress import codec
+from ingress.wire import codec
 from tests.conftest import Proc
 from tests.helpers import Mqtt, read_topic
 from tests.test_ingress_mqtt import _closed, _connect_packet

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from ingress import codec
+from ingress.wire import codec
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt, metric_value, read_topic, stop_process, wait_until
 from tests.test_ingress_mqtt import _closed

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from ingress import codec
+from ingress.wire import codec
 from tests.conftest import Proc
 from tests.helpers import Mqtt, metric_value
 

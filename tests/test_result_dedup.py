@@ -8,7 +8,7 @@ import pytest
 from confluent_kafka import Producer
 
 from bayou.embedded import EmbeddedKafka
-from ingress.dedup import ResultDedup
+from ingress.outbound.dedup import ResultDedup
 from tests.conftest import Proc
 from tests.helpers import Mqtt
 

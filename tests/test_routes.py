@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from ingress.routes import DEMO_ROUTES, Router, RouteRule
+from ingress.routing.rules import DEMO_ROUTES, Router, RouteRule
 
 
 def test_demo_route_keys_telemetry_by_device() -> None:

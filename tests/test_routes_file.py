@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bayou.settings import SettingsError, load_settings
-from ingress.routes import DEMO_ROUTES, EgressRouter, EgressRule, Router
-from ingress.routes_file import RoutesFile, RoutesFileError, load_routes_file
+from ingress.routing.rules import DEMO_ROUTES, EgressRouter, EgressRule, Router
+from ingress.routing.rules_file import RoutesFile, RoutesFileError, load_routes_file
 
 REPO = Path(__file__).resolve().parents[1]
 

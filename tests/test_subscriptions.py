@@ -1,6 +1,6 @@
 """The per-node subscription table, pure."""
 
-from ingress.subscriptions import SubscriptionTable
+from ingress.state.subscriptions import SubscriptionTable
 
 
 def test_overlapping_subscriptions_deliver_once_at_highest_qos() -> None:

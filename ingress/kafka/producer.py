@@ -1,9 +1,12 @@
-"""The ingest producer on confluent-kafka (librdkafka), the node's default.
+"""Where a PUBLISH becomes a Kafka record: the node's one producer, on confluent-kafka.
 
-librdkafka builds batches in C: one ``produce()`` call costs a few microseconds, against
-tens for aiokafka's Python batching, and its idempotent producer works on the embedded
-broker where aiokafka's does not (DESIGN §8, §10). Delivery reports arrive on a poll
-thread and are handed to the event loop in batches, one ``call_soon_threadsafe`` per poll.
+The inbound path (:mod:`ingress.inbound`) submits each routed publish here; the connection sends
+its PUBACK only when ``done`` reports Kafka's acknowledgement (``acks=all``). librdkafka builds
+batches in C: one ``produce()`` call costs a few microseconds, against tens for aiokafka's
+Python batching, and its idempotent producer works on the embedded broker where aiokafka's does
+not (DESIGN §8, §10). Delivery reports arrive on a poll thread and are handed to the event loop
+in batches, one ``call_soon_threadsafe`` per poll. Session and retained records are written
+through it too.
 """
 
 from __future__ import annotations
@@ -11,26 +14,31 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from confluent_kafka import KafkaException, Producer
 
 from ingress.contract import Headers
-from ingress.producer_types import AckAccounting, DoneCallback
+from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
+from kafkaio.clients import client_conf
 
 _CkHeaders = list[tuple[str, str | bytes | None]]
 
+# Called once Kafka acknowledged a record (None) or gave up on it (the error).
+DoneCallback = Callable[[BaseException | None], None]
 
-class ConfluentIngest(AckAccounting):
-    """Writes MQTT publishes with ``acks=all`` and idempotence; reports each acknowledgement."""
+
+class IngestProducer:
+    """Writes records with ``acks=all`` and idempotence; reports each acknowledgement."""
 
     def __init__(
         self, bootstrap: str, linger_ms: int = 2, message_timeout_ms: int = 30_000
     ) -> None:
-        super().__init__()
+        # Records submitted and not yet acknowledged (or failed) by Kafka: backpressure.
+        self.pending = 0
         self._conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
-            "client.id": "bayou-ingress",
+            **client_conf(bootstrap, "bayou-ingress"),
             "acks": "all",
             # Retries can neither duplicate nor reorder a client's messages.
             "enable.idempotence": True,
@@ -77,7 +85,7 @@ class ConfluentIngest(AckAccounting):
         """Queue one record; ``done(None)`` once Kafka acknowledged it, ``done(exc)`` if not."""
         assert self._producer is not None
         t0 = time.perf_counter()
-        self.unacked += 1
+        self.pending += 1
         try:
             self._producer.produce(
                 topic, value, key, headers=cast(_CkHeaders, headers),
@@ -109,3 +117,12 @@ class ConfluentIngest(AckAccounting):
     ) -> None:
         for done, t0, exc in batch:
             self._finish(done, t0, exc)
+
+    def _finish(self, done: DoneCallback | None, t0: float, exc: BaseException | None) -> None:
+        self.pending -= 1
+        if exc is None:
+            PRODUCE_LATENCY.observe(time.perf_counter() - t0)
+        else:
+            PRODUCE_FAILURES_TOTAL.inc()
+        if done is not None:
+            done(exc)

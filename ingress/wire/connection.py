@@ -1,4 +1,13 @@
-"""One MQTT 3.1.1 client connection: an ``asyncio.Protocol`` over Bayou's own framer."""
+"""One MQTT 3.1.1 client connection: an ``asyncio.Protocol`` over Bayou's own framer.
+
+Where a PUBLISH enters the node: ``data_received`` cuts the bytes into packets
+(:mod:`ingress.wire.codec`) and hands each PUBLISH to the inbound path (:mod:`ingress.inbound`),
+which writes it to Kafka; the PUBACK leaves from here once Kafka has it. Outbound messages are
+written here by the outbound path (:mod:`ingress.outbound.send`), which records them in the
+connection's :class:`~ingress.wire.outbound_state.OutboundState`.
+
+The connection knows its node only as :class:`ConnectionNode`: what it needs, not the class.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +15,20 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-from ingress import codec
-from ingress.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
-from ingress.codec import ProtocolError
+from ingress.config import IngressConfig
 from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
+from ingress.inbound import Inbound
 from ingress.metrics import PROTOCOL_ERRORS_TOTAL
-
-if TYPE_CHECKING:
-    from ingress.node import IngressNode
-    from ingress.sessions import SessionState
-
-# (Kafka topic, partition, offset, qos, released) of an outbound QoS 1/2 message in flight.
-Inflight = tuple[str | None, int, int, int, bool]
+from ingress.state.retained import RetainedStore
+from ingress.state.subscriptions import SubscriptionTable
+from ingress.wire import codec
+from ingress.wire.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
+from ingress.wire.codec import ProtocolError
+from ingress.wire.outbound_state import OutboundState
 
 log = logging.getLogger(__name__)
 
@@ -43,33 +51,62 @@ class Will:
     retain: bool
 
 
+class ConnectionNode(Protocol):
+    """What a connection needs of its node (:class:`ingress.node.IngressNode` provides it)."""
+
+    @property
+    def config(self) -> IngressConfig: ...
+
+    @property
+    def inbound(self) -> Inbound: ...
+
+    @property
+    def subscriptions(self) -> SubscriptionTable[MQTTConnection]: ...
+
+    @property
+    def retained(self) -> RetainedStore: ...
+
+    def connection_opened(self, conn: MQTTConnection) -> None:
+        """A TCP connection arrived (no CONNECT yet)."""
+
+    def client_connected(self, conn: MQTTConnection, clean: bool) -> bool:
+        """CONNECT accepted: set up the session; return CONNACK's session-present flag."""
+
+    def connection_closed(self, conn: MQTTConnection) -> None:
+        """The connection is gone: save or drop its session, forget it."""
+
+    def assign_client_id(self) -> str:
+        """A client id for a CONNECT with an empty one, unique across nodes."""
+
+    def subscriptions_changed(self) -> None:
+        """A client subscribed or unsubscribed."""
+
+    def window_opened(self, conn: MQTTConnection) -> None:
+        """A connection catching up has room in its in-flight window again."""
+
+
 class MQTTConnection(asyncio.Protocol):
     """Parses a client's packets and acts on them; closes the connection on any violation."""
 
-    def __init__(self, node: IngressNode) -> None:
+    def __init__(self, node: ConnectionNode) -> None:
         self.node = node
         self.framer = codec.Framer(node.config.max_packet_size)
         self.transport: asyncio.Transport | None = None
         self.client_id: str | None = None
+        # UTF-8 of the client id, encoded once for the headers of every publish.
+        self.client_id_utf8 = b""
         self.keep_alive = 0
         self.last_seen = time.monotonic()
+        # Subscription filter → granted QoS; the node's subscription table mirrors it.
         self.filters: dict[str, int] = {}
         # QoS 1 publishes awaiting Kafka, in arrival order: PUBACKs leave in that order.
         self._acks: deque[list[int]] = deque()
-        self._next_pid = 0
         self._flush_scheduled = False
-        # Outbound QoS 1/2 packets not yet completed: packet id → (Kafka topic, partition,
-        # offset, qos, released: PUBREC received and PUBREL sent). Topic None: not from a
-        # delivery topic (retained messages, wills).
-        self.inflight_out: dict[int, Inflight] = {}
-        self.qos2_out_sent = 0
-        # Sessions (ingress/session_manager.py).
-        self.session: SessionState | None = None
+        self.outbound = OutboundState(node.config.max_inflight_out)
+        # clean session = 0 (ingress/session_manager.py keeps its session).
+        self.persistent = False
         self.connected_ms = 0
         self.taken_over = False
-        self.replaying = False
-        self.replay_cursor: dict[tuple[str, int], int] = {}
-        self.max_inflight = node.config.max_inflight_out
         # Filters subscribed in the last seconds → when (ms): a publish received by a node
         # before that moment may still be on its way through Kafka, and is not delivered.
         self.fresh: dict[str, int] = {}
@@ -95,9 +132,16 @@ class MQTTConnection(asyncio.Protocol):
         if self.will is not None:
             # Closed without DISCONNECT: socket loss, keep-alive timeout, protocol error or
             # takeover [MQTT-3.1.2-8].
-            self.node.publish_will(self, self.will)
+            will = self.will
+            self.node.inbound.publish_will(
+                self.client_id or "", will.topic, will.payload, will.qos, will.retain
+            )
             self.will = None
         self.node.connection_closed(self)
+        # After the node saved the session (which names the subscriptions).
+        self.node.subscriptions.remove_all(self, list(self.filters))
+        self.filters.clear()
+        self.node.subscriptions_changed()
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
@@ -166,10 +210,12 @@ class MQTTConnection(asyncio.Protocol):
         # An assigned id names the node too: ids must not collide across nodes (takeover).
         client_id = info.client_id or self.node.assign_client_id()
         self.client_id = client_id
+        self.client_id_utf8 = client_id.encode()
+        self.persistent = not info.clean_session
         self.keep_alive = info.keep_alive
         self.connected_ms = int(time.time() * 1000)
         present = self.node.client_connected(self, info.clean_session)
-        # A resumed session's replay runs as a task, so its messages follow this CONNACK.
+        # A resumed session's catch-up runs as a task, so its messages follow this CONNACK.
         self.write(codec.encode_connack(CONNACK_ACCEPTED, session_present=present))
 
     def _on_publish(self, pkt: codec.Packet) -> None:
@@ -178,22 +224,14 @@ class MQTTConnection(asyncio.Protocol):
             validate_topic_name(topic)
         except TopicError as exc:
             raise ProtocolError(str(exc)) from exc
-        assert self.client_id is not None
         if qos == 2 and pid in self.qos2_in:
             # A resend before PUBREL: already written (or being written) to Kafka once.
             # [MQTT-4.3.3-2] answer PUBREC again once it is in Kafka, write nothing.
             if self.qos2_in[pid]:
                 self.write(codec.encode_ack(codec.PUBREC, pid))
             return
-        node = self.node
-        route = node.router.route(topic)
-        node.count_in(route.kafka_topic)
-        headers = node.headers_for(topic, qos, retain, self.client_id)
         if qos == 0:
-            node.ingest.submit(route.kafka_topic, route.key, payload, headers, None)
-            if retain:
-                node.store_retained(topic, payload, qos, headers, None)
-            node.throttle(self)
+            self.node.inbound.publish(self, topic, 0, retain, payload, None)
             return
         # [packet id, Kafka writes outstanding, ack packet type]
         slot = [pid, 2 if retain else 1, codec.PUBACK if qos == 1 else codec.PUBREC]
@@ -201,10 +239,7 @@ class MQTTConnection(asyncio.Protocol):
             self.qos2_in[pid] = False
         self._acks.append(slot)
         done = lambda exc: self._acked(slot, exc)  # noqa: E731
-        node.ingest.submit(route.kafka_topic, route.key, payload, headers, done)
-        if retain:
-            node.store_retained(topic, payload, qos, headers, done)
-        node.throttle(self)
+        self.node.inbound.publish(self, topic, qos, retain, payload, done)
 
     def _acked(self, slot: list[int], exc: BaseException | None) -> None:
         if self.closed:
@@ -251,14 +286,10 @@ class MQTTConnection(asyncio.Protocol):
     def _on_outbound_ack(self, pkt: codec.Packet) -> None:
         pid = codec.decode_packet_id(pkt.body)
         if pkt.type == codec.PUBREC:
-            entry = self.inflight_out.get(pid)
-            if entry is not None:
-                self.inflight_out[pid] = (*entry[:4], True)  # only PUBCOMP outstanding
+            self.outbound.pubrec(pid)
             self.write(codec.encode_ack(codec.PUBREL, pid))
-        else:  # PUBACK or PUBCOMP ends the flow
-            self.inflight_out.pop(pid, None)
-            if self.replaying and len(self.inflight_out) < self.max_inflight:
-                self.node.catch_up.wake()
+        elif self.outbound.complete(pid):  # PUBACK or PUBCOMP ends the flow
+            self.node.window_opened(self)
 
     def _on_subscribe(self, pkt: codec.Packet) -> None:
         pid, topics = decode_subscribe(pkt.flags, pkt.body)
@@ -285,7 +316,7 @@ class MQTTConnection(asyncio.Protocol):
         for filt, granted in granted_filters:
             for topic, payload, qos in self.node.retained.matching(filt):
                 self.send_publish(topic, payload, min(qos, granted), retain=True)
-        self.node.subscriptions_changed(self)
+        self.node.subscriptions_changed()
 
     def _on_unsubscribe(self, pkt: codec.Packet) -> None:
         pid, topics = decode_unsubscribe(pkt.flags, pkt.body)
@@ -294,24 +325,32 @@ class MQTTConnection(asyncio.Protocol):
                 self.node.subscriptions.unsubscribe(self, filt)
         self.write(codec.encode_ack(codec.UNSUBACK, pid))
 
+    # session ----------------------------------------------------------------------------
+
+    def resume(self, subscriptions: Mapping[str, int], qos2_in: list[int]) -> None:
+        """Take the subscriptions and inbound QoS 2 ids of a resumed session."""
+        self.qos2_in = dict.fromkeys(qos2_in, True)
+        for filt, qos in subscriptions.items():
+            self.filters[filt] = qos
+            self.node.subscriptions.subscribe(self, filt, qos)
+
+    def take_over(self) -> None:
+        """Close: the client id connected again, on this node or another one."""
+        self.taken_over = True
+        self.close()
+
+    def forget_fresh(self, wall_ms: float) -> None:
+        """Subscriptions older than 10 s are no longer fresh (nothing can still be on its way)."""
+        for filt, since in list(self.fresh.items()):
+            if wall_ms - since > 10_000:
+                del self.fresh[filt]
+
     # outbound ---------------------------------------------------------------------------
 
     def send_publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
-        """Send one PUBLISH outside the batched delivery path (retained messages, wills)."""
-        pid = 0
-        if qos:
-            pid = self.next_packet_id()
-            self.inflight_out[pid] = (None, 0, 0, qos, False)
+        """Send one PUBLISH outside the batched delivery path (retained messages)."""
+        pid = self.outbound.track(None, 0, 0, qos) if qos else 0
         self.write(codec.encode_publish(topic, payload, qos, pid, retain))
-
-    def write_publish(
-        self, topic: str, payload: bytes, qos: int, packet_id: int, dup: bool = False
-    ) -> None:
-        """Send a PUBLISH whose packet id the caller has recorded."""
-        data = codec.encode_publish(topic, payload, qos, packet_id)
-        if dup:
-            data = bytes((data[0] | 0x08,)) + data[1:]
-        self.write(data)
 
     def published_before_subscribing(self, topic: str, received_ms: int) -> bool:
         """True if every filter matching ``topic`` was subscribed after ``received_ms``.
@@ -328,23 +367,6 @@ class MQTTConnection(asyncio.Protocol):
                     return False
                 matched = True
         return matched
-
-    def granted_qos(self, topic: str) -> int | None:
-        """The highest QoS of this connection's filters matching ``topic`` (None: no match)."""
-        best: int | None = None
-        for filt, qos in self.filters.items():
-            if (best is None or qos > best) and matches(filt, topic):
-                best = qos
-        return best
-
-    def next_packet_id(self) -> int:
-        """A packet id for an outbound QoS 1/2 publish: 1..65535, none still in flight."""
-        inflight = self.inflight_out
-        for _ in range(65535):
-            self._next_pid = self._next_pid % 65535 + 1
-            if self._next_pid not in inflight:
-                return self._next_pid
-        raise ProtocolError("65,535 outbound messages in flight")
 
     def write(self, data: bytes) -> None:
         """Send bytes unless the connection is closing (or hold them, see :meth:`hold`)."""

@@ -2,7 +2,7 @@
 
 Both serve the same protocol objects as the TCP listener (``MQTTConnection``): TLS through
 asyncio's own SSL transport, WebSocket through ``websockets`` and the adapter transport in
-``ingress.ws_transport``.
+``ingress.wire.websocket``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from websockets.http11 import Request, Response
 from websockets.typing import Subprotocol
 
 from ingress.config import IngressConfig
-from ingress.ws_transport import WebSocketTransport
+from ingress.wire.websocket import WebSocketTransport
 
 log = logging.getLogger(__name__)
 

@@ -2,15 +2,16 @@
 
 Every node reads the whole topic at start (last value per MQTT topic wins; an empty value is
 a tombstone) and keeps reading, so a retained message published on any node is delivered on
-every node, and survives a restart of all nodes (DESIGN §2).
+every node, and survives a restart of all nodes (DESIGN §2). The inbound path writes them
+(:mod:`ingress.inbound`); a new subscription gets the matching ones after its SUBACK.
 """
 
 from __future__ import annotations
 
 from ingress.contract import H_MQTT_QOS, header
 from ingress.contract.topics import matches
-from ingress.delivery import Record
 from ingress.metrics import RETAINED
+from kafkaio.reader import Record
 
 
 class RetainedStore:

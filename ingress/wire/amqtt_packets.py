@@ -17,7 +17,13 @@ from amqtt.mqtt.connect import ConnectPacket
 from amqtt.mqtt.subscribe import SubscribePacket
 from amqtt.mqtt.unsubscribe import UnsubscribePacket
 
-from ingress.codec import CONNECT, SUBSCRIBE, UNSUBSCRIBE, ProtocolError, encode_remaining_length
+from ingress.wire.codec import (
+    CONNECT,
+    SUBSCRIBE,
+    UNSUBSCRIBE,
+    ProtocolError,
+    encode_remaining_length,
+)
 
 T = TypeVar("T")
 

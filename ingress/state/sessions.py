@@ -5,6 +5,7 @@ partition up to which the session was served, the outbound QoS 1/2 messages stil
 (by Kafka offset and packet id) and the inbound QoS 2 packet ids awaiting PUBREL. Messages
 themselves are never copied: on reconnect, to any node, they are read again from Kafka from
 those positions (DESIGN §2), so an offline device costs the broker only its small entry here.
+:mod:`ingress.session_manager` reads and writes these records.
 """
 
 from __future__ import annotations
@@ -14,8 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from ingress.delivery import Record
 from ingress.metrics import SESSIONS_STORED
+from kafkaio.reader import Record
 
 PartitionKey = tuple[str, int]
 
@@ -85,14 +86,6 @@ class SessionState:
             owner=str(doc.get("owner", "")),
             clean=bool(doc.get("clean", False)),
         )
-
-    def replay_start(self, key: PartitionKey) -> int | None:
-        """Where replay of a partition starts: the oldest pending message, else served."""
-        offsets = [x.offset for x in self.pending if (x.topic, x.partition) == key]
-        served = self.served.get(key)
-        if served is not None:
-            offsets.append(served)
-        return min(offsets) if offsets else None
 
 
 def _compact(served: dict[PartitionKey, int]) -> dict[str, list[int]]:

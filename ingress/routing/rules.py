@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from ingress.contract import DEFAULT_TOPIC
+from ingress.contract import DEFAULT_TOPIC, DEMO_TELEMETRY_TOPIC
 from ingress.contract.topics import TopicError, validate_topic_filter, validate_topic_name
 
 _PLACEHOLDER = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
@@ -322,7 +322,7 @@ DEMO_ROUTES = [
     RouteRule(
         name="telemetry",
         mqtt="sensors/{device}/telemetry",
-        kafka_topic="bayou.telemetry",
+        kafka_topic=DEMO_TELEMETRY_TOPIC,
         key="{device}",
     ),
 ]

@@ -1,4 +1,9 @@
-"""Which connections on this node subscribe to what, and who matches a topic."""
+"""Which connections on this node subscribe to what, and who matches a topic.
+
+Connections subscribe here (:mod:`ingress.wire.connection`); the outbound path asks it for the
+subscribers of each record's MQTT topic, live and in catch-up alike: the node's one table,
+matching with :func:`ingress.contract.topics.matches`.
+"""
 
 from __future__ import annotations
 

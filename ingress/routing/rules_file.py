@@ -1,4 +1,4 @@
-"""Route rules read from one file (TOML, or YAML), validated by the models in ingress.routes.
+"""Route rules read from one file (TOML, or YAML), validated by the models in ingress.routing.rules.
 
 The file has ``[[inbound]]`` tables (RouteRule: MQTT topic pattern → Kafka topic + key),
 ``[[outbound]]`` tables (EgressRule: Kafka topic + key → MQTT topic) and an optional top-level
@@ -16,7 +16,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from ingress.routes import EgressRule, RouteRule, RuleError, check_kafka_topic
+from ingress.routing.rules import EgressRule, RouteRule, RuleError, check_kafka_topic
 
 _M = TypeVar("_M", bound=BaseModel)
 _TOP_LEVEL = ("default_topic", "inbound", "outbound")

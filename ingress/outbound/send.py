@@ -1,0 +1,170 @@
+"""Where an outbound record leaves for a device: the one send routine of the node.
+
+Live delivery (:mod:`ingress.outbound.live`) and catch-up (:mod:`ingress.outbound.catch_up`)
+both read a record here once (:meth:`Sender.read`: one pass over its headers, duplicate results
+dropped, the MQTT topic from the ``mqtt.topic`` header or the egress rules, its subscribers
+from the node's one subscription table) and send it through
+a :class:`Batch`: the PUBLISH head is encoded once per record and QoS, each QoS 1/2 message is
+recorded in its connection's :class:`~ingress.wire.outbound_state.OutboundState`, and each
+connection gets one socket write per batch (a write per message cost ~15 % CPU). An outbound
+QoS 2 message of a persistent session goes out only once the session record naming it is in
+Kafka, so a resumed session can never receive it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from ingress.contract import (
+    H_INGRESS_TS,
+    H_MQTT_CLIENT_ID,
+    H_MQTT_QOS,
+    H_MQTT_TOPIC,
+    H_RESULT_ID,
+    QOS_OF_VALUE,
+    header,
+)
+from ingress.outbound.dedup import ResultDedup
+from ingress.routing.rules import EgressRouter
+from ingress.state.sessions import Pending
+from ingress.wire import codec
+from ingress.wire.connection import MQTTConnection
+from kafkaio.reader import Record
+
+# An outbound record as read once for all its receivers: (MQTT topic, QoS of the record,
+# payload, bayou.ingress_ts header or None, from a client: stamped by a node on a client's
+# publish). A plain tuple: it is built for every record delivered, on the hot path.
+Message = tuple[str, int, bytes, bytes | None, bool]
+
+# The connections subscribed to an MQTT topic, each with its granted QoS.
+Targets = list[tuple[MQTTConnection, int]]
+Match = Callable[[str], Targets]
+# Save the connection's session, then release its held writes (QoS 2 of a persistent session).
+Persist = Callable[[MQTTConnection], None]
+
+
+class Sender:
+    """Reads outbound records and starts batches of PUBLISH packets for them."""
+
+    def __init__(self, egress: EgressRouter, dedup: ResultDedup, persist: Persist) -> None:
+        self.egress = egress
+        self.dedup = dedup
+        self.persist = persist
+
+    def read(self, rec: Record, match: Match) -> tuple[Message, Targets] | None:
+        """What ``rec`` sends and to whom (``match`` of its MQTT topic), or None: a duplicate
+        result, no MQTT topic for it, or nobody to send it to.
+
+        Most records a node reads have no subscriber on it (every publish comes back through
+        the delivery topics), so nothing is built for those.
+        """
+        topic_b = qos_b = ts_b = rid = cid_b = None
+        for k, v in rec.headers:
+            if k == H_MQTT_TOPIC:
+                topic_b = v
+            elif k == H_MQTT_QOS:
+                qos_b = v
+            elif k == H_INGRESS_TS:
+                ts_b = v
+            elif k == H_RESULT_ID:
+                rid = v
+            elif k == H_MQTT_CLIENT_ID:
+                cid_b = v
+        if rid is not None and self.dedup.is_duplicate(
+            rec.headers, (rec.topic, rec.partition, rec.offset)
+        ):
+            return None
+        if topic_b is not None:
+            topic = topic_b.decode("utf-8", "replace")
+            targets = match(topic)
+            if not targets:
+                return None
+            qos = QOS_OF_VALUE.get(qos_b or b"0", 0)
+        else:
+            egress = self.egress.route(rec.topic, rec.key)
+            if egress is None:
+                return None
+            topic = egress.mqtt_topic
+            targets = match(topic)
+            if not targets:
+                return None
+            qos = egress.qos if qos_b is None else QOS_OF_VALUE.get(qos_b, 0)
+        return (topic, qos, rec.value or b"", ts_b, cid_b is not None), targets
+
+    def topic_of(self, rec: Record) -> str | None:
+        """The MQTT topic of a record sent before (a resend: no duplicate check, no match)."""
+        topic_b = header(rec.headers, H_MQTT_TOPIC)
+        if topic_b is not None:
+            return topic_b.decode("utf-8", "replace")
+        egress = self.egress.route(rec.topic, rec.key)
+        return None if egress is None else egress.mqtt_topic
+
+    def batch(self) -> Batch:
+        """A new batch of writes, sent by :meth:`Batch.flush`."""
+        return Batch(self.persist)
+
+
+class Batch:
+    """PUBLISH packets collected per connection, written once per connection on flush."""
+
+    __slots__ = ("_heads", "_msg", "_persist", "_qos2", "out", "resent", "sent")
+
+    def __init__(self, persist: Persist) -> None:
+        self.out: dict[MQTTConnection, list[bytes]] = {}
+        # New messages sent, by QoS, and messages sent again (catch-up).
+        self.sent = [0, 0, 0]
+        self.resent = 0
+        self._persist = persist
+        self._qos2: set[MQTTConnection] = set()
+        self._msg: Message | None = None
+        self._heads: list[bytes | None] = [None, None, None]
+
+    def send(self, conn: MQTTConnection, rec: Record, msg: Message, qos: int) -> None:
+        """Send ``msg`` (read from ``rec``) to ``conn`` at ``qos``, a new packet id for 1/2."""
+        if msg is not self._msg:
+            self._msg = msg
+            self._heads = [None, None, None]
+        head = self._heads[qos]
+        if head is None:
+            head = self._heads[qos] = codec.publish_parts(msg[0], msg[2], qos)[0]
+        parts = self.out.get(conn)
+        if parts is None:
+            parts = self.out[conn] = []
+        if qos:
+            pid = conn.outbound.track(rec.topic, rec.partition, rec.offset, qos)
+            parts += (head, pid.to_bytes(2, "big"), msg[2])
+            if qos == 2 and conn.persistent:
+                self._qos2.add(conn)
+        else:
+            parts += (head, msg[2])
+        self.sent[qos] += 1
+
+    def resend(self, conn: MQTTConnection, rec: Record, topic: str, p: Pending) -> None:
+        """Send a message that was in flight again: same packet id, DUP set [MQTT-4.4.0-1];
+        a released QoS 2 message gets its PUBREL again instead."""
+        conn.outbound.retrack(p.packet_id, rec.topic, rec.partition, rec.offset, p.qos, p.released)
+        if p.qos == 2 and conn.persistent:
+            self._qos2.add(conn)
+        if p.released:
+            data = codec.encode_ack(codec.PUBREL, p.packet_id)
+        else:
+            data = codec.encode_publish(topic, rec.value or b"", p.qos, p.packet_id)
+            data = bytes((data[0] | 0x08,)) + data[1:]
+        parts = self.out.get(conn)
+        if parts is None:
+            parts = self.out[conn] = []
+        parts.append(data)
+        self.resent += 1
+
+    def flush(self) -> None:
+        """Write each connection's packets in one write (QoS 2: after its session is saved)."""
+        qos2 = self._qos2
+        for conn, parts in self.out.items():
+            if conn in qos2:
+                conn.hold()
+                conn.write(b"".join(parts))
+                self._persist(conn)
+            else:
+                conn.write(b"".join(parts))
+        self.out = {}
+        self._qos2 = set()
