@@ -16,10 +16,12 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
 from bayou.net import free_port
+from bayou.processes import stop_process
 from bayou.settings import Settings
 from kafkaio.admin import ensure_topics
-from tests.helpers import metric_value, stop_process, wait_until
+from tests.helpers import wait_until
 
 BAYOU = [sys.executable, "-m", "bayou.cli"]
 

@@ -15,8 +15,6 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from paho.mqtt.enums import CallbackAPIVersion
 
 # The one scraper and the one stop helper; tests import them from here.
-from bayou.metrics_scrape import metric_value as metric_value
-from bayou.processes import stop_process as stop_process
 
 
 @dataclass

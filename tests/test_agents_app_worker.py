@@ -21,6 +21,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import ConsumerRecord
 
 from bayou.embedded import EmbeddedKafka
+from bayou.processes import stop_process
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,
@@ -30,7 +31,6 @@ from ingress.contract import (
     H_RESULT_ID,
 )
 from tests.conftest import start_kafka, start_worker
-from tests.helpers import stop_process
 
 pytestmark = pytest.mark.integration
 

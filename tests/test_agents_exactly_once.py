@@ -32,11 +32,12 @@ import pytest
 from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC, H_RESULT_ID
 from kafkaio.admin import ensure_topics
 from tests.agent_examples.eos_counts import GRACE, SIZE
 from tests.conftest import Proc, start_worker
-from tests.helpers import metric_value, wait_until
+from tests.helpers import wait_until
 from tests.webhook_server import HookServer
 
 pytestmark = pytest.mark.integration

@@ -30,12 +30,13 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
 from bayou.processes import stop_process
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID
 from tests import conftest
 from tests.agent_examples.failover_counts import GRACE, SIZE
 from tests.conftest import Proc, start_ingress
-from tests.helpers import Mqtt, Received, metric_value, wait_until
+from tests.helpers import Mqtt, Received, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -35,9 +35,10 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
 from tests.agent_examples.failover_counts import GRACE
 from tests.conftest import Proc
-from tests.helpers import metric_value, wait_until
+from tests.helpers import wait_until
 from tests.test_agents_failover import (
     BASE,
     ROUNDS,

@@ -17,6 +17,8 @@ from agents.app import App, Context, Output
 from agents.runtime.webhooks import H_WEBHOOK_STATUS, H_WEBHOOK_TRIES, H_WEBHOOK_URL, WebhookCaller
 from agents.testing import run_app
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
+from bayou.processes import stop_process
 from ingress.contract import (
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,
@@ -26,7 +28,7 @@ from ingress.contract import (
 )
 from tests.agent_examples import hooks
 from tests.conftest import start_kafka, start_worker
-from tests.helpers import headers, metric_value, read_topic, stop_process, wait_until
+from tests.helpers import headers, read_topic, wait_until
 from tests.webhook_server import HookServer
 
 

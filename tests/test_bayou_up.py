@@ -17,9 +17,11 @@ from typing import IO
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
 from bayou.net import free_port
+from bayou.processes import stop_process
 from tests.conftest import BAYOU, bayou_env
-from tests.helpers import Mqtt, alive, children_of, metric_value, stop_process, wait_until
+from tests.helpers import Mqtt, alive, children_of, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -15,8 +15,9 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.processes import stop_process
 from tests.conftest import Proc, start_ingress, start_kafka
-from tests.helpers import Mqtt, read_topic, stop_process
+from tests.helpers import Mqtt, read_topic
 
 pytestmark = pytest.mark.integration
 

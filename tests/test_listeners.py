@@ -26,6 +26,7 @@ from websockets.sync.client import connect as ws_connect
 
 from bayou.embedded import EmbeddedKafka
 from bayou.net import free_port, port_in_use
+from bayou.processes import stop_process
 from ingress.config import IngressConfig
 from ingress.node import IngressNode
 from ingress.wire import codec
@@ -38,7 +39,7 @@ from ingress.wire.listeners import (
     tls_context,
 )
 from tests.conftest import bayou_env, start_bayou, start_ingress, start_kafka
-from tests.helpers import Mqtt, stop_process, wait_until
+from tests.helpers import Mqtt, wait_until
 
 pytestmark = pytest.mark.integration
 

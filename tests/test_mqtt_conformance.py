@@ -17,10 +17,11 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from bayou.metrics_scrape import scrape
+from bayou.metrics_scrape import metric_value, scrape
+from bayou.processes import stop_process
 from ingress.wire import codec
 from tests.conftest import Proc, start_ingress
-from tests.helpers import Mqtt, headers, metric_value, read_topic, stop_process, wait_until
+from tests.helpers import Mqtt, headers, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 

@@ -9,9 +9,11 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
+from bayou.processes import stop_process
 from ingress.wire import codec
 from tests.conftest import start_ingress
-from tests.helpers import Mqtt, metric_value, stop_process
+from tests.helpers import Mqtt
 from tests.test_mqtt_sessions import _connect
 
 pytestmark = pytest.mark.integration

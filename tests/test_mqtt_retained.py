@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.processes import stop_process
 from tests.conftest import Proc, start_ingress
-from tests.helpers import Mqtt, headers, read_topic, stop_process
+from tests.helpers import Mqtt, headers, read_topic
 
 pytestmark = pytest.mark.integration
 

@@ -14,9 +14,11 @@ from typing import Any
 import pytest
 
 from bayou.embedded import EmbeddedKafka
+from bayou.metrics_scrape import metric_value
+from bayou.processes import stop_process
 from ingress.wire import codec
 from tests.conftest import Proc, start_ingress
-from tests.helpers import Mqtt, metric_value, read_topic, stop_process, wait_until
+from tests.helpers import Mqtt, read_topic, wait_until
 from tests.test_ingress_mqtt import _closed
 
 pytestmark = pytest.mark.integration

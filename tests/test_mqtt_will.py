@@ -7,9 +7,10 @@ import uuid
 
 import pytest
 
+from bayou.metrics_scrape import metric_value
 from ingress.wire import codec
 from tests.conftest import Proc
-from tests.helpers import Mqtt, metric_value
+from tests.helpers import Mqtt
 
 pytestmark = pytest.mark.integration
 

@@ -9,8 +9,9 @@ import pytest
 from confluent_kafka import Producer
 
 from bayou.embedded import EmbeddedKafka
+from bayou.processes import stop_process
 from tests.conftest import start_ingress
-from tests.helpers import Mqtt, read_topic, stop_process
+from tests.helpers import Mqtt, read_topic
 
 pytestmark = pytest.mark.integration
 
