@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Literal, NamedTuple
+from typing import Annotated, Literal, NamedTuple
 
-from pydantic import Field, PrivateAttr, ValidationError
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from agents.runtime.config import WorkerConfig
 from bayou.net import port_in_use
@@ -20,6 +20,17 @@ from ingress.contract import (
 )
 from ingress.routing.rules import DEMO_ROUTES, EgressRule, RouteRule
 from ingress.routing.rules_file import RoutesFileError, load_routes_file
+from ingress.security.config import (
+    DEFAULT_CHAIN,
+    JWT_ALGORITHMS,
+    AuthConfig,
+    AuthMethod,
+    CertUsername,
+    JwtAlgorithm,
+    JwtConfig,
+    LimitsConfig,
+    SecurityConfig,
+)
 
 # The demo app's changelog (agents.runtime.store.changelog_topic("demo")); spelt out so that reading
 # the settings imports no agent runtime.
@@ -78,6 +89,38 @@ class Settings(BaseSettings):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     ws_port: int | None = Field(default=None, ge=0, le=65535)
+    # Authentication (docs/security.md). None: `bayou up` allows anonymous clients (and says
+    # so), `bayou ingress` does not.
+    allow_anonymous: bool | None = None
+    auth_chain: Annotated[list[AuthMethod], NoDecode] = Field(
+        default_factory=lambda: list(DEFAULT_CHAIN)
+    )
+    auth_password_file: Path | None = None
+    auth_jwt_secret: SecretStr | None = None
+    auth_jwt_public_key_file: Path | None = None
+    auth_jwt_jwks_file: Path | None = None
+    auth_jwt_algorithms: Annotated[list[JwtAlgorithm], NoDecode] = Field(
+        default_factory=lambda: list(JWT_ALGORITHMS)
+    )
+    auth_jwt_audience: str | None = None
+    auth_jwt_issuer: str | None = None
+    auth_jwt_username_claim: str = "sub"
+    auth_jwt_groups_claim: str = "groups"
+    auth_jwt_leeway_seconds: float = Field(default=30.0, ge=0)
+    tls_cafile: Path | None = None
+    tls_require_client_cert: bool = False
+    tls_cert_username: CertUsername = "cn"
+    acl_file: Path | None = None
+    # Limits (0 = none).
+    max_connections: int = Field(default=100_000, ge=0)
+    connect_rate_per_source: float = Field(default=0.0, ge=0)
+    connect_burst_per_source: int = Field(default=100, ge=1)
+    connect_timeout_seconds: float = Field(default=10.0, gt=0)
+    max_subscriptions_per_client: int = Field(default=1000, ge=0)
+    publish_rate_per_client: float = Field(default=0.0, ge=0)
+    publish_burst_per_client: int = Field(default=1000, ge=1)
+    max_payload_size: int = Field(default=0, ge=0)
+    max_write_buffer: int = Field(default=4 * 1024 * 1024, ge=64 * 1024)
     state_dir: Path = Path(".bayou/state")
     demo_threshold: float = 30.0
     demo_window_seconds: float = Field(default=10.0, gt=0)
@@ -92,6 +135,53 @@ class Settings(BaseSettings):
     log_level: str = "WARNING"
 
     _route_rules: RouteRules | None = PrivateAttr(default=None)
+
+    @field_validator("auth_chain", "auth_jwt_algorithms", mode="before")
+    @classmethod
+    def _comma_list(cls, value: object) -> object:
+        # `BAYOU_AUTH_CHAIN=password_file,jwt` rather than JSON.
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    def security_config(self, *, allow_anonymous_default: bool = False) -> SecurityConfig:
+        """Authentication, ACL and limits of an ingress node (BAYOU_ALLOW_ANONYMOUS unset:
+        ``allow_anonymous_default``)."""
+        jwt = None
+        if self.auth_jwt_secret or self.auth_jwt_public_key_file or self.auth_jwt_jwks_file:
+            jwt = JwtConfig(
+                secret=self.auth_jwt_secret,
+                public_key_file=self.auth_jwt_public_key_file,
+                jwks_file=self.auth_jwt_jwks_file,
+                algorithms=self.auth_jwt_algorithms,
+                audience=self.auth_jwt_audience,
+                issuer=self.auth_jwt_issuer,
+                username_claim=self.auth_jwt_username_claim,
+                groups_claim=self.auth_jwt_groups_claim,
+                leeway_seconds=self.auth_jwt_leeway_seconds,
+            )
+        anonymous = self.allow_anonymous
+        auth = AuthConfig(
+            allow_anonymous=allow_anonymous_default if anonymous is None else anonymous,
+            chain=self.auth_chain,
+            password_file=self.auth_password_file,
+            jwt=jwt,
+            tls_cafile=self.tls_cafile,
+            tls_require_client_cert=self.tls_require_client_cert,
+            cert_username=self.tls_cert_username,
+        )
+        limits = LimitsConfig(
+            max_connections=self.max_connections,
+            connect_rate_per_source=self.connect_rate_per_source,
+            connect_burst_per_source=self.connect_burst_per_source,
+            connect_timeout_seconds=self.connect_timeout_seconds,
+            max_subscriptions_per_client=self.max_subscriptions_per_client,
+            publish_rate_per_client=self.publish_rate_per_client,
+            publish_burst_per_client=self.publish_burst_per_client,
+            max_payload_size=self.max_payload_size,
+            max_write_buffer=self.max_write_buffer,
+        )
+        return SecurityConfig(auth=auth, acl_file=self.acl_file, limits=limits)
 
     def route_rules(self) -> RouteRules:
         """The rules of BAYOU_ROUTES_FILE, or the demo routes when it is unset (read once).
@@ -143,6 +233,7 @@ class Settings(BaseSettings):
             tls_certfile=self.tls_certfile,
             tls_keyfile=self.tls_keyfile,
             ws_port=self.ws_port,
+            security=self.security_config(),
         )
 
     def worker_config(self, bootstrap: str) -> WorkerConfig:

@@ -11,6 +11,7 @@ from pydantic import BaseModel, Field
 
 from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
 from ingress.routing.rules import EgressRule, RouteRule
+from ingress.security.config import SecurityConfig
 
 
 class IngressConfig(BaseModel):
@@ -38,3 +39,5 @@ class IngressConfig(BaseModel):
     tls_certfile: Path | None = None
     tls_keyfile: Path | None = None
     ws_port: int | None = None
+    # Authentication, ACLs and limits; the default lets nobody in (no method, no anonymous).
+    security: SecurityConfig = Field(default_factory=SecurityConfig)

@@ -58,3 +58,16 @@ DUPLICATES_DROPPED_TOTAL = Counter(
     "bayou_ingress_duplicate_results_dropped_total",
     "Agent results not delivered because another record carried the same bayou.result_id",
 )
+
+# Refusals, by a fixed set of label values (never client input): see docs/security.md.
+AUTH_FAILURES_TOTAL = Counter(
+    "bayou_auth_failures_total", "CONNECTs refused by authentication, by reason", ["reason"]
+)
+ACL_DENIED_TOTAL = Counter(
+    "bayou_acl_denied_total",
+    "Operations the ACL denied, by action (publish, subscribe, receive, will)",
+    ["action"],
+)
+LIMIT_REFUSALS_TOTAL = Counter(
+    "bayou_limit_refusals_total", "Connections, packets or messages refused by a limit", ["limit"]
+)
