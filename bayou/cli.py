@@ -252,6 +252,15 @@ def up(
     raise typer.Exit(code)
 
 
+def _add_passwd() -> None:
+    from bayou.passwd import passwd_app
+
+    app.add_typer(passwd_app, name="passwd")
+
+
+_add_passwd()
+
+
 def main() -> None:
     """Entry point for ``python -m bayou.cli``."""
     app(prog_name="bayou")

@@ -1,0 +1,250 @@
+"""The password file: lines ``username:<argon2id hash>``, and the method that checks them.
+
+The format is mosquitto's ``password_file`` (``#`` comments and blank lines allowed), with
+argon2id hashes (argon2-cffi) in place of mosquitto's PBKDF2 ones. ``bayou passwd`` edits the
+file; the node reads it at start and again whenever it changes on disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import secrets
+import stat
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from argon2 import PasswordHasher, extract_parameters
+from argon2.exceptions import InvalidHashError, VerificationError
+
+from ingress.security.config import SecurityConfigError
+from ingress.security.identity import BAD_USERNAME_OR_PASSWORD, Credentials, Identity, Refused
+
+log = logging.getLogger(__name__)
+
+SETTING = "BAYOU_AUTH_PASSWORD_FILE"
+NEW_FILE_MODE = 0o600
+
+
+def username_problem(username: str) -> str | None:
+    """Why ``username`` cannot be in a password file, or None when it can."""
+    if not username:
+        return "the username is empty"
+    if ":" in username:
+        return "a username cannot hold ':' (it ends the username in the file)"
+    if "\n" in username or "\r" in username:
+        return "a username cannot hold a line break"
+    if "\x00" in username:
+        return "a username cannot hold U+0000 (MQTT forbids it in strings)"
+    if username != username.strip():
+        return "a username cannot start or end with white space"
+    if username.startswith("#"):
+        return "a username cannot start with '#' (the line would be a comment)"
+    try:
+        username.encode("utf-8")
+    except UnicodeEncodeError:
+        return "the username is not valid UTF-8"
+    return None
+
+
+@dataclass
+class _Entry:
+    username: str
+    hash: str
+
+
+class PasswordFile:
+    """The lines of a password file; comments and order are kept when it is saved again."""
+
+    def __init__(self, path: Path, hasher: PasswordHasher | None = None) -> None:
+        self.path = path
+        self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self._lines: list[str | _Entry] = []
+
+    @classmethod
+    def load(cls, path: Path, hasher: PasswordHasher | None = None) -> PasswordFile:
+        """Read ``path``; SecurityConfigError (setting, file, line) when it cannot be used."""
+        pf = cls(path, hasher)
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise SecurityConfigError(f"{SETTING}={path}: cannot read it: {exc.strerror}") from None
+        seen: set[str] = set()
+        for number, raw in enumerate(data.splitlines(), start=1):
+            pf._lines.append(pf._parse(raw, number, seen))
+        return pf
+
+    def _parse(self, raw: bytes, number: int, seen: set[str]) -> str | _Entry:
+        where = f"{SETTING}={self.path}, line {number}"
+        try:
+            line = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise SecurityConfigError(f"{where}: not valid UTF-8") from None
+        if not line.strip() or line.lstrip().startswith("#"):
+            return line
+        username, colon, hash_ = line.partition(":")
+        if not colon:
+            raise SecurityConfigError(f"{where}: expected `username:hash`, found no ':'")
+        problem = username_problem(username)
+        if problem:
+            raise SecurityConfigError(f"{where}: {problem}")
+        if username in seen:
+            raise SecurityConfigError(f"{where}: user {username!r} appears twice")
+        hash_ = hash_.strip()
+        try:
+            extract_parameters(hash_)
+        except (InvalidHashError, ValueError):
+            raise SecurityConfigError(
+                f"{where}: the hash of {username!r} is not an argon2 hash (a mosquitto_passwd "
+                "file? set the password again with `bayou passwd add`)"
+            ) from None
+        seen.add(username)
+        return _Entry(username, hash_)
+
+    def users(self) -> list[str]:
+        """The usernames, in file order."""
+        return [e.username for e in self._lines if isinstance(e, _Entry)]
+
+    def hash_of(self, username: str) -> str | None:
+        """The stored hash of ``username`` (None: no such user)."""
+        for e in self._lines:
+            if isinstance(e, _Entry) and e.username == username:
+                return e.hash
+        return None
+
+    def add(self, username: str, password: str | bytes) -> bool:
+        """Set ``username``'s password (a new salted hash); True when the user was new.
+
+        ValueError for a username the file cannot hold or an empty password.
+        """
+        problem = username_problem(username)
+        if problem:
+            raise ValueError(problem)
+        if not password:
+            raise ValueError("the password is empty")
+        hash_ = self.hasher.hash(password)
+        for e in self._lines:
+            if isinstance(e, _Entry) and e.username == username:
+                e.hash = hash_
+                return False
+        self._lines.append(_Entry(username, hash_))
+        return True
+
+    def remove(self, username: str) -> None:
+        """Remove ``username``; KeyError when the file has no such user."""
+        for i, e in enumerate(self._lines):
+            if isinstance(e, _Entry) and e.username == username:
+                del self._lines[i]
+                return
+        raise KeyError(username)
+
+    def text(self) -> str:
+        """The file's content."""
+        lines = [e if isinstance(e, str) else f"{e.username}:{e.hash}" for e in self._lines]
+        return "".join(f"{line}\n" for line in lines)
+
+    def save(self) -> None:
+        """Write the file atomically (a temporary file renamed over it), so a node reading it
+        never sees half a file. A new file is mode 0600; an existing one keeps its mode."""
+        try:
+            old = self.path.stat()
+            mode, owner = stat.S_IMODE(old.st_mode), (old.st_uid, old.st_gid)
+        except FileNotFoundError:
+            mode, owner = NEW_FILE_MODE, None
+        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as f:
+                os.fchmod(f.fileno(), mode)
+                if owner is not None:
+                    # Root editing a file the node's user owns: keep it readable by the node.
+                    with contextlib.suppress(PermissionError):
+                        os.fchown(f.fileno(), *owner)
+                f.write(self.text())
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(tmp)
+            raise
+        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself survives a crash
+        finally:
+            os.close(dir_fd)
+
+
+class PasswordFileAuth:
+    """Username and password checked against a password file (``BAYOU_AUTH_PASSWORD_FILE``).
+
+    A user the file does not know is passed on (None) to the next method; a wrong password
+    is refused. ``authenticate`` spends one argon2 verification (tens of milliseconds of CPU,
+    outside the GIL), so call it off the event loop.
+    """
+
+    name = "password_file"
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = PasswordFile.load(path)
+        self._stamp = self._stat()
+        self._dummy = self._dummy_hash()
+
+    def _stat(self) -> tuple[int, int, int] | None:
+        try:
+            st = self.path.stat()
+        except OSError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def _dummy_hash(self) -> str:
+        # Unknown users are verified against this, hashed with the parameters of the file's
+        # own hashes, so the time taken does not tell an unknown user from a wrong password.
+        users = self._file.users()
+        hasher = PasswordHasher()
+        if users:
+            first = self._file.hash_of(users[0])
+            assert first is not None
+            hasher = PasswordHasher.from_parameters(extract_parameters(first))
+        return hasher.hash(secrets.token_bytes(16))
+
+    def reload_if_changed(self) -> None:
+        """Read the file again when it changed on disk; a bad new version keeps the old one."""
+        stamp = self._stat()
+        if stamp == self._stamp:
+            return
+        self._stamp = stamp
+        try:
+            self._file = PasswordFile.load(self.path)
+        except SecurityConfigError as exc:
+            log.error("%s; keeping the users read before", exc)
+            return
+        self._dummy = self._dummy_hash()
+        log.info("%s=%s reloaded: %d users", SETTING, self.path, len(self._file.users()))
+
+    def authenticate(self, creds: Credentials) -> Identity | None:
+        """The user's identity, None for no username or an unknown user, Refused otherwise."""
+        if creds.username is None:
+            return None
+        self.reload_if_changed()
+        stored = self._file.hash_of(creds.username)
+        password = creds.password or b""
+        if stored is None:
+            _verify(self._dummy, password)
+            return None
+        if not _verify(stored, password):
+            raise Refused(
+                "bad_credentials",
+                f"wrong password for user {creds.username!r} ({SETTING})",
+                BAD_USERNAME_OR_PASSWORD,
+            )
+        return Identity(creds.username, frozenset(), self.name)
+
+
+def _verify(hash_: str, password: bytes) -> bool:
+    try:
+        return PasswordHasher().verify(hash_, password)  # the parameters come from the hash
+    except (VerificationError, InvalidHashError):
+        return False
