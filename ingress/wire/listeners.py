@@ -57,7 +57,11 @@ async def start_extra_listeners(
     started: list[Listener] = []
     try:
         if config.tls_port is not None:
-            ctx = tls_context(config.tls_certfile, config.tls_keyfile)
+            auth = config.security.auth
+            ctx = tls_context(
+                config.tls_certfile, config.tls_keyfile, auth.tls_cafile,
+                auth.tls_require_client_cert,
+            )  # fmt: skip
             started.append(await _tls_listener(config, ctx, protocol_factory))
             log.info("MQTT over TLS on %s:%s", config.mqtt_host, config.tls_port)
         if config.ws_port is not None:
@@ -86,12 +90,23 @@ async def close_listeners(listeners: Iterable[Listener]) -> None:
 # TLS ------------------------------------------------------------------------------------------
 
 
-def tls_context(certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext:
+def tls_context(
+    certfile: Path | None,
+    keyfile: Path | None,
+    cafile: Path | None = None,
+    require_client_cert: bool = False,
+) -> ssl.SSLContext:
     """A server context (TLS 1.2 or later) with the certificate chain and key of the settings.
 
-    ``keyfile`` unset: the key is in ``certfile``. Errors name BAYOU_TLS_CERTFILE or
-    BAYOU_TLS_KEYFILE.
+    ``keyfile`` unset: the key is in ``certfile``. With ``cafile``, clients may present a
+    certificate signed by it (verified in the handshake); ``require_client_cert``: they must.
+    Errors name BAYOU_TLS_CERTFILE, BAYOU_TLS_KEYFILE or BAYOU_TLS_CAFILE.
     """
+    if require_client_cert and cafile is None:
+        raise ListenerError(
+            "BAYOU_TLS_REQUIRE_CLIENT_CERT is on but BAYOU_TLS_CAFILE is not set; set it to the "
+            "PEM file of the CA that signs the client certificates"
+        )
     if certfile is None:
         raise ListenerError(
             "BAYOU_TLS_PORT is set but BAYOU_TLS_CERTFILE is not; set it to a PEM file with the "
@@ -128,7 +143,23 @@ def tls_context(certfile: Path | None, keyfile: Path | None) -> ssl.SSLContext:
             f"cannot load the certificate in BAYOU_TLS_CERTFILE={certfile} with the key in "
             f"{key_setting}: {exc.reason or exc}"
         ) from None
+    if cafile is not None:
+        _client_certs(ctx, cafile, require_client_cert)
     return ctx
+
+
+def _client_certs(ctx: ssl.SSLContext, cafile: Path, required: bool) -> None:
+    """Verify client certificates against ``cafile``; without one, a client is refused in the
+    handshake (``required``) or goes on to authenticate otherwise (CERT_OPTIONAL)."""
+    if "-----BEGIN CERTIFICATE-----" not in _read("BAYOU_TLS_CAFILE", cafile):
+        raise ListenerError(f"BAYOU_TLS_CAFILE={cafile}: no PEM certificate in it")
+    try:
+        ctx.load_verify_locations(cafile=cafile)
+    except ssl.SSLError as exc:
+        raise ListenerError(
+            f"BAYOU_TLS_CAFILE={cafile}: cannot load the CA certificates: {exc.reason or exc}"
+        ) from None
+    ctx.verify_mode = ssl.CERT_REQUIRED if required else ssl.CERT_OPTIONAL
 
 
 def _read(setting: str, path: Path) -> str:
