@@ -6,6 +6,7 @@ import base64
 import hashlib
 import hmac
 import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -353,3 +354,21 @@ def test_short_secret_is_refused() -> None:
 def test_algorithms_without_keys_are_refused(algorithms: list[JwtAlgorithm]) -> None:
     with pytest.raises(SecurityConfigError, match=r"BAYOU_AUTH_JWT_ALGORITHMS=.*none of them"):
         JwtAuth(JwtConfig(secret=SecretStr(SECRET), algorithms=algorithms))
+
+
+def test_keys_made_with_openssl_as_in_the_docs(tmp_path: Path) -> None:
+    """The commands of docs/security.md: an ES256 issuer key pair, a device token."""
+    key, pub = tmp_path / "issuer.key", tmp_path / "issuer.pub"
+    for cmd in (
+        ["openssl", "ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", str(key)],
+        ["openssl", "ec", "-in", str(key), "-pubout", "-out", str(pub)],
+    ):
+        subprocess.run(cmd, check=True, capture_output=True)
+    auth = JwtAuth(JwtConfig(public_key_file=pub, audience="bayou"))
+    token = jwt.encode(
+        {"sub": "device-17", "groups": ["sensors"], "aud": "bayou",
+         "exp": int(time.time()) + 86400},
+        key.read_text(), algorithm="ES256",
+    )  # fmt: skip
+    identity = login(auth, token.encode(), "device-17")
+    assert identity == Identity("device-17", frozenset({"sensors"}), "jwt")
