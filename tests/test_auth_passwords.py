@@ -9,12 +9,15 @@ import subprocess
 import sys
 from pathlib import Path
 
+import jwt
 import pytest
 from argon2 import PasswordHasher
 from argon2.profiles import CHEAPEST
+from pydantic import SecretStr
 
-from ingress.security.config import SecurityConfigError
-from ingress.security.identity import BAD_USERNAME_OR_PASSWORD, Credentials, Refused
+from ingress.security.config import JwtConfig, SecurityConfigError
+from ingress.security.identity import BAD_USERNAME_OR_PASSWORD, AuthChain, Credentials, Refused
+from ingress.security.jwt_auth import JwtAuth
 from ingress.security.passwords import PasswordFile, PasswordFileAuth, username_problem
 
 BAYOU = [sys.executable, "-m", "bayou.cli"]
@@ -244,6 +247,16 @@ def test_passwd_add_replaces_and_keeps_the_mode(tmp_path: Path) -> None:
     assert [p.name for p in tmp_path.iterdir()] == ["pw"]  # no temporary file left
 
 
+def test_passwd_add_through_a_symlink_keeps_the_symlink(tmp_path: Path) -> None:
+    real = write_users(tmp_path / "real-pw", {"bob": "b"})
+    link = tmp_path / "pw"
+    link.symlink_to(real)
+    done = passwd("add", str(link), "alice", "--password-stdin", stdin="a\n")
+    assert done.returncode == 0, done.stderr
+    assert link.is_symlink()
+    assert PasswordFile.load(real).users() == ["bob", "alice"]
+
+
 def test_passwd_remove_and_list(tmp_path: Path) -> None:
     path = write_users(tmp_path / "pw", {"alice": "a", "bob": "b"})
     assert passwd("remove", str(path), "alice").returncode == 0
@@ -291,7 +304,10 @@ def _interactive(path: Path, answers: list[bytes]) -> tuple[int, bytes]:
     """Run ``bayou passwd add`` on a terminal (a pty), answering the prompts in order."""
     pid, fd = pty.fork()
     if pid == 0:  # the child: bayou on the pty as its controlling terminal
-        os.execv(sys.executable, [*BAYOU, "passwd", "add", str(path), "alice"])
+        try:
+            os.execv(sys.executable, [*BAYOU, "passwd", "add", str(path), "alice"])
+        finally:
+            os._exit(127)  # never run the rest of pytest in the child
     output = b""
     try:
         for answer in answers:
@@ -327,3 +343,28 @@ def test_passwd_prompts_that_differ_change_nothing(tmp_path: Path) -> None:
     assert code == 1
     assert b"passwords differ" in output
     assert not path.exists()
+
+
+# In the chain ---------------------------------------------------------------------------------
+
+
+def test_in_a_chain_with_jwt(tmp_path: Path) -> None:
+    """The file decides for its users; the others go on to the JWT method (default order)."""
+    secret = "a-shared-secret-of-at-least-32-bytes!"
+    token = jwt.encode({"sub": "pump-7", "exp": 4_000_000_000}, secret, algorithm="HS256")
+    chain = AuthChain(
+        [
+            PasswordFileAuth(write_users(tmp_path / "pw", {"alice": "wonder"})),
+            JwtAuth(JwtConfig(secret=SecretStr(secret))),
+        ],
+        allow_anonymous=True,
+    )
+    assert chain.authenticate(creds("alice", b"wonder")).method == "password_file"
+    assert chain.authenticate(creds("pump-7", token.encode())).method == "jwt"
+    assert chain.authenticate(creds(None, None)).anonymous
+    with pytest.raises(Refused) as err:
+        chain.authenticate(creds("alice", token.encode()))  # the file knows alice
+    assert err.value.reason == "bad_credentials"
+    with pytest.raises(Refused) as err:
+        chain.authenticate(creds("mallory", b"guess"))  # nobody accepts: not anonymous
+    assert (err.value.reason, err.value.code) == ("bad_credentials", BAD_USERNAME_OR_PASSWORD)

@@ -148,12 +148,15 @@ class PasswordFile:
     def save(self) -> None:
         """Write the file atomically (a temporary file renamed over it), so a node reading it
         never sees half a file. A new file is mode 0600; an existing one keeps its mode."""
+        # A symlinked file (a config management or secrets mount) stays a symlink: replace
+        # its target.
+        target = self.path.resolve() if self.path.is_symlink() else self.path
         try:
-            old = self.path.stat()
+            old = target.stat()
             mode, owner = stat.S_IMODE(old.st_mode), (old.st_uid, old.st_gid)
         except FileNotFoundError:
             mode, owner = NEW_FILE_MODE, None
-        fd, tmp = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.")
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
         try:
             with os.fdopen(fd, "w", encoding="utf-8") as f:
                 os.fchmod(f.fileno(), mode)
@@ -164,12 +167,12 @@ class PasswordFile:
                 f.write(self.text())
                 f.flush()
                 os.fsync(f.fileno())
-            os.replace(tmp, self.path)
+            os.replace(tmp, target)
         except BaseException:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(tmp)
             raise
-        dir_fd = os.open(self.path.parent, os.O_RDONLY)
+        dir_fd = os.open(target.parent, os.O_RDONLY)
         try:
             os.fsync(dir_fd)  # the rename itself survives a crash
         finally:
