@@ -24,8 +24,8 @@ from ingress.wire.amqtt_packets import (
 )
 from ingress.wire.codec import Framer, ProtocolError
 
-# 500 examples per property keep the file well under 30 s on a slow machine.
-FUZZ = settings(max_examples=500)
+# 600 examples per property keep the file well under 30 s on a slow machine.
+FUZZ = settings(max_examples=600)
 
 # MQTT strings: any Unicode text but U+0000 and the surrogates, which UTF-8 cannot encode.
 _chars = st.characters(codec="utf-8", exclude_characters="\x00")
