@@ -313,3 +313,81 @@ def test_regression_streams(stream: bytes) -> None:
     run = _drive([stream])
     assert run.raised == [] and run.transport.after_close == []
     assert run.transport.is_closed
+
+
+# --- the retained store under arbitrary interleavings ----------------------------------------
+
+# A step of the world around one node's retained store, for one MQTT topic:
+# ("local", payload, qos): a client of this node publishes a retained message (or clears it);
+# ("foreign", payload): another node's write lands in the log;
+# ("commit", ok): the oldest local write in flight lands in the log (or Kafka refuses it);
+# ("ack",): the oldest delivery report reaches the event loop;
+# ("read",): this node's reader applies the next record of the log.
+retained_steps = st.lists(
+    st.one_of(
+        st.tuples(st.just("local"), st.sampled_from([b"", b"a", b"b"]), st.integers(0, 1)),
+        st.tuples(st.just("foreign"), st.sampled_from([b"", b"a", b"c"])),
+        st.tuples(st.just("commit"), st.booleans() | st.just(True)),
+        st.tuples(st.just("ack")),
+        st.tuples(st.just("read")),
+    ),
+    max_size=40,
+)
+
+
+@FUZZ
+@given(steps=retained_steps)
+def test_retained_store_ends_as_the_log_whatever_the_interleaving(
+    steps: list[tuple[Any, ...]],
+) -> None:
+    from kafkaio.reader import Record
+
+    store, topic = RetainedStore(), "r/1"
+    in_flight: list[tuple[Any, bytes, int]] = []  # submitted, not in the log yet
+    reports: list[tuple[Any, bool]] = []  # delivery reports not handed to the loop yet
+    log: list[tuple[bytes, int]] = []
+    read = 0
+
+    def commit(ok: bool) -> None:
+        w, payload, qos = in_flight.pop(0)
+        # A QoS 0 write counted at once; if Kafka then refuses it, this node keeps it until
+        # the next write of the topic (QoS 0 promises nothing): only QoS 1 writes fail here.
+        ok = ok or qos == 0
+        if ok:
+            log.append((payload, qos))
+        reports.append((w, ok))
+
+    def ack() -> None:
+        w, ok = reports.pop(0)
+        (store.acknowledged if ok else store.failed)(topic, w)
+
+    def read_one() -> None:
+        nonlocal read
+        payload, qos = log[read]
+        read += 1
+        headers = [("mqtt.qos", str(qos).encode())]
+        store.apply([Record("bayou.retained", 0, read, topic.encode(), headers, payload or None)])
+
+    for step in steps:
+        if step[0] == "local":
+            _, payload, qos = step
+            w = store.written(topic, payload, qos)
+            if qos == 0:  # as Inbound.store_retained: QoS 0 counts at once
+                store.put(topic, payload, qos)
+            in_flight.append((w, payload, qos))
+        elif step[0] == "foreign":
+            log.append((step[1], 0))
+        elif step[0] == "commit" and in_flight:
+            commit(step[1])
+        elif step[0] == "ack" and reports:
+            ack()
+        elif step[0] == "read" and read < len(log):
+            read_one()
+    while in_flight:
+        commit(True)
+    while reports:
+        ack()
+    while read < len(log):
+        read_one()
+    last = log[-1][0] if log else b""
+    assert store.matching(topic) == ([(topic, last, log[-1][1])] if last else [])
