@@ -109,21 +109,23 @@ class Inbound:
 
         It is applied to this node's store as soon as Kafka acknowledges it, so a subscriber
         on this node sees it right after the publisher's PUBACK; other nodes apply it when
-        their reader gets to it.
+        their reader gets to it. The store sorts out acknowledgements and reads that arrive
+        late (:class:`~ingress.state.retained.RetainedStore`).
         """
+        store = self.retained
+        w = store.written(topic, payload, qos)
         if done is None:
             # QoS 0 (or a will): nobody waits for Kafka, so a subscriber right after the
             # publish must find it already.
-            self.retained.put(topic, payload, qos)
-            self.producer.submit(
-                self.retained_topic, topic.encode(), payload or None, headers, None
-            )
-            return
+            store.put(topic, payload, qos)
 
         def stored(exc: BaseException | None) -> None:
             if exc is None:
-                self.retained.put(topic, payload, qos)
-            done(exc)
+                store.acknowledged(topic, w)
+            else:
+                store.failed(topic, w)
+            if done is not None:
+                done(exc)
 
         self.producer.submit(self.retained_topic, topic.encode(), payload or None, headers, stored)
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, settings
 
 from bayou.embedded import EmbeddedKafka
 from bayou.metrics_scrape import metric_value
@@ -24,6 +25,15 @@ from kafkaio.admin import ensure_topics
 from tests.helpers import wait_until
 
 BAYOU = [sys.executable, "-m", "bayou.cli"]
+
+# Hypothesis (tests/test_fuzz_*.py): "ci" is reproducible (derandomized, no example database),
+# chosen when CI is set; "dev" explores new examples on every run. Deadlines are generous:
+# CI's 2 cores are shared.
+settings.register_profile("dev", deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+settings.register_profile(
+    "ci", settings.get_profile("dev"), derandomize=True, database=None, print_blob=True
+)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.get("CI") else "dev"))
 
 
 def bayou_env(**extra: str) -> dict[str, str]:

@@ -1,112 +1,136 @@
-"""CONNECT, SUBSCRIBE and UNSUBSCRIBE, decoded with amqtt's packet classes.
+"""CONNECT, SUBSCRIBE and UNSUBSCRIBE: strict decoders for the rare, intricate packets.
 
-These packets are rare and intricate (will, credentials, flag rules), so Bayou reuses
-amqtt's well-exercised decoders instead of writing its own. Their ``from_stream`` are
-coroutines over a reader; over an in-memory :class:`amqtt.adapters.BufferReader` they
-never suspend, so :func:`_run_sync` drives them to completion without an event loop hop.
+These were decoded with amqtt's packet classes, and are not any more, because amqtt's
+decoders are lenient where MQTT 3.1.1 requires closing the connection: a string that is not
+UTF-8 becomes the text of its ``repr`` (``"b'\\xff'"``) instead of an error [MQTT-1.5.3-1],
+U+0000 passes [MQTT-1.5.3-2], the binary password is decoded as text (so a non-UTF-8 password
+cannot be checked), a will flag without will topic and message is accepted as no will
+[MQTT-3.1.2-9], will QoS and retain without the will flag pass [MQTT-3.1.2-13, -15], and
+fields missing at the end of a packet, or bytes after the last one, are ignored. Fixing that
+meant reading every field again, so the fields are read here, with :mod:`ingress.wire.validate`.
+(The module keeps its name so that its importers do not change.)
 """
 
 from __future__ import annotations
 
-from collections.abc import Coroutine
 from dataclasses import dataclass
-from typing import Any, TypeVar
 
-from amqtt.adapters import BufferReader
-from amqtt.mqtt.connect import ConnectPacket
-from amqtt.mqtt.subscribe import SubscribePacket
-from amqtt.mqtt.unsubscribe import UnsubscribePacket
-
-from ingress.wire.codec import (
-    CONNECT,
-    SUBSCRIBE,
-    UNSUBSCRIBE,
-    ProtocolError,
-    encode_remaining_length,
+from ingress.wire.codec import ProtocolError
+from ingress.wire.validate import (
+    CLEAN_SESSION_FLAG,
+    PASSWORD_FLAG,
+    RESERVED_FLAG,
+    USERNAME_FLAG,
+    WILL_FLAG,
+    WILL_QOS_MASK,
+    WILL_RETAIN_FLAG,
+    check_connect_flags,
+    check_packet_end,
+    read_binary,
+    read_string,
+    read_u16,
 )
-
-T = TypeVar("T")
-
-
-def _run_sync(coro: Coroutine[Any, Any, T]) -> T:
-    try:
-        coro.send(None)
-    except StopIteration as done:
-        return done.value  # type: ignore[no-any-return]
-    coro.close()
-    raise ProtocolError("decoder waited for more data than the packet holds")
-
-
-def _decode(cls: Any, ptype: int, flags: int, body: bytes, expected_flags: int) -> Any:
-    """Decode one packet with amqtt's class ``cls``; every failure is a ProtocolError."""
-    name = cls.__name__.removesuffix("Packet").upper()
-    if flags != expected_flags:
-        raise ProtocolError(f"{name} with fixed-header flags {flags:04b}")  # [MQTT-2.2.2-2]
-    raw = bytes(((ptype << 4) | flags,)) + encode_remaining_length(len(body)) + body
-    try:
-        return _run_sync(cls.from_stream(BufferReader(raw)))
-    except ProtocolError:
-        raise
-    except Exception as exc:  # amqtt raises assorted errors on garbage
-        raise ProtocolError(f"malformed {name}: {exc}") from exc
 
 
 @dataclass(slots=True)
 class ConnectInfo:
-    """What Bayou needs of a CONNECT."""
+    """What Bayou needs of a CONNECT.
+
+    For a protocol other than MQTT 3.1.1 only the protocol fields are read (the connection
+    answers CONNACK 0x01 [MQTT-3.1.2-2]); the rest is left empty.
+    """
 
     protocol_name: str
     protocol_level: int
-    client_id: str
-    client_id_was_empty: bool
-    clean_session: bool
-    keep_alive: int
-    username: str | None
-    password: str | None
-    will_topic: str | None
-    will_message: bytes | None
-    will_qos: int
-    will_retain: bool
-    reserved_flag: bool
+    client_id: str = ""
+    client_id_was_empty: bool = False
+    clean_session: bool = False
+    keep_alive: int = 0
+    username: str | None = None
+    password: bytes | None = None  # binary data, never decoded (§3.1.3.5)
+    will_topic: str | None = None
+    will_message: bytes | None = None
+    will_qos: int = 0
+    will_retain: bool = False
+    reserved_flag: bool = False
+
+
+def _check_flags(flags: int, expected: int, name: str) -> None:
+    if flags != expected:
+        raise ProtocolError(f"{name} with fixed-header flags {flags:04b}")  # [MQTT-2.2.2-2]
 
 
 def decode_connect(flags: int, body: bytes) -> ConnectInfo:
     """Decode a CONNECT body; raise ProtocolError when it is malformed."""
-    pkt = _decode(ConnectPacket, CONNECT, flags, body, 0)
-    vh, pl = pkt.variable_header, pkt.payload
-    if vh is None or pl is None:
-        raise ProtocolError("malformed CONNECT")
-    will_message = pl.will_message
-    return ConnectInfo(
-        protocol_name=vh.proto_name,
-        protocol_level=vh.proto_level,
-        client_id="" if pl.client_id_is_random else (pl.client_id or ""),
-        client_id_was_empty=bool(pl.client_id_is_random),
-        clean_session=bool(vh.clean_session_flag),
-        keep_alive=int(vh.keep_alive),
-        username=pl.username,
-        password=pl.password,
-        will_topic=pl.will_topic if vh.will_flag else None,
-        will_message=bytes(will_message) if (vh.will_flag and will_message is not None) else None,
-        will_qos=int(vh.will_qos or 0) if vh.will_flag else 0,
-        will_retain=bool(vh.will_retain_flag) if vh.will_flag else False,
-        reserved_flag=bool(vh.reserved_flag),
+    _check_flags(flags, 0, "CONNECT")
+    raw_name, pos = read_binary(body, 0, "CONNECT protocol name")
+    if len(body) < pos + 4:
+        raise ProtocolError("CONNECT ends inside its variable header")
+    name = raw_name.decode("utf-8", "replace")  # only compared with "MQTT"
+    level, cflags = body[pos], body[pos + 1]
+    keep_alive, pos = read_u16(body, pos + 2, "CONNECT keep alive")
+    if name != "MQTT" or level != 4:
+        return ConnectInfo(name, level)
+    check_connect_flags(cflags)
+    client_id, pos = read_string(body, pos, "client id")  # [MQTT-3.1.3-4]
+    info = ConnectInfo(
+        protocol_name=name,
+        protocol_level=level,
+        client_id=client_id,
+        client_id_was_empty=not client_id,
+        clean_session=bool(cflags & CLEAN_SESSION_FLAG),
+        keep_alive=keep_alive,
+        reserved_flag=bool(cflags & RESERVED_FLAG),
     )
+    if cflags & WILL_FLAG:
+        # [MQTT-3.1.2-9]: with the will flag, will topic and will message MUST be present.
+        info.will_topic, pos = read_string(body, pos, "will topic")
+        info.will_message, pos = read_binary(body, pos, "will message")
+        info.will_qos = (cflags & WILL_QOS_MASK) >> 3
+        info.will_retain = bool(cflags & WILL_RETAIN_FLAG)
+    if cflags & USERNAME_FLAG:
+        info.username, pos = read_string(body, pos, "user name")  # [MQTT-3.1.2-19]
+    if cflags & PASSWORD_FLAG:
+        info.password, pos = read_binary(body, pos, "password")  # [MQTT-3.1.2-21]
+    check_packet_end(body, pos, "CONNECT")
+    return info
 
 
 def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:
     """SUBSCRIBE → (packet id, [(filter, requested qos)])."""
-    pkt = _decode(SubscribePacket, SUBSCRIBE, flags, body, 0x02)
-    topics = [(str(t), int(q)) for t, q in (pkt.payload.topics if pkt.payload else [])]
+    _check_flags(flags, 0x02, "SUBSCRIBE")
+    pid, pos = _packet_id(body, "SUBSCRIBE")
+    topics: list[tuple[str, int]] = []
+    while pos < len(body):
+        filt, pos = read_string(body, pos, "SUBSCRIBE topic filter")
+        if pos >= len(body):
+            raise ProtocolError("SUBSCRIBE topic filter without its QoS byte")
+        qos = body[pos]
+        if qos > 2:
+            # Reserved bits or QoS 3: malformed [MQTT-3.8.3-4].
+            raise ProtocolError(f"SUBSCRIBE requested QoS byte {qos:#04x}")
+        topics.append((filt, qos))
+        pos += 1
     if not topics:
         raise ProtocolError("SUBSCRIBE with no topic filter")  # [MQTT-3.8.3-3]
-    return int(pkt.variable_header.packet_id), topics
+    return pid, topics
 
 
 def decode_unsubscribe(flags: int, body: bytes) -> tuple[int, list[str]]:
     """UNSUBSCRIBE → (packet id, [filter])."""
-    pkt = _decode(UnsubscribePacket, UNSUBSCRIBE, flags, body, 0x02)
-    topics = [str(t) for t in (pkt.payload.topics if pkt.payload else [])]
+    _check_flags(flags, 0x02, "UNSUBSCRIBE")
+    pid, pos = _packet_id(body, "UNSUBSCRIBE")
+    topics: list[str] = []
+    while pos < len(body):
+        filt, pos = read_string(body, pos, "UNSUBSCRIBE topic filter")
+        topics.append(filt)
     if not topics:
         raise ProtocolError("UNSUBSCRIBE with no topic filter")  # [MQTT-3.10.3-2]
-    return int(pkt.variable_header.packet_id), topics
+    return pid, topics
+
+
+def _packet_id(body: bytes, name: str) -> tuple[int, int]:
+    pid, pos = read_u16(body, 0, f"{name} packet identifier")
+    if pid == 0:
+        raise ProtocolError(f"{name} with packet identifier 0")  # [MQTT-2.3.1-1]
+    return pid, pos

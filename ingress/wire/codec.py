@@ -3,7 +3,7 @@
 Hand-written rather than amqtt's stream readers: PUBLISH, PUBACK and PINGREQ are most of
 the traffic, and decoding them without an ``await`` per field is what lets one process keep
 up with the ingest target (DESIGN §8). The rare, intricate packets (CONNECT, SUBSCRIBE,
-UNSUBSCRIBE) are decoded with amqtt's packet classes in :mod:`ingress.wire.amqtt_packets`.
+UNSUBSCRIBE) are decoded in :mod:`ingress.wire.amqtt_packets`.
 """
 
 from __future__ import annotations
@@ -123,7 +123,9 @@ def decode_publish(flags: int, body: bytes) -> tuple[str, int, int, bool, bool, 
     try:
         topic = body[2:end].decode("utf-8")
     except UnicodeDecodeError as exc:
-        raise ProtocolError("PUBLISH topic is not UTF-8") from exc
+        raise ProtocolError("PUBLISH topic is not UTF-8") from exc  # [MQTT-1.5.3-1]
+    if "\x00" in topic:
+        raise ProtocolError("PUBLISH topic contains U+0000")  # [MQTT-1.5.3-2]
     pid = 0
     if qos:
         if end + 2 > len(body):
