@@ -39,6 +39,7 @@ from ingress.outbound.dedup import ResultDedup
 from ingress.outbound.live import LiveDelivery
 from ingress.outbound.send import Sender
 from ingress.routing.rules import EgressRouter, Router
+from ingress.security.limits import ConnectionLimits
 from ingress.session_manager import SessionManager
 from ingress.state.retained import RetainedStore
 from ingress.state.sessions import Pending
@@ -84,6 +85,7 @@ class IngressNode:
         self.subscriptions: SubscriptionTable[MQTTConnection] = SubscriptionTable()
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}
+        self.limits: ConnectionLimits[MQTTConnection] = ConnectionLimits(config.security.limits)
         self.sessions = SessionManager(self)
         # Records without an mqtt.topic header get one from the egress rules (DESIGN §3).
         egress = EgressRouter(config.egress_routes)
@@ -210,9 +212,25 @@ class IngressNode:
     # connections (ConnectionNode, SessionNode, CatchUpNode) ------------------------------
 
     def connection_opened(self, conn: MQTTConnection) -> None:
-        """A TCP connection arrived (no CONNECT yet)."""
+        """A TCP connection arrived (no CONNECT yet): closed at once, before anything is read,
+        if a connection limit refuses it (docs/security.md, Limits and floods)."""
+        transport = conn.transport
+        assert transport is not None
+        peer = transport.get_extra_info("peername")
+        host = peer[0] if isinstance(peer, tuple) and peer else None
+        refused = self.limits.admit(conn, host, len(self.connections), time.monotonic())
+        if refused is not None:
+            log.debug("refusing a connection from %s: %s", conn.peer, refused)
+            conn.close()
+            return
         self.connections.add(conn)
         CONNECTIONS.set(len(self.connections))
+        # Above this many bytes queued the transport calls conn.pause_writing(): live delivery
+        # then drops QoS 0 to it and leaves QoS 1/2 in Kafka (ingress/outbound/live.py).
+        try:
+            transport.set_write_buffer_limits(high=self.config.security.limits.max_write_buffer)
+        except NotImplementedError:  # a transport without flow control
+            pass
 
     def client_connected(self, conn: MQTTConnection, clean: bool) -> bool:
         """CONNECT accepted; return CONNACK's session-present flag.
@@ -230,12 +248,14 @@ class IngressNode:
                 handed = self.sessions.snapshot(old)
             old.take_over()
         self.clients[conn.client_id] = conn
+        self.limits.connected(conn)
         CONNECTS_TOTAL.inc()
         return self.sessions.connect(conn, clean, handed)
 
     def connection_closed(self, conn: MQTTConnection) -> None:
         """Save or drop the connection's session, then forget the connection."""
         self.connections.discard(conn)
+        self.limits.connected(conn)
         self.inbound.forget(conn)
         if conn.client_id is not None:
             self.sessions.disconnected(conn)
@@ -276,6 +296,12 @@ class IngressNode:
             self.inbound.resume_paused()
             now = time.monotonic()
             wall_ms = time.time() * 1000
+            # Oldest first, only the expired ones are read: idle sockets cost no sweep time.
+            expired = self.limits.sweep(now)
+            if expired:
+                log.info("closing %d sockets that sent no CONNECT in time", len(expired))
+                for conn in expired:
+                    conn.abort("no CONNECT within the connect timeout", None)
             for conn in list(self.connections):
                 if conn.fresh:
                     conn.forget_fresh(wall_ms)

@@ -5,7 +5,8 @@ and ``bayou.outbound`` from their end and hands each batch to :meth:`LiveDeliver
 which looks up the subscribers of each record's MQTT topic and sends it through the one send
 routine (:mod:`ingress.outbound.send`) at the lower of the record's and the subscription's QoS.
 A connection catching up is skipped (catch-up serves it); one whose in-flight window is full
-leaves live delivery for catch-up instead of queueing in memory.
+leaves live delivery for catch-up instead of queueing in memory, and so does one that does not
+read (its transport holds more than ``max_write_buffer`` bytes), whose QoS 0 messages are dropped.
 """
 
 from __future__ import annotations
@@ -13,9 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping
 
-from ingress.metrics import END_TO_END_LATENCY, MESSAGES_OUT_TOTAL
+from ingress.metrics import END_TO_END_LATENCY, LIMIT_REFUSALS_TOTAL, MESSAGES_OUT_TOTAL
 from ingress.outbound.catch_up import CatchUp
 from ingress.outbound.send import Sender
+from ingress.security.limits import WRITE_BUFFER
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire.connection import MQTTConnection
 from kafkaio.reader import TP, Record
@@ -38,12 +40,14 @@ class LiveDelivery:
         self.positions = positions
         # Labelled children cached: labels() per message cost ~10 % of a core.
         self._out_counters = [MESSAGES_OUT_TOTAL.labels(str(q)) for q in (0, 1, 2)]
+        self._dropped_counter = LIMIT_REFUSALS_TOTAL.labels(WRITE_BUFFER)
 
     def deliver(self, records: list[Record]) -> None:
         """Deliver Kafka records to the matching subscribers on this node."""
         now_ms = time.time() * 1000
         read, match = self.sender.read, self.subscriptions.match
         batch = self.sender.batch()
+        dropped = 0
         for index, rec in enumerate(records):
             got = read(rec, match)
             if got is None:
@@ -62,6 +66,14 @@ class LiveDelivery:
                 ):
                     continue
                 qos = msg_qos if msg_qos < sub_qos else sub_qos
+                if out.blocked:
+                    # It does not read: more than max_write_buffer bytes wait for it. QoS 0
+                    # may be dropped; QoS 1/2 wait in Kafka (catch-up once it drains).
+                    if qos:
+                        self.catch_up.start(conn, self._cursor_at(records, index), [])
+                    else:
+                        dropped += 1
+                    continue
                 if qos and len(out.inflight) >= out.max_inflight:
                     # Its in-flight window is full: it leaves live delivery and catches up
                     # from Kafka once it acknowledges, instead of queueing in memory.
@@ -71,6 +83,8 @@ class LiveDelivery:
             if ts_b:
                 END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
         batch.flush()
+        if dropped:
+            self._dropped_counter.inc(dropped)
         for qos in (0, 1, 2):
             if batch.sent[qos]:
                 self._out_counters[qos].inc(batch.sent[qos])

@@ -368,6 +368,13 @@ class MQTTConnection(asyncio.Protocol):
                 matched = True
         return matched
 
+    def pause_writing(self) -> None:
+        self.outbound.writes_paused(True)  # over max_write_buffer: see ingress/outbound/live.py
+
+    def resume_writing(self) -> None:
+        if self.outbound.writes_paused(False):
+            self.node.window_opened(self)
+
     def write(self, data: bytes) -> None:
         """Send bytes unless the connection is closing (or hold them, see :meth:`hold`)."""
         if self._held is not None:

@@ -25,7 +25,7 @@ class OutboundState:
     ``inflight`` and ``cursor`` are read by others; only the methods here change them.
     """
 
-    __slots__ = ("_next_pid", "catching_up", "cursor", "inflight", "max_inflight")
+    __slots__ = ("_next_pid", "blocked", "catching_up", "cursor", "inflight", "max_inflight")
 
     def __init__(self, max_inflight: int) -> None:
         # Packet id → the message in flight: sent and not yet completed by the client.
@@ -36,11 +36,21 @@ class OutboundState:
         # While catching up: per partition, the offset before which everything was handled.
         self.cursor: dict[PartitionKey, int] = {}
         self._next_pid = 0
+        # More than max_write_buffer bytes wait in the transport (the client does not read):
+        # nothing more is queued in memory until it drains (ingress/outbound/live.py).
+        self.blocked = False
 
     @property
     def window_full(self) -> bool:
-        """True when ``max_inflight`` messages await the client's acknowledgement."""
-        return len(self.inflight) >= self.max_inflight
+        """True when ``max_inflight`` messages await the client's acknowledgement, or its
+        transport's write buffer is over the limit (catch-up goes on once it drains)."""
+        return self.blocked or len(self.inflight) >= self.max_inflight
+
+    def writes_paused(self, paused: bool) -> bool:
+        """The transport's write buffer went over the limit (True) or drained (False);
+        True if catch-up waits for this connection to take writes again."""
+        self.blocked = paused
+        return not paused and self.catching_up and len(self.inflight) < self.max_inflight
 
     # messages in flight ---------------------------------------------------------------------
 
