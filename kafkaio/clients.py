@@ -77,9 +77,9 @@ def connected_admin(
         admin.poll(0)  # serves error_cb
         for err in refused:
             if err.code() in _REFUSALS:
+                what = "authentication" if err.code() == KafkaError._AUTHENTICATION else "TLS"
                 raise KafkaConnectError(
-                    f"Kafka at {bootstrap} refused the connection "
-                    f"({security.describe()}): {err.str()}"
+                    f"Kafka {what} failed at {bootstrap} ({security.describe()}): {err.str()}"
                 ) from None
         refused.clear()
         if time.monotonic() > deadline:
