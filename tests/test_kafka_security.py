@@ -18,6 +18,8 @@ from pathlib import Path
 import pytest
 from confluent_kafka import Producer
 
+from agents.global_tables import GlobalTable
+from agents.runtime.global_follower import Follower
 from bayou.net import free_port
 from bayou.processes import stop_process
 from bayou.settings import SettingsError, load_settings
@@ -155,6 +157,24 @@ def test_a_wrong_password_or_an_unknown_ca_is_a_clear_error_from_kafkaio(
     no_ca = KafkaSecurity.model_validate({**security.model_dump(), "security_protocol": "SASL_SSL"})
     with pytest.raises(KafkaConnectError, match=r"Kafka TLS failed.*certificate verify failed"):
         connected_admin(apache_kafka.bootstrap("SASL_SSL"), no_ca, timeout=60)
+
+
+def test_global_tables_follow_a_changelog_over_sasl(
+    apache_kafka: ApacheKafka, secure_stack: tuple[Proc, Proc], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's global-table follower (in process) on the demo app's changelog, which
+    ``secure_stack`` has created."""
+    env = kafka_env(apache_kafka, mechanism="SCRAM-SHA-256")
+    follower = Follower(
+        env["BAYOU_KAFKA_BOOTSTRAP"],
+        [GlobalTable("demo", "temperature")],
+        security=security_of(env, monkeypatch),
+    )
+    follower.start()
+    try:
+        follower.wait_caught_up(30)
+    finally:
+        follower.stop()
 
 
 def _replay_records(k: ApacheKafka, security: KafkaSecurity, base: int) -> None:
