@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo up test lint bench system-deps bench-deps
+.PHONY: demo up test lint bench system-deps bench-deps java-deps kafka-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -27,6 +27,22 @@ system-deps:
 	@command -v mosquitto_pub >/dev/null && command -v mosquitto_sub >/dev/null || \
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto-clients)
 
+# A real Apache Kafka for the tests (tests/apache_kafka.py): Java 17+ and Maven, then the broker's
+# jars from Maven Central (tools/kafka/pom.xml pins the version) into tools/kafka/target/lib.
+KAFKA_LIB := tools/kafka/target/lib
+java-deps:
+	@command -v java >/dev/null && command -v mvn >/dev/null || \
+	  ($(SUDO) apt-get update -q && \
+	   ($(SUDO) apt-get install -y -q openjdk-17-jre-headless maven || \
+	    $(SUDO) apt-get install -y -q default-jre-headless maven))
+
+kafka-deps: java-deps $(KAFKA_LIB)/.fetched
+
+$(KAFKA_LIB)/.fetched: tools/kafka/pom.xml
+	rm -rf $(KAFKA_LIB)
+	cd tools/kafka && mvn -q -B dependency:copy-dependencies
+	touch $@
+
 # The benchmark compares against a real mosquitto broker.
 bench-deps: system-deps
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -43,7 +59,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-test system-deps lint
+test: $(VENV)/.installed-test system-deps kafka-deps lint
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-bench bench-deps

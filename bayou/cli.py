@@ -57,18 +57,35 @@ def _ports_free(settings: Settings, command: str, which: tuple[str, ...]) -> Non
         raise typer.Exit(1) from None
 
 
-def _create_topics(settings: Settings, bootstrap: str) -> None:
+def _topics(
+    settings: Settings,
+    command: str,
+    bootstrap: str,
+    topics: list[str],
+    compacted: frozenset[str] = frozenset(),
+) -> None:
+    """Create the missing ``topics``; a refused or unreachable Kafka exits with one line."""
     from kafkaio.admin import ensure_topics
+    from kafkaio.clients import KafkaConnectError
 
-    asyncio.run(
-        ensure_topics(
-            bootstrap,
-            settings.all_topics(),
-            settings.topic_partitions,
-            settings.replication_factor,
-            settings.compacted_topics(),
+    try:
+        asyncio.run(
+            ensure_topics(
+                bootstrap,
+                topics,
+                settings.topic_partitions,
+                settings.replication_factor,
+                compacted,
+                security=settings.kafka_security(),
+            )
         )
-    )
+    except KafkaConnectError as exc:
+        typer.echo(f"bayou {command}: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+def _create_topics(settings: Settings, bootstrap: str, command: str) -> None:
+    _topics(settings, command, bootstrap, settings.all_topics(), settings.compacted_topics())
 
 
 @app.command()
@@ -93,11 +110,11 @@ def ingress(
         from bayou.node_group import run_node_group
 
         _ports_free(settings, "ingress", ("mqtt",))
-        _create_topics(settings, bootstrap)
+        _create_topics(settings, bootstrap, "ingress")
         raise typer.Exit(run_node_group(settings, node_id))
     if not settings.ingress_child:
         _ports_free(settings, "ingress", ("mqtt", "ingress_metrics"))
-        _create_topics(settings, bootstrap)
+        _create_topics(settings, bootstrap, "ingress")
     try:
         main(settings.ingress_config(bootstrap, node_id=node_id))
     except (PortInUseError, ListenerError) as exc:
@@ -129,14 +146,11 @@ def worker(
     except (AppError, ImportError) as exc:
         typer.echo(f"bayou worker: {exc}", err=True)
         raise typer.Exit(2) from None
-    _create_topics(settings, bootstrap)
+    _create_topics(settings, bootstrap, "worker")
     if apps:
-        from kafkaio.admin import ensure_topics
-
         inputs, changelogs = topics
-        p, rf = settings.topic_partitions, settings.replication_factor
-        asyncio.run(ensure_topics(bootstrap, inputs, p, rf))
-        asyncio.run(ensure_topics(bootstrap, changelogs, p, rf, frozenset(changelogs)))
+        _topics(settings, "worker", bootstrap, inputs)
+        _topics(settings, "worker", bootstrap, changelogs, frozenset(changelogs))
     main(config, apps)
 
 
@@ -200,7 +214,6 @@ def replay(
     from agents.app import AppError, load_apps
     from agents.runtime.replay import replay as run_replay
     from agents.runtime.replay import replay_topic
-    from kafkaio.admin import ensure_topics
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "replay")
@@ -226,10 +239,10 @@ def replay(
             err=True,
         )
         raise typer.Exit(2)
-    p, rf = settings.topic_partitions, settings.replication_factor
-    asyncio.run(ensure_topics(bootstrap, outputs, p, rf))
+    _topics(settings, "replay", bootstrap, outputs)
+    security = config.kafka_security
     summary = asyncio.run(
-        run_replay(bootstrap, apps, config.routes, start_ms, until_ms, output_topic)
+        run_replay(bootstrap, apps, config.routes, start_ms, until_ms, output_topic, security)
     )
     for line in summary.lines():
         typer.echo(line)

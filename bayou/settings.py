@@ -31,6 +31,7 @@ from ingress.security.config import (
     LimitsConfig,
     SecurityConfig,
 )
+from kafkaio.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 
 # The demo app's changelog (agents.runtime.store.changelog_topic("demo")); spelt out so that reading
 # the settings imports no agent runtime.
@@ -61,6 +62,15 @@ class Settings(BaseSettings):
     kafka_bootstrap: str | None = Field(
         default=None, description="Kafka bootstrap servers; unset = start the embedded broker"
     )
+    # How every Kafka client connects (docs/security.md); checked together in load_settings().
+    kafka_security_protocol: SecurityProtocol = "PLAINTEXT"
+    kafka_sasl_mechanism: SaslMechanism | None = None
+    kafka_sasl_username: str | None = None
+    kafka_sasl_password: SecretStr | None = None
+    kafka_ssl_cafile: Path | None = None
+    kafka_ssl_certfile: Path | None = None
+    kafka_ssl_keyfile: Path | None = None
+    kafka_ssl_key_password: SecretStr | None = None
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = Field(default=1883, ge=0, le=65535)
     ingress_processes: int = Field(default=1, ge=1, le=256)
@@ -136,6 +146,12 @@ class Settings(BaseSettings):
 
     _route_rules: RouteRules | None = PrivateAttr(default=None)
 
+    @field_validator("kafka_security_protocol", "kafka_sasl_mechanism", mode="before")
+    @classmethod
+    def _upper(cls, value: object) -> object:
+        # `sasl_ssl` and `scram-sha-512` as well as Kafka's own spelling.
+        return value.strip().upper() if isinstance(value, str) else value
+
     @field_validator("auth_chain", "auth_jwt_algorithms", mode="before")
     @classmethod
     def _comma_list(cls, value: object) -> object:
@@ -143,6 +159,20 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    def kafka_security(self) -> KafkaSecurity:
+        """How the Kafka clients authenticate and encrypt (see :func:`load_settings` for the
+        checks of the combination)."""
+        return KafkaSecurity(
+            security_protocol=self.kafka_security_protocol,
+            sasl_mechanism=self.kafka_sasl_mechanism,
+            sasl_username=self.kafka_sasl_username,
+            sasl_password=self.kafka_sasl_password,
+            ssl_cafile=self.kafka_ssl_cafile,
+            ssl_certfile=self.kafka_ssl_certfile,
+            ssl_keyfile=self.kafka_ssl_keyfile,
+            ssl_key_password=self.kafka_ssl_key_password,
+        )
 
     def security_config(self, *, allow_anonymous_default: bool = False) -> SecurityConfig:
         """Authentication, ACL and limits of an ingress node (BAYOU_ALLOW_ANONYMOUS unset:
@@ -215,6 +245,7 @@ class Settings(BaseSettings):
         rules = self.route_rules()
         return IngressConfig(
             kafka_bootstrap=bootstrap,
+            kafka_security=self.kafka_security(),
             mqtt_host=self.mqtt_host,
             mqtt_port=self.mqtt_port,
             metrics_host=self.metrics_host,
@@ -240,6 +271,7 @@ class Settings(BaseSettings):
         """The agent worker's view of the settings."""
         return WorkerConfig(
             kafka_bootstrap=bootstrap,
+            kafka_security=self.kafka_security(),
             metrics_host=self.metrics_host,
             metrics_port=self.worker_metrics_port or None,
             session_timeout_ms=self.worker_session_timeout_ms,
@@ -274,6 +306,11 @@ class Settings(BaseSettings):
         return frozenset((self.retained_topic, self.sessions_topic, DEMO_CHANGELOG_TOPIC))
 
 
+_SECRETS = frozenset(
+    name for name, f in Settings.model_fields.items() if "SecretStr" in str(f.annotation)
+)
+
+
 def load_settings() -> Settings:
     """Read the settings and the routes file; a bad value raises SettingsError naming it."""
     try:
@@ -282,8 +319,15 @@ def load_settings() -> Settings:
         problems = []
         for err in exc.errors():
             field = ".".join(str(p) for p in err["loc"])
-            problems.append(f"BAYOU_{field.upper()}={err.get('input')!r}: {err['msg']}")
+            # A password is never repeated back, not even a malformed one.
+            shown = "'**********'" if field in _SECRETS else repr(err.get("input"))
+            problems.append(f"BAYOU_{field.upper()}={shown}: {err['msg']}")
         raise SettingsError("invalid setting " + "; ".join(problems)) from None
+    kafka = settings.kafka_security().problems()
+    if kafka:
+        raise SettingsError(
+            "invalid setting " + "; ".join(f"BAYOU_KAFKA_{f.upper()} {msg}" for f, msg in kafka)
+        )
     settings.route_rules()  # before anything starts: a bad routes file is a bad setting
     return settings
 

@@ -24,6 +24,7 @@ from bayou.net import free_port
 from bayou.processes import die_with_parent, stop_processes
 from bayou.settings import PortTakenError, Settings, check_ports_free
 from kafkaio.admin import ensure_topics
+from kafkaio.clients import KafkaConnectError
 
 console = Console(highlight=False, soft_wrap=True)
 
@@ -127,6 +128,11 @@ def run_stack(settings: Settings, *, demo: bool, agents: list[str] | None = None
         settings.ingress_metrics_port = free_port(settings.metrics_host)
     if settings.worker_metrics_port == 0:
         settings.worker_metrics_port = free_port(settings.metrics_host)
+    if settings.kafka_bootstrap is None and settings.kafka_security_protocol != "PLAINTEXT":
+        raise StackError(
+            f"BAYOU_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
+            "BAYOU_KAFKA_BOOTSTRAP: the embedded broker speaks PLAINTEXT only (no SASL, no TLS)"
+        )
     try:
         check_ports_free(settings, ("mqtt", "ingress_metrics", "worker_metrics"))
     except PortTakenError as exc:
@@ -145,13 +151,17 @@ async def _run(stack: Stack, demo: bool, t0: float, agents: list[str]) -> int:
     s = stack.settings
     try:
         stack.start_kafka()
-        await ensure_topics(
-            stack.bootstrap,
-            s.all_topics(),
-            s.topic_partitions,
-            s.replication_factor,
-            s.compacted_topics(),
-        )
+        try:
+            await ensure_topics(
+                stack.bootstrap,
+                s.all_topics(),
+                s.topic_partitions,
+                s.replication_factor,
+                s.compacted_topics(),
+                security=s.kafka_security(),
+            )
+        except KafkaConnectError as exc:
+            raise StackError(str(exc)) from None
         stack.spawn("ingress", "ingress")
         stack.spawn("worker", "worker", [a for m in agents for a in ("--agents", m)])
         await _wait_ready(stack, limit_s=60)
@@ -185,6 +195,9 @@ def _print_banner(stack: Stack, ready_s: float) -> None:
     console.print(f"[bold green]Bayou is ready[/bold green] in {ready_s:.1f}s")
     console.print(f"  MQTT             mqtt://{s.mqtt_host}:{s.mqtt_port}")
     console.print(f"  Kafka bootstrap  {kafka}")
+    if not stack.kafka:
+        # How the parts connect, never with what password.
+        console.print(f"  Kafka security   {s.kafka_security().describe()}")
     metrics = f"http://{s.metrics_host}:{{}}/metrics"
     console.print(f"  Ingress metrics  {metrics.format(s.ingress_metrics_port)}")
     console.print(f"  Worker metrics   {metrics.format(s.worker_metrics_port)}")

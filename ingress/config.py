@@ -12,12 +12,15 @@ from pydantic import BaseModel, Field
 from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
 from ingress.routing.rules import EgressRule, RouteRule
 from ingress.security.config import SecurityConfig
+from kafkaio.security import KafkaSecurity
 
 
 class IngressConfig(BaseModel):
     """Configuration of one ingress node (plain data, no environment reads)."""
 
     kafka_bootstrap: str
+    # How every Kafka client of the node authenticates and encrypts (default PLAINTEXT).
+    kafka_security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     mqtt_host: str = "127.0.0.1"
     mqtt_port: int = 1883
     metrics_host: str = "127.0.0.1"

@@ -78,7 +78,9 @@ class IngressNode:
 
     def __init__(self, config: IngressConfig) -> None:
         self.config = config
-        self.producer = IngestProducer(config.kafka_bootstrap, config.producer_linger_ms)
+        self.producer = IngestProducer(
+            config.kafka_bootstrap, config.producer_linger_ms, security=config.kafka_security
+        )
         router = Router(config.routes, config.default_topic)
         self.retained = RetainedStore()
         self.inbound = Inbound(router, self.producer, self.retained, config.retained_topic)
@@ -100,6 +102,7 @@ class IngressNode:
             delivery_topics,
             lambda records: self.live.deliver(records),
             f"delivery-{config.node_id}",
+            security=config.kafka_security,
         )
         self.live = LiveDelivery(
             self.sender, self.subscriptions, self.catch_up, self.delivery_reader.positions
@@ -112,6 +115,7 @@ class IngressNode:
                 f"retained-{config.node_id}",
                 from_beginning=True,
                 fetch_wait_ms=_STATE_FETCH_WAIT_MS,
+                security=config.kafka_security,
             ),
             TopicReader(
                 config.kafka_bootstrap,
@@ -120,6 +124,7 @@ class IngressNode:
                 f"sessions-{config.node_id}",
                 from_beginning=True,
                 fetch_wait_ms=_STATE_FETCH_WAIT_MS,
+                security=config.kafka_security,
             ),
         ]
         self._tasks: set[asyncio.Task[None]] = set()

@@ -9,10 +9,10 @@ from __future__ import annotations
 import asyncio
 
 from confluent_kafka import KafkaError, KafkaException
-from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
-from kafkaio.clients import client_conf
+from kafkaio.clients import connected_admin
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 _TIMEOUT_S = 15.0
 
@@ -23,8 +23,12 @@ async def ensure_topics(
     partitions: int,
     replication_factor: int,
     compacted: frozenset[str] = frozenset(),
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
     """Create the missing topics; return the names it created.
+
+    The first thing each ``bayou`` command does with Kafka, so it is where wrong credentials
+    or a TLS failure surface: :class:`kafkaio.clients.KafkaConnectError`, within a second.
 
     Topics in ``compacted`` get ``cleanup.policy=compact``: they hold the latest value per key
     (retained messages, sessions, changelogs). The embedded broker never compacts (DESIGN §10);
@@ -32,7 +36,7 @@ async def ensure_topics(
     a thread.
     """
     return await asyncio.to_thread(
-        _ensure, bootstrap, topics, partitions, replication_factor, compacted
+        _ensure, bootstrap, topics, partitions, replication_factor, compacted, security
     )
 
 
@@ -42,8 +46,9 @@ def _ensure(
     partitions: int,
     replication_factor: int,
     compacted: frozenset[str],
+    security: KafkaSecurity,
 ) -> list[str]:
-    admin = AdminClient(client_conf(bootstrap, "bayou-admin"))
+    admin = connected_admin(bootstrap, security, _TIMEOUT_S)
     existing = set(admin.list_topics(timeout=_TIMEOUT_S).topics)
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:

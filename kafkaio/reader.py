@@ -18,6 +18,7 @@ from typing import Any, NamedTuple
 from confluent_kafka import OFFSET_BEGINNING, OFFSET_END, Consumer, KafkaError, TopicPartition
 
 from kafkaio.clients import reader_conf
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -72,13 +73,15 @@ class PartitionReader:
         bootstrap: str,
         name: str,
         *,
+        security: KafkaSecurity = PLAINTEXT,
         read_committed: bool = False,
         fetch_wait_ms: int | None = None,
     ) -> None:
         self.name = name
-        self.consumer = Consumer(
-            reader_conf(bootstrap, name, read_committed=read_committed, fetch_wait_ms=fetch_wait_ms)
+        conf = reader_conf(
+            bootstrap, name, security, read_committed=read_committed, fetch_wait_ms=fetch_wait_ms
         )
+        self.consumer = Consumer(conf)
         self.remaining: set[TP] = set()
         self._ends: dict[TP, int] = {}
         self._to_first_end = False

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -22,6 +23,7 @@ from bayou.net import free_port
 from bayou.processes import stop_process
 from bayou.settings import Settings
 from kafkaio.admin import ensure_topics
+from tests.apache_kafka import ApacheKafka
 from tests.helpers import wait_until
 
 BAYOU = [sys.executable, "-m", "bayou.cli"]
@@ -142,6 +144,17 @@ def worker(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> It
     p = start_worker(kafka.bootstrap, d / "worker.log", d / "state")
     yield p
     stop_process(p.proc)
+
+
+@pytest.fixture(scope="session")
+def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """One real Apache Kafka broker for the session (KRaft; PLAINTEXT, SASL and TLS
+    listeners; user ``bayou`` with a random password: tests/apache_kafka.py). It fails, never
+    skips, when it cannot start (run `make kafka-deps`)."""
+    k = ApacheKafka(tmp_path_factory.mktemp("apache-kafka"), {"bayou": secrets.token_urlsafe(18)})
+    k.start()
+    yield k
+    k.stop()
 
 
 @pytest.fixture

@@ -5,15 +5,18 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel
+from pydantic import BaseModel, Field
 
 from ingress.contract import DEADLETTER_TOPIC, OUTBOUND_TOPIC
+from kafkaio.security import KafkaSecurity
 
 
 class WorkerConfig(BaseModel):
     """Configuration of one agent worker (plain data, no environment reads)."""
 
     kafka_bootstrap: str
+    # How every Kafka client of the worker authenticates and encrypts (default PLAINTEXT).
+    kafka_security: KafkaSecurity = Field(default_factory=KafkaSecurity)
     group_id: str = "bayou-agents"
     session_timeout_ms: int = 6_000
     # "exactly_once": each batch's outputs, changelog and input offsets in one Kafka transaction

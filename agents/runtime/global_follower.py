@@ -9,6 +9,7 @@ import time
 
 from agents.global_tables import GlobalTable
 from kafkaio.reader import BEGINNING, PartitionReader
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -18,12 +19,15 @@ CATCH_UP_TIMEOUT_S = 60.0
 class Follower:
     """Reads the changelogs of some global tables into them on a thread of its own."""
 
-    def __init__(self, bootstrap: str, tables: list[GlobalTable]) -> None:
+    def __init__(
+        self, bootstrap: str, tables: list[GlobalTable], *, security: KafkaSecurity = PLAINTEXT
+    ) -> None:
         self.tables = tables
         self._by_topic: dict[str, list[GlobalTable]] = {}
         for t in tables:
             self._by_topic.setdefault(t.changelog, []).append(t)
         self._bootstrap = bootstrap
+        self._security = security
         self._stop = threading.Event()
         self._caught_up = threading.Event()
         self._error: BaseException | None = None
@@ -57,7 +61,9 @@ class Follower:
             self._thread.join(10)
 
     def _run(self) -> None:
-        reader = PartitionReader(self._bootstrap, "global-tables", read_committed=True)
+        reader = PartitionReader(
+            self._bootstrap, "global-tables", security=self._security, read_committed=True
+        )
         try:
             tps = reader.partitions(sorted(self._by_topic))
             reader.assign(dict.fromkeys(tps, BEGINNING))

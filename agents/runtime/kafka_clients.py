@@ -30,6 +30,8 @@ from confluent_kafka import (
 )
 
 from agents.runtime.engine import Record
+from kafkaio.clients import client_conf
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -58,12 +60,12 @@ class GroupConsumer:
         *,
         session_timeout_ms: int,
         fetch_max_wait_ms: int,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.topics = topics
         self._conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_conf(bootstrap, f"bayou-agents.{group}", security),
             "group.id": group,
-            "client.id": f"bayou-agents.{group}",
             "enable.auto.commit": False,
             "enable.auto.offset.store": False,
             "auto.offset.reset": "earliest",
@@ -234,9 +236,11 @@ class BatchProducer:
         bootstrap: str,
         transactional_id: str | None = None,
         transaction_timeout_ms: int = 30_000,
+        *,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         conf: dict[str, Any] = {
-            "bootstrap.servers": bootstrap,
+            **client_conf(bootstrap, "bayou-agents", security),
             "acks": "all",
             "enable.idempotence": True,
             "linger.ms": 1,

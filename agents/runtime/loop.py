@@ -71,7 +71,8 @@ async def run_apps(
         config.webhook_retries, config.webhook_timeout_seconds, config.webhook_backoff_seconds
     )
     # Every global table is caught up before the first record (agents.global_tables).
-    follower = Follower(config.kafka_bootstrap, [g for a in apps for g in a.global_tables])
+    tables = [g for a in apps for g in a.global_tables]
+    follower = Follower(config.kafka_bootstrap, tables, security=config.kafka_security)
     follower.start()
     try:
         await asyncio.to_thread(follower.wait_caught_up)
@@ -112,11 +113,13 @@ async def _loop(
     consumer = GroupConsumer(
         config.kafka_bootstrap, group, topics,
         session_timeout_ms=config.session_timeout_ms, fetch_max_wait_ms=config.fetch_max_wait_ms,
+        security=config.kafka_security,
     )  # fmt: skip
     producer = BatchProducer(
         config.kafka_bootstrap,
         transactional_id(config, group) if eos else None,
         config.transaction_timeout_ms,
+        security=config.kafka_security,
     )
     init_metrics(runners)
     await producer.start()

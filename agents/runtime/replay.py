@@ -50,6 +50,7 @@ from ingress.contract import (
 )
 from kafkaio.clients import client_conf
 from kafkaio.reader import TP, PartitionReader, ReadError
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -121,9 +122,12 @@ class _Reader:
     """Reads the input partitions once, from a time to the end present when first fetched.
     Blocking calls (confluent-kafka); the replay runs them in a thread."""
 
-    def __init__(self, bootstrap: str, topics: Sequence[str], start_ms: int) -> None:
+    def __init__(
+        self, bootstrap: str, topics: Sequence[str], start_ms: int, security: KafkaSecurity
+    ) -> None:
         # Never joined (partitions are assigned) and never committed: a fresh name per run.
-        self._reader = PartitionReader(bootstrap, f"replay-{uuid.uuid4().hex}")
+        name = f"replay-{uuid.uuid4().hex}"
+        self._reader = PartitionReader(bootstrap, name, security=security)
         wanted: list[TP] = []
         for topic in topics:
             try:
@@ -158,6 +162,7 @@ async def replay(
     start_ms: int,
     until_ms: int | None = None,
     output_topic: str | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> ReplaySummary:
     """Replay ``apps`` over their input records with Kafka timestamps in ``[start_ms,
     until_ms)`` (module docs). The output topics must exist."""
@@ -166,9 +171,10 @@ async def replay(
     for e in engines:
         summary.apps[e.app.name] = AppSummary(topic=output_topic or replay_topic(e.app.name))
     topics = sorted({t for e in engines for t in e.topics})
-    reader = await asyncio.to_thread(_Reader, bootstrap, topics, start_ms)
+    reader = await asyncio.to_thread(_Reader, bootstrap, topics, start_ms, security)
     summary.partitions = reader.partitions
-    producer = Producer({**client_conf(bootstrap, "bayou-replay"), "acks": "all", "linger.ms": 5})
+    conf = {**client_conf(bootstrap, "bayou-replay", security), "acks": "all", "linger.ms": 5}
+    producer = Producer(conf)
     failed: list[str] = []
 
     def delivered(err: Any, _msg: Any) -> None:

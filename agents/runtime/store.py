@@ -32,6 +32,7 @@ from agents.app import AgentSpec, App, AppError
 from agents.runtime.config import WorkerConfig
 from agents.runtime.engine import AppEngine
 from kafkaio.reader import PartitionReader
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -103,7 +104,11 @@ class AppStore:
 
 
 def read_changelog(
-    bootstrap: str, topic: str, starts: dict[int, int], open_txn_wait_s: float = 90.0
+    bootstrap: str,
+    topic: str,
+    starts: dict[int, int],
+    open_txn_wait_s: float = 90.0,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> dict[int, tuple[dict[str, Any], int]]:
     """Per partition, the changelog's entries from ``starts[p]`` to its end, last value wins,
     and the next offset. Blocking (run it in a thread).
@@ -119,9 +124,9 @@ def read_changelog(
     out: dict[int, tuple[dict[str, Any], int]] = {p: ({}, s) for p, s in starts.items()}
     if not starts:
         return out
-    reader = PartitionReader(bootstrap, "changelog-restore", read_committed=True)
+    reader = PartitionReader(bootstrap, "changelog-restore", security=security, read_committed=True)
     # Its watermarks are the high watermarks (a read_committed reader's are the stable ones).
-    probe = PartitionReader(bootstrap, "changelog-restore-probe")
+    probe = PartitionReader(bootstrap, "changelog-restore-probe", security=security)
 
     def at_end(p: int, position: int) -> bool:
         return position >= probe.high_watermark((topic, p))
@@ -193,7 +198,7 @@ class AppRunner:
         starts = {p: off for p, (_, off) in local.items()}
         tails = await asyncio.to_thread(
             read_changelog, self.config.kafka_bootstrap, self.changelog, starts,
-            self.config.transaction_timeout_ms / 1000 + 30,
+            self.config.transaction_timeout_ms / 1000 + 30, self.config.kafka_security,
         )  # fmt: skip
         for p in sorted(new):
             entries, _ = local[p]

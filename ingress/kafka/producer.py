@@ -22,6 +22,7 @@ from confluent_kafka import KafkaException, Producer
 from ingress.contract import Headers
 from ingress.metrics import PRODUCE_FAILURES_TOTAL, PRODUCE_LATENCY
 from kafkaio.clients import client_conf
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 _CkHeaders = list[tuple[str, str | bytes | None]]
 
@@ -33,12 +34,17 @@ class IngestProducer:
     """Writes records with ``acks=all`` and idempotence; reports each acknowledgement."""
 
     def __init__(
-        self, bootstrap: str, linger_ms: int = 2, message_timeout_ms: int = 30_000
+        self,
+        bootstrap: str,
+        linger_ms: int = 2,
+        message_timeout_ms: int = 30_000,
+        *,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         # Records submitted and not yet acknowledged (or failed) by Kafka: backpressure.
         self.pending = 0
         self._conf: dict[str, Any] = {
-            **client_conf(bootstrap, "bayou-ingress"),
+            **client_conf(bootstrap, "bayou-ingress", security),
             "acks": "all",
             # Retries can neither duplicate nor reorder a client's messages.
             "enable.idempotence": True,

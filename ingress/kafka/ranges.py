@@ -14,10 +14,15 @@ import threading
 from collections.abc import AsyncIterator
 
 from kafkaio.reader import TP, PartitionReader, Record
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 
 async def read_ranges(
-    bootstrap: str, ranges: dict[TP, tuple[int, int]], name: str
+    bootstrap: str,
+    ranges: dict[TP, tuple[int, int]],
+    name: str,
+    *,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> AsyncIterator[list[Record]]:
     """Yield the records of each partition in ``[start, end)``, in offset order per partition.
 
@@ -43,7 +48,9 @@ async def read_ranges(
     def read() -> None:
         try:
             # read_committed like live delivery: the same records, committed ones only.
-            reader = PartitionReader(bootstrap, name, read_committed=True, fetch_wait_ms=5)
+            reader = PartitionReader(
+                bootstrap, name, security=security, read_committed=True, fetch_wait_ms=5
+            )
         except BaseException as exc:  # handed to the reader of the queue
             put(exc)
             return

@@ -17,6 +17,7 @@ import time
 from collections.abc import Callable
 
 from kafkaio.reader import BEGINNING, END, TP, PartitionReader, ReadError, Record
+from kafkaio.security import PLAINTEXT, KafkaSecurity
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,7 @@ class TopicReader:
         *,
         from_beginning: bool = False,
         fetch_wait_ms: int = 5,
+        security: KafkaSecurity = PLAINTEXT,
     ) -> None:
         self.topics = topics
         self.on_records = on_records
@@ -54,6 +56,7 @@ class TopicReader:
         # Updated in place, so a holder of this dict always sees the current positions.
         self.positions: dict[TP, int] = {}
         self._bootstrap = bootstrap
+        self._security = security
         self._name = name
         # Small: the embedded broker holds a fetch for the whole wait even when data arrives
         # (measured: 100 ms raised pub→sub p50 from 8 to 19 ms at 1,000 msg/s).
@@ -72,7 +75,11 @@ class TopicReader:
         # read_committed, librdkafka's default: agents' transactional results are delivered
         # once committed, never when aborted.
         reader = PartitionReader(
-            self._bootstrap, self._name, read_committed=True, fetch_wait_ms=self._fetch_wait_ms
+            self._bootstrap,
+            self._name,
+            security=self._security,
+            read_committed=True,
+            fetch_wait_ms=self._fetch_wait_ms,
         )
         self._reader = reader
         # ReadError (a RuntimeError) for a topic that does not exist.

@@ -161,7 +161,10 @@ class CatchUp:
             for where in self.pending[conn]:
                 resends.setdefault(where, []).append(conn)
         sender = self.node.sender
-        async for records in read_ranges(self.node.config.kafka_bootstrap, ranges, name):
+        config = self.node.config
+        async for records in read_ranges(
+            config.kafka_bootstrap, ranges, name, security=config.kafka_security
+        ):
             live = {c for c in conns if c not in stalled and not c.closed and c in self.pending}
             batch = sender.batch()
             for rec in records:
