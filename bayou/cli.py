@@ -57,6 +57,29 @@ def _ports_free(settings: Settings, command: str, which: tuple[str, ...]) -> Non
         raise typer.Exit(1) from None
 
 
+def check_security(settings: Settings, command: str, *, dev: bool = False) -> None:
+    """Exit 2 with one clear line if the MQTT security settings cannot work: a password file,
+    key or ACL file that does not load, or nothing at all to authenticate clients with."""
+    from ingress.security.config import SecurityConfigError
+    from ingress.security.guard import Guard
+
+    config = settings.security_config(allow_anonymous_default=dev)
+    if not config.auth.allow_anonymous and not config.auth.methods():
+        typer.echo(
+            f"bayou {command}: no MQTT client could connect: no authentication method is "
+            "configured (BAYOU_AUTH_PASSWORD_FILE, BAYOU_AUTH_JWT_*, BAYOU_TLS_CAFILE) and "
+            "anonymous access is off; configure one (docs/security.md), or set "
+            "BAYOU_ALLOW_ANONYMOUS=true to let anyone connect",
+            err=True,
+        )
+        raise typer.Exit(2)
+    try:
+        Guard.build(config)
+    except SecurityConfigError as exc:
+        typer.echo(f"bayou {command}: {exc}", err=True)
+        raise typer.Exit(2) from None
+
+
 def _topics(
     settings: Settings,
     command: str,
@@ -104,6 +127,7 @@ def ingress(
 
     settings = _settings()
     bootstrap = _bootstrap(settings, "ingress")
+    check_security(settings, "ingress")
     # Unique per node: it names the node's connections in session records (takeover).
     node_id = node_id or f"ingress-{socket.gethostname()}-{os.getpid()}"
     if settings.ingress_processes > 1 and not settings.ingress_child:
@@ -257,6 +281,7 @@ def up(
     from bayou.stack import StackError, run_stack
 
     settings = _settings()
+    check_security(settings, "up", dev=True)
     try:
         code = run_stack(settings, demo=demo, agents=agents or [])
     except StackError as exc:

@@ -120,6 +120,7 @@ class Settings(BaseSettings):
     tls_cafile: Path | None = None
     tls_require_client_cert: bool = False
     tls_cert_username: CertUsername = "cn"
+    username_as_client_id: bool = False
     acl_file: Path | None = None
     # Limits (0 = none).
     max_connections: int = Field(default=100_000, ge=0)
@@ -199,6 +200,7 @@ class Settings(BaseSettings):
             tls_cafile=self.tls_cafile,
             tls_require_client_cert=self.tls_require_client_cert,
             cert_username=self.tls_cert_username,
+            username_as_client_id=self.username_as_client_id,
         )
         limits = LimitsConfig(
             max_connections=self.max_connections,
@@ -237,8 +239,26 @@ class Settings(BaseSettings):
                     )
                 default = loaded.default_topic
             rules = RouteRules(loaded.inbound, loaded.outbound, default)
+        self._check_client_writable(rules)
         self._route_rules = rules
         return rules
+
+    def _check_client_writable(self, rules: RouteRules) -> None:
+        """Refuse rules that let MQTT clients write where only Bayou and agents write: a
+        client's publish in ``bayou.sessions`` or ``bayou.retained`` would forge state, in
+        ``bayou.outbound`` or a changelog it would pass for an agent's result."""
+        reserved = {self.sessions_topic, self.retained_topic, self.outbound_topic}
+        where = f"BAYOU_ROUTES_FILE={self.routes_file}: "
+        targets = [(f"{where}route {r.name!r}", r.kafka_topic) for r in rules.inbound]
+        default = f"{where}default_topic" if self.routes_file else "BAYOU_DEFAULT_TOPIC"
+        targets.append((default, rules.default_topic))
+        for what, topic in targets:
+            if topic in reserved or topic.startswith("bayou.changelog."):
+                raise SettingsError(
+                    f"{what} sends MQTT publishes to "
+                    f"{topic!r}, which only Bayou's ingress nodes and agents may write; "
+                    "route it to another topic"
+                )
 
     def ingress_config(self, bootstrap: str, *, node_id: str = "ingress-1") -> IngressConfig:
         """The ingress node's view of the settings."""

@@ -46,6 +46,7 @@ class Stack:
         self.kafka: EmbeddedKafka | None = None
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.bootstrap = settings.kafka_bootstrap or ""
+        self.anonymous = settings.allow_anonymous is not False
 
     def start_kafka(self) -> None:
         """Start the embedded broker unless BAYOU_KAFKA_BOOTSTRAP is set."""
@@ -65,6 +66,8 @@ class Stack:
         env["BAYOU_MQTT_PORT"] = str(self.settings.mqtt_port)
         env["BAYOU_INGRESS_METRICS_PORT"] = str(self.settings.ingress_metrics_port)
         env["BAYOU_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port)
+        # A development stack lets anonymous clients in unless told otherwise (and says so).
+        env["BAYOU_ALLOW_ANONYMOUS"] = str(self.anonymous).lower()
         with open(self.log_dir / f"{name}.log", "ab") as log:
             self.children[name] = subprocess.Popen(
                 [sys.executable, "-m", "bayou.cli", command, *(args or [])],
@@ -206,5 +209,12 @@ def _print_banner(stack: Stack, ready_s: float) -> None:
         console.print(
             "[yellow]  The embedded Kafka keeps data in memory only: its data is lost when "
             "bayou up stops.[/yellow]\n  Set BAYOU_KAFKA_BOOTSTRAP to use a real Kafka."
+        )
+    if stack.anonymous:
+        console.print(
+            "[bold red]  ANONYMOUS MQTT ACCESS IS ON:[/bold red][red] anyone who reaches "
+            f"{s.mqtt_host}:{s.mqtt_port} can connect, read every topic and publish to any "
+            "device. Fine for development; before exposing it set BAYOU_ALLOW_ANONYMOUS=false "
+            "and an authentication method (docs/security.md).[/red]"
         )
     console.print("  Stop with Ctrl-C.")

@@ -265,6 +265,8 @@ class Bayou:
             BAYOU_MQTT_PORT=str(self.port),
             BAYOU_INGRESS_METRICS_PORT=str(self.metrics_port),
             BAYOU_INGRESS_PROCESSES=str(self.node_processes),
+            # Measured without authentication, as mosquitto is (docs/performance.md).
+            BAYOU_ALLOW_ANONYMOUS="true",
         )
         if self.max_inflight:
             env["BAYOU_MAX_INFLIGHT_MESSAGES"] = str(self.max_inflight)

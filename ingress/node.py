@@ -39,6 +39,7 @@ from ingress.outbound.dedup import ResultDedup
 from ingress.outbound.live import LiveDelivery
 from ingress.outbound.send import Sender
 from ingress.routing.rules import EgressRouter, Router
+from ingress.security.guard import Guard
 from ingress.security.limits import ConnectionLimits
 from ingress.session_manager import SessionManager
 from ingress.state.retained import RetainedStore
@@ -89,9 +90,13 @@ class IngressNode:
         self.clients: dict[str, MQTTConnection] = {}
         self.limits: ConnectionLimits[MQTTConnection] = ConnectionLimits(config.security.limits)
         self.sessions = SessionManager(self)
+        # Loads the password file, keys and ACL file: a bad one stops the node before it starts.
+        self.guard = Guard.build(config.security)
         # Records without an mqtt.topic header get one from the egress rules (DESIGN §3).
         egress = EgressRouter(config.egress_routes)
-        self.sender = Sender(egress, ResultDedup(), self.sessions.save_then_release)
+        self.sender = Sender(
+            egress, ResultDedup(), self.sessions.save_then_release, self.guard.acl is not None
+        )
         self.catch_up = CatchUp(self)
         delivery_topics = list(
             dict.fromkeys(router.kafka_topics() + config.outbound_topics + egress.kafka_topics())
@@ -191,6 +196,7 @@ class IngressNode:
         await close_listeners(self._listeners)
         self._listeners = []
         await self._stop_kafka()
+        self.guard.close()
 
     async def _stop_kafka(self) -> None:
         await self.producer.stop()

@@ -39,8 +39,13 @@ settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci" if os.environ.ge
 
 
 def bayou_env(**extra: str) -> dict[str, str]:
-    """The environment for a bayou child: this one without BAYOU_* settings, plus ``extra``."""
+    """The environment for a bayou child: this one without BAYOU_* settings, plus ``extra``.
+
+    Anonymous MQTT clients are allowed (the tests' clients connect with no credentials)
+    unless ``extra`` says otherwise; tests of the production default remove the setting.
+    """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAYOU_")}
+    env["BAYOU_ALLOW_ANONYMOUS"] = "true"
     env.update(extra)
     return env
 

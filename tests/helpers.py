@@ -34,6 +34,8 @@ class Mqtt:
     clean_session: bool = True
     transport: Literal["tcp", "websockets"] = "tcp"
     messages: queue.Queue[Received] = field(default_factory=queue.Queue)
+    username: str | None = None
+    password: str | None = None
 
     def __post_init__(self) -> None:
         self.client = paho.Client(
@@ -43,6 +45,8 @@ class Mqtt:
             protocol=paho.MQTTv311,
             transport=self.transport,
         )
+        if self.username is not None or self.password is not None:
+            self.client.username_pw_set(self.username, self.password)
         self.client.on_message = self._on_message
         self.connack_flags = 0
         self.client.on_connect = self._on_connect

@@ -36,6 +36,8 @@ def _up_env(tmp_path: Path, **extra: str) -> tuple[dict[str, str], int]:
         PYTHONUNBUFFERED="1",
         **extra,
     )
+    if "BAYOU_ALLOW_ANONYMOUS" not in extra:
+        del env["BAYOU_ALLOW_ANONYMOUS"]  # `bayou up`'s own default: anonymous, said loudly
     return env, mqtt
 
 
@@ -102,6 +104,7 @@ def test_up_starts_serves_and_stops_cleanly(tmp_path: Path, sig: signal.Signals)
         banner = lines.seen
         assert f"mqtt://127.0.0.1:{mqtt}" in banner
         assert "data is lost" in banner
+        assert "ANONYMOUS MQTT ACCESS IS ON" in banner
         assert "Kafka bootstrap  127.0.0.1:" in banner
         kids = children_of(proc.pid)
         assert len(kids) >= 3, "expected Tansu, an ingress node and a worker"

@@ -27,6 +27,8 @@ from ingress.contract import Headers
 from ingress.inbound import Inbound
 from ingress.kafka.producer import DoneCallback, IngestProducer
 from ingress.routing.rules import Router
+from ingress.security.config import AuthConfig, SecurityConfig
+from ingress.security.guard import Guard
 from ingress.state.retained import RetainedStore
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
@@ -61,7 +63,11 @@ class MemoryNode:
 
     producer: MemoryProducer
     config: IngressConfig = field(
-        default_factory=lambda: IngressConfig(kafka_bootstrap="unused:0", max_packet_size=4096)
+        default_factory=lambda: IngressConfig(
+            kafka_bootstrap="unused:0",
+            max_packet_size=4096,
+            security=SecurityConfig(auth=AuthConfig(allow_anonymous=True)),
+        )
     )
     retained: RetainedStore = field(default_factory=RetainedStore)
     subscriptions: SubscriptionTable[MQTTConnection] = field(default_factory=SubscriptionTable)
@@ -69,6 +75,7 @@ class MemoryNode:
     closed: int = 0
 
     def __post_init__(self) -> None:
+        self.guard = Guard.build(self.config.security)
         self.inbound = Inbound(Router([]), self.producer, self.retained, "bayou.retained")
 
     def connection_opened(self, conn: MQTTConnection) -> None:

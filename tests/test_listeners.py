@@ -29,6 +29,7 @@ from bayou.net import free_port, port_in_use
 from bayou.processes import stop_process
 from ingress.config import IngressConfig
 from ingress.node import IngressNode
+from ingress.security.config import AuthConfig, SecurityConfig
 from ingress.wire import codec
 from ingress.wire.connection import MQTTConnection
 from ingress.wire.listeners import (
@@ -102,6 +103,7 @@ def node(kafka: EmbeddedKafka, cert: tuple[Path, Path]) -> Iterator[Node]:
     config = IngressConfig(
         kafka_bootstrap=kafka.bootstrap, mqtt_port=free_port(), metrics_port=None,
         node_id="listeners-test",
+        security=SecurityConfig(auth=AuthConfig(allow_anonymous=True)),
     )  # fmt: skip
     # The node itself gets no TLS/WS ports, so this works whether or not it starts them itself.
     extra = config.model_copy(

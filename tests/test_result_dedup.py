@@ -9,6 +9,9 @@ from confluent_kafka import Producer
 
 from bayou.embedded import EmbeddedKafka
 from ingress.outbound.dedup import ResultDedup
+from ingress.outbound.send import Sender
+from ingress.routing.rules import EgressRouter
+from kafkaio.reader import Record
 from tests.conftest import Proc
 from tests.helpers import Mqtt
 
@@ -49,3 +52,23 @@ def test_duplicate_result_is_dropped_before_the_device(kafka: EmbeddedKafka, ing
             c.expect(lambda m: m.topic == topic, timeout=1)
     finally:
         c.close()
+
+
+def test_a_client_record_with_a_result_id_suppresses_no_result() -> None:
+    """A record from an MQTT client (it carries mqtt.client_id) never counts as a result: a
+    forged bayou.result_id must not make the node drop the agent's real result."""
+    sender = Sender(EgressRouter([]), ResultDedup(), lambda conn: None)
+    conn = object()
+
+    def match(topic: str) -> list[tuple[object, int]]:
+        return [(conn, 1)]
+
+    def rec(offset: int, *extra: tuple[str, bytes]) -> Record:
+        hs = [("mqtt.topic", b"devices/d1/commands"), ("mqtt.qos", b"1"), *extra]
+        return Record("bayou.outbound", 0, offset, b"d1", hs, b"x", 0)
+
+    forged = rec(1, ("bayou.result_id", b"r1"), ("mqtt.client_id", b"attacker"))
+    real = rec(2, ("bayou.result_id", b"r1"))
+    assert sender.read(forged, match) is not None  # type: ignore[arg-type]
+    assert sender.read(real, match) is not None  # type: ignore[arg-type]
+    assert sender.read(rec(3, ("bayou.result_id", b"r1")), match) is None  # type: ignore[arg-type]

@@ -26,6 +26,7 @@ from ingress.contract import (
 )
 from ingress.outbound.dedup import ResultDedup
 from ingress.routing.rules import EgressRouter
+from ingress.security.guard import denied
 from ingress.state.sessions import Pending
 from ingress.wire import codec
 from ingress.wire.connection import MQTTConnection
@@ -46,10 +47,14 @@ Persist = Callable[[MQTTConnection], None]
 class Sender:
     """Reads outbound records and starts batches of PUBLISH packets for them."""
 
-    def __init__(self, egress: EgressRouter, dedup: ResultDedup, persist: Persist) -> None:
+    def __init__(
+        self, egress: EgressRouter, dedup: ResultDedup, persist: Persist, acl_on: bool = False
+    ) -> None:
         self.egress = egress
         self.dedup = dedup
         self.persist = persist
+        # An ACL file is configured: each receiver's receive rules are checked per record.
+        self.acl_on = acl_on
 
     def read(self, rec: Record, match: Match) -> tuple[Message, Targets] | None:
         """What ``rec`` sends and to whom (``match`` of its MQTT topic), or None: a duplicate
@@ -70,8 +75,13 @@ class Sender:
                 rid = v
             elif k == H_MQTT_CLIENT_ID:
                 cid_b = v
-        if rid is not None and self.dedup.is_duplicate(
-            rec.headers, (rec.topic, rec.partition, rec.offset)
+        # Only agents' results are deduplicated: a client's publish carrying a result id (it
+        # cannot set one over MQTT 3.1.1, but a Kafka producer could) must not be able to
+        # suppress the real result [issue 9: no client forges what only agents write].
+        if (
+            rid is not None
+            and cid_b is None
+            and self.dedup.is_duplicate(rec.headers, (rec.topic, rec.partition, rec.offset))
         ):
             return None
         if topic_b is not None:
@@ -89,6 +99,10 @@ class Sender:
             if not targets:
                 return None
             qos = egress.qos if qos_b is None else QOS_OF_VALUE.get(qos_b, 0)
+        if self.acl_on:
+            targets = readable(targets, topic)
+            if not targets:
+                return None
         return (topic, qos, rec.value or b"", ts_b, cid_b is not None), targets
 
     def topic_of(self, rec: Record) -> str | None:
@@ -102,6 +116,19 @@ class Sender:
     def batch(self) -> Batch:
         """A new batch of writes, sent by :meth:`Batch.flush`."""
         return Batch(self.persist)
+
+
+def readable(targets: Targets, topic: str) -> Targets:
+    """The receivers whose ACL lets them receive a message on ``topic`` (checked at delivery,
+    so a subscription to a wide filter never carries a topic the ACL keeps from them)."""
+    out: Targets = []
+    for target in targets:
+        acl = target[0].acl
+        if acl is None or acl.receive(topic):
+            out.append(target)
+        else:
+            denied("receive")
+    return out
 
 
 class Batch:

@@ -45,6 +45,9 @@ class AuthConfig(BaseModel):
     tls_cafile: Path | None = None
     tls_require_client_cert: bool = False
     cert_username: CertUsername = "cn"
+    # As mosquitto's use_username_as_clientid: an authenticated client's id is its username,
+    # so no user can take over (kick off) another user's session by reusing its client id.
+    username_as_client_id: bool = False
 
     def methods(self) -> list[AuthMethod]:
         """The configured methods, in chain order."""

@@ -22,11 +22,21 @@ from typing import Protocol
 from ingress.config import IngressConfig
 from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from ingress.inbound import Inbound
-from ingress.metrics import PROTOCOL_ERRORS_TOTAL
+from ingress.metrics import LIMIT_REFUSALS_TOTAL, PROTOCOL_ERRORS_TOTAL
+from ingress.security.acl import ClientAcl
+from ingress.security.certs import peer_cert_of
+from ingress.security.guard import Guard, denied
+from ingress.security.identity import Credentials, Identity, Refused
+from ingress.security.limits import TokenBucket
 from ingress.state.retained import RetainedStore
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
-from ingress.wire.amqtt_packets import decode_connect, decode_subscribe, decode_unsubscribe
+from ingress.wire.amqtt_packets import (
+    ConnectInfo,
+    decode_connect,
+    decode_subscribe,
+    decode_unsubscribe,
+)
 from ingress.wire.codec import ProtocolError
 from ingress.wire.outbound_state import OutboundState
 
@@ -36,6 +46,7 @@ log = logging.getLogger(__name__)
 CONNACK_ACCEPTED = 0
 CONNACK_BAD_PROTOCOL = 1
 CONNACK_IDENTIFIER_REJECTED = 2
+NOT_AUTHORIZED = 5
 
 # Highest QoS this node grants.
 MAX_QOS = 2
@@ -65,6 +76,9 @@ class ConnectionNode(Protocol):
 
     @property
     def retained(self) -> RetainedStore: ...
+
+    @property
+    def guard(self) -> Guard: ...
 
     def connection_opened(self, conn: MQTTConnection) -> None:
         """A TCP connection arrived (no CONNECT yet)."""
@@ -117,6 +131,18 @@ class MQTTConnection(asyncio.Protocol):
         self.closed = False
         self.peer = "?"
         self.will: Will | None = None
+        # Who authenticated, and the ACL as it applies to them (None: no ACL configured).
+        self.identity: Identity | None = None
+        self.acl: ClientAcl | None = None
+        limits = node.config.security.limits
+        self._max_payload = limits.max_payload_size
+        self._max_subscriptions = limits.max_subscriptions_per_client
+        self._publish_rate = limits.publish_rate_per_client
+        self._bucket: TokenBucket | None = None
+        self._throttled = False
+        self._debt = 0
+        # Packets received while CONNECT is being authenticated (None: not authenticating).
+        self._held_packets: list[codec.Packet] | None = None
 
     # asyncio.Protocol -------------------------------------------------------------------
 
@@ -146,10 +172,25 @@ class MQTTConnection(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
         try:
-            for pkt in self.framer.feed(data):
+            packets = self.framer.feed(data)
+        except ProtocolError as exc:
+            self.abort(str(exc))
+            return
+        if self._held_packets is not None:
+            # CONNECT is being authenticated: the rest waits for its answer.
+            self._held_packets += packets
+        else:
+            self._process(packets)
+
+    def _process(self, packets: list[codec.Packet]) -> None:
+        try:
+            for i, pkt in enumerate(packets):
                 if self.closed:
                     return
                 self._handle(pkt)
+                if self._held_packets is not None:
+                    self._held_packets += packets[i + 1 :]
+                    return
         except ProtocolError as exc:
             self.abort(str(exc))
 
@@ -197,6 +238,7 @@ class MQTTConnection(asyncio.Protocol):
             self.write(codec.encode_connack(CONNACK_IDENTIFIER_REJECTED))  # [MQTT-3.1.3-8]
             self.abort("empty client id without clean session", "identifier_rejected")
             return
+        will = None
         if info.will_topic is not None:
             try:
                 validate_topic_name(info.will_topic)
@@ -204,11 +246,78 @@ class MQTTConnection(asyncio.Protocol):
                 raise ProtocolError(f"invalid will topic: {exc}") from exc
             if info.will_qos > 2:
                 raise ProtocolError("will QoS 3")  # [MQTT-3.1.2-14]
-            self.will = Will(
-                info.will_topic, info.will_message or b"", info.will_qos, info.will_retain
-            )
+            will = Will(info.will_topic, info.will_message or b"", info.will_qos, info.will_retain)
         # An assigned id names the node too: ids must not collide across nodes (takeover).
         client_id = info.client_id or self.node.assign_client_id()
+        guard = self.node.guard
+        creds = Credentials(
+            client_id,
+            info.username,
+            info.password,
+            peer_cert_of(self.transport) if self.transport is not None else None,
+            self.peer,
+        )
+        if guard.executor is None:
+            try:
+                identity = guard.authenticate(creds)
+            except Refused as exc:
+                self._refuse(exc.code, "authentication failed")
+                return
+            self._connected(info, client_id, will, identity)
+            return
+        # A password hash takes tens of milliseconds of CPU: off the event loop, so other
+        # clients are not kept waiting; the socket is not read until the answer is in.
+        self._held_packets = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+        future = asyncio.get_running_loop().run_in_executor(
+            guard.executor, guard.authenticate, creds
+        )
+        future.add_done_callback(lambda f: self._authenticated(f, info, client_id, will))
+
+    def _authenticated(
+        self, future: asyncio.Future[Identity], info: ConnectInfo, client_id: str, will: Will | None
+    ) -> None:
+        if self.closed:
+            return
+        exc = future.exception()
+        if isinstance(exc, Refused):
+            self._refuse(exc.code, "authentication failed")
+            return
+        if exc is not None:
+            log.error("client %r: authentication failed unexpectedly: %r", client_id, exc)
+            self._refuse(NOT_AUTHORIZED, "authentication error")
+            return
+        held, self._held_packets = self._held_packets or [], None
+        if not self._connected(info, client_id, will, future.result()):
+            return
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._process(held)
+
+    def _refuse(self, code: int, reason: str) -> None:
+        """CONNACK ``code`` and close; no will is published: the client never connected."""
+        self._held_packets = None
+        self.write(codec.encode_connack(code))
+        self.abort(reason, None)
+
+    def _connected(
+        self, info: ConnectInfo, client_id: str, will: Will | None, identity: Identity
+    ) -> bool:
+        """Accept an authenticated CONNECT (unless the ACL refuses its will); True if accepted."""
+        guard = self.node.guard
+        if guard.config.auth.username_as_client_id and identity.username:
+            client_id = identity.username
+        acl = guard.client_acl(identity, client_id)
+        if will is not None and acl is not None and not acl.publish(will.topic):
+            # As mosquitto does: a will the client may not publish refuses the CONNECT,
+            # rather than silently never sending it.
+            denied("will")
+            self._refuse(NOT_AUTHORIZED, "will topic denied by the ACL")
+            return False
+        self.identity = identity
+        self.acl = acl
+        self.will = will
         self.client_id = client_id
         self.client_id_utf8 = client_id.encode()
         self.persistent = not info.clean_session
@@ -217,6 +326,7 @@ class MQTTConnection(asyncio.Protocol):
         present = self.node.client_connected(self, info.clean_session)
         # A resumed session's catch-up runs as a task, so its messages follow this CONNACK.
         self.write(codec.encode_connack(CONNACK_ACCEPTED, session_present=present))
+        return True
 
     def _on_publish(self, pkt: codec.Packet) -> None:
         topic, qos, pid, retain, _dup, payload = codec.decode_publish(pkt.flags, pkt.body)
@@ -224,22 +334,84 @@ class MQTTConnection(asyncio.Protocol):
             validate_topic_name(topic)
         except TopicError as exc:
             raise ProtocolError(str(exc)) from exc
+        if self._max_payload and len(payload) > self._max_payload:
+            # MQTT 3.1.1 has no negative acknowledgement: closing is the only refusal a
+            # client notices (it resends on reconnect, and fails there the same way).
+            LIMIT_REFUSALS_TOTAL.labels("max_payload").inc()
+            log.warning(
+                "closing client %s (%s): payload of %d bytes exceeds BAYOU_MAX_PAYLOAD_SIZE=%d",
+                self.client_id, self.peer, len(payload), self._max_payload,
+            )  # fmt: skip
+            self.abort("payload too large", None)
+            return
+        if self._publish_rate:
+            self._throttle()
         if qos == 2 and pid in self.qos2_in:
             # A resend before PUBREL: already written (or being written) to Kafka once.
             # [MQTT-4.3.3-2] answer PUBREC again once it is in Kafka, write nothing.
             if self.qos2_in[pid]:
                 self.write(codec.encode_ack(codec.PUBREC, pid))
             return
+        allowed = self.acl is None or self.acl.publish(topic)
+        if not allowed:
+            # Not written to Kafka; acknowledged all the same, as MQTT 3.1.1 has no way to
+            # refuse a PUBLISH (mosquitto does the same).
+            denied("publish")
         if qos == 0:
-            self.node.inbound.publish(self, topic, 0, retain, payload, None)
+            if allowed:
+                self.node.inbound.publish(self, topic, 0, retain, payload, None)
             return
         # [packet id, Kafka writes outstanding, ack packet type]
-        slot = [pid, 2 if retain else 1, codec.PUBACK if qos == 1 else codec.PUBREC]
+        writes = (2 if retain else 1) if allowed else 0
+        slot = [pid, writes, codec.PUBACK if qos == 1 else codec.PUBREC]
         if qos == 2:
             self.qos2_in[pid] = False
         self._acks.append(slot)
+        if not allowed:
+            # Its acknowledgement still waits for the publishes before it [MQTT-4.6.0-2].
+            self._schedule_flush()
+            return
         done = lambda exc: self._acked(slot, exc)  # noqa: E731
         self.node.inbound.publish(self, topic, qos, retain, payload, done)
+
+    def _throttle(self) -> None:
+        """Take a token for this PUBLISH; out of tokens, stop reading the socket until the
+        client's debt is paid (back-pressure: nothing received is dropped, the client waits).
+
+        Packets already read in the same chunk are handled, and owed: the pause lasts until
+        the bucket has refilled for them too, so a client cannot beat the rate with big reads.
+        """
+        now = time.monotonic()
+        bucket = self._bucket
+        if bucket is None:
+            limits = self.node.config.security.limits
+            bucket = self._bucket = TokenBucket(
+                self._publish_rate, limits.publish_burst_per_client, now
+            )
+        if self._throttled:
+            self._debt += 1
+            return
+        if bucket.take(1, now) or self.transport is None:
+            return
+        self._throttled = True
+        self._debt = 1
+        LIMIT_REFUSALS_TOTAL.labels("publish_rate").inc()
+        self.transport.pause_reading()
+        asyncio.get_running_loop().call_later(bucket.wait_time(1, now), self._unthrottle)
+
+    def _unthrottle(self) -> None:
+        bucket = self._bucket
+        if bucket is None or self.closed or self.transport is None:
+            return
+        now = time.monotonic()
+        while self._debt:
+            part = min(self._debt, int(bucket.burst))
+            if not bucket.take(part, now):
+                asyncio.get_running_loop().call_later(bucket.wait_time(part, now), self._unthrottle)
+                return
+            self._debt -= part
+        self._throttled = False
+        self.transport.resume_reading()
 
     def _acked(self, slot: list[int], exc: BaseException | None) -> None:
         if self.closed:
@@ -254,7 +426,11 @@ class MQTTConnection(asyncio.Protocol):
             self.abort("Kafka write failed", None)
             return
         slot[1] -= 1
-        if slot[1] == 0 and not self._flush_scheduled:
+        if slot[1] == 0:
+            self._schedule_flush()
+
+    def _schedule_flush(self) -> None:
+        if not self._flush_scheduled:
             # Acks arrive in batches; one write per connection per batch, not per PUBACK.
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush_acks)
@@ -303,6 +479,18 @@ class MQTTConnection(asyncio.Protocol):
             except TopicError:
                 codes.append(0x80)
                 continue
+            if self.acl is not None and not self.acl.subscribe(filt):
+                denied("subscribe")
+                codes.append(0x80)
+                continue
+            if (
+                self._max_subscriptions
+                and filt not in self.filters
+                and len(self.filters) >= self._max_subscriptions
+            ):
+                LIMIT_REFUSALS_TOTAL.labels("max_subscriptions").inc()
+                codes.append(0x80)
+                continue
             granted = min(qos, MAX_QOS)
             if filt not in self.filters:
                 # A replaced subscription stays as old as it was [MQTT-3.8.4-3].
@@ -315,6 +503,9 @@ class MQTTConnection(asyncio.Protocol):
         # Retained messages matching a new subscription follow its SUBACK [MQTT-3.3.1-6].
         for filt, granted in granted_filters:
             for topic, payload, qos in self.node.retained.matching(filt):
+                if self.acl is not None and not self.acl.receive(topic):
+                    denied("receive")
+                    continue
                 self.send_publish(topic, payload, min(qos, granted), retain=True)
         self.node.subscriptions_changed()
 
@@ -324,6 +515,7 @@ class MQTTConnection(asyncio.Protocol):
             if self.filters.pop(filt, None) is not None:
                 self.node.subscriptions.unsubscribe(self, filt)
         self.write(codec.encode_ack(codec.UNSUBACK, pid))
+        self.node.subscriptions_changed()
 
     # session ----------------------------------------------------------------------------
 
