@@ -407,3 +407,28 @@ def test_routes_into_agent_only_topics_are_refused(tmp_path: Path) -> None:
     done = _run_ingress(env, tmp_path)
     assert done.returncode == 2
     assert "sneaky" in done.stderr and "bayou.outbound" in done.stderr
+
+
+def test_username_as_client_id_stops_one_user_taking_over_anothers_session(
+    kafka: EmbeddedKafka, tmp_path: Path
+) -> None:
+    env = write_security_files(tmp_path)
+    p = start_ingress(
+        kafka.bootstrap, tmp_path / "ingress.log", **env, BAYOU_USERNAME_AS_CLIENT_ID="true"
+    )
+    try:
+        victim = Mqtt(p.mqtt_port, "shared-id", username="dev1", password="dev1-pw").connect()
+        # dev2 claims dev1's client id: it gets its own session (its username), nobody is
+        # taken over, and %c in the ACL is dev2's username.
+        other = Mqtt(p.mqtt_port, "shared-id", username="dev2", password="dev2-pw").connect()
+        # A SUBSCRIBE round trip after dev2's CONNACK: a takeover would have closed it.
+        granted = victim.subscribe("devices/dev1/commands", 1)
+        assert [int(getattr(g, "value", g)) for g in granted] == [1]
+        assert victim.client.is_connected() and other.client.is_connected()
+        samples = scrape(p.metrics_port)
+        assert samples is not None
+        assert (samples.value("bayou_ingress_takeovers_total") or 0) == 0
+        victim.close()
+        other.close()
+    finally:
+        stop_process(p.proc)
