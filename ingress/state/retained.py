@@ -40,8 +40,8 @@ class RetainedStore:
         self._by_topic: dict[str, tuple[bytes, int]] = {}
         # Topic → this node's writes not yet read back, oldest first.
         self._unread: dict[str, deque[LocalWrite]] = {}
-        # Topic → the last record of another node skipped while writes of ours were unread:
-        # it counts if those writes fail.
+        # Topic → the last record read while writes of ours were unread: it counts if those
+        # writes fail.
         self._skipped: dict[str, tuple[bytes, int]] = {}
 
     def __len__(self) -> int:
@@ -91,16 +91,20 @@ class RetainedStore:
             if not unread:
                 self.put(topic, value, qos)
                 continue
-            if unread[0].payload != value:
-                # Another node's write, older in the log than our unread ones: they win.
+            # Ours land in the log in the order they were written, so a record of ours read
+            # back means every older unread one failed. Which of ours it is cannot be told
+            # among equal values: taking the newest never leaves one behind that was read.
+            mine = max((i for i, w in enumerate(unread) if w.payload == value), default=None)
+            if mine is not None:
+                for _ in range(mine + 1):
+                    unread.popleft()
+            if unread:
+                # Our unread writes are newer in the log: they win.
                 self._skipped[topic] = (value, qos)
                 continue
-            # Our oldest unread write (or one with the same value): read back.
-            unread.popleft()
-            if not unread:
-                del self._unread[topic]
-                self._skipped.pop(topic, None)
-                self.put(topic, value, qos)
+            del self._unread[topic]
+            self._skipped.pop(topic, None)
+            self.put(topic, value, qos)
 
     def matching(self, filt: str) -> list[tuple[str, bytes, int]]:
         """Retained messages whose topic matches subscription filter ``filt``."""
