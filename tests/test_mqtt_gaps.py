@@ -147,6 +147,17 @@ def test_mqtt_3_1_3_5_password_is_binary_data_not_utf8(ingress: Proc) -> None:
         raw.close()
 
 
+@pytest.mark.parametrize("packet", [b"\xc1\x00", b"\xe0\x01\x00", b"\x42\x02\x00\x01"])
+def test_mqtt_2_2_2_2_invalid_fixed_header_flags_close(ingress: Proc, packet: bytes) -> None:
+    # PINGREQ with a flag set, DISCONNECT with a body, PUBACK with a flag set.
+    raw = _connected(ingress.mqtt_port, f"ff-{_uid()}")
+    try:
+        raw.send(packet)
+        assert raw.closed_by_node()
+    finally:
+        raw.close()
+
+
 # --- [MQTT-3.1.2-9], [MQTT-3.1.2-11] .. [MQTT-3.1.2-15], [MQTT-3.1.2-22]: CONNECT flags ---
 
 

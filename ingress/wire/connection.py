@@ -181,6 +181,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def _handle(self, pkt: codec.Packet) -> None:
         t = pkt.type
+        codec.check_fixed_header(pkt)
         if self.client_id is None:
             if t != codec.CONNECT:
                 raise ProtocolError(f"packet type {t} before CONNECT")  # [MQTT-3.1.0-1]
