@@ -10,7 +10,9 @@ A node's own writes reach its store twice: at once (QoS 0) or on Kafka's acknowl
 acknowledgement of a set can arrive after a later clear was applied, or after the reader
 already applied both; the reader can hand over an older record after a newer local write.
 So the store remembers the writes the reader has not seen yet (:class:`LocalWrite`) and, for
-a topic with some, lets only the newest write count.
+a topic with some, lets only the newest write count. (A QoS 0 write counts at once; if Kafka
+then refuses it, this node keeps it until the next write of that topic: QoS 0 promises
+nothing, and the failure is counted in `bayou_ingress_produce_failures_total`.)
 """
 
 from __future__ import annotations
