@@ -289,3 +289,32 @@ def test_topic_of_65535_bytes_round_trips() -> None:
 def test_binary_password_is_not_decoded() -> None:
     info = ConnectInfo("MQTT", 4, "c", username="u", password=b"\xff\x00\xfe")
     assert decode_connect(0, encode_connect(info)).password == b"\xff\x00\xfe"
+
+
+@FUZZ
+@given(first=st.integers(0, 255), body=st.binary(max_size=8))
+def test_fixed_header_check_raises_only_protocol_error(first: int, body: bytes) -> None:
+    try:
+        codec.check_fixed_header(codec.Packet(first >> 4, first & 0x0F, body))
+    except ProtocolError:
+        pass
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xc1\x00", b"\xe0\x01\x00", b"\xc0\x01\x00", b"\x41\x02\x00\x01", b"\x60\x02\x00\x01",
+     b"\x80\x03\x00\x01\x00", b"\xa0\x02\x00\x01", b"\x18\x00"],
+)  # fmt: skip
+def test_mqtt_2_2_2_2_invalid_fixed_header_flags_are_a_protocol_error(raw: bytes) -> None:
+    (pkt,) = Framer().feed(raw)
+    with pytest.raises(ProtocolError):
+        codec.check_fixed_header(pkt)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [b"\xc0\x00", b"\xe0\x00", b"\x40\x02\x00\x01", b"\x62\x02\x00\x01", b"\x3d\x03\x00\x01a"],
+)
+def test_valid_fixed_header_flags_pass(raw: bytes) -> None:
+    (pkt,) = Framer().feed(raw)
+    codec.check_fixed_header(pkt)

@@ -147,6 +147,17 @@ def test_mqtt_3_1_3_5_password_is_binary_data_not_utf8(ingress: Proc) -> None:
         raw.close()
 
 
+@pytest.mark.parametrize("packet", [b"\xc1\x00", b"\xe0\x01\x00", b"\x42\x02\x00\x01"])
+def test_mqtt_2_2_2_2_invalid_fixed_header_flags_close(ingress: Proc, packet: bytes) -> None:
+    # PINGREQ with a flag set, DISCONNECT with a body, PUBACK with a flag set.
+    raw = _connected(ingress.mqtt_port, f"ff-{_uid()}")
+    try:
+        raw.send(packet)
+        assert raw.closed_by_node()
+    finally:
+        raw.close()
+
+
 # --- [MQTT-3.1.2-9], [MQTT-3.1.2-11] .. [MQTT-3.1.2-15], [MQTT-3.1.2-22]: CONNECT flags ---
 
 
@@ -316,6 +327,31 @@ def test_mqtt_4_3_3_2_resend_on_a_new_connection_of_a_persistent_session_is_writ
             stop_process(other.proc)
     # Neither twice nor lost, read back with an independent client.
     assert _messages(kafka.bootstrap, topic) == [b"exactly-once"]
+
+
+def test_mqtt_4_3_3_2_resend_after_the_connection_dropped_before_pubrec_is_written_once(
+    kafka: EmbeddedKafka, ingress: Proc
+) -> None:
+    # The connection goes before the node could answer PUBREC: the client does not know
+    # whether the node has the message, and resends it on its next connection, DUP set.
+    topic, cid = f"q2dup/{_uid()}", f"q2d-{_uid()}"
+    publish = codec.encode_publish(topic, b"dropped-once", qos=2, packet_id=12)
+    first = _connected(ingress.mqtt_port, cid, clean=False)
+    first.send(publish)
+    first.close()
+    wait_until(lambda: _session_offline(kafka.bootstrap, cid), 20, f"session of {cid} saved")
+    raw = Raw(ingress.mqtt_port)
+    try:
+        raw.send(_connect(cid.encode(), flags=0x00))
+        assert raw.packet().body == b"\x01\x00"  # session present
+        raw.send(bytes((publish[0] | 0x08,)) + publish[1:])
+        assert raw.packet().body == b"\x00\x0c"  # PUBREC
+        raw.send(codec.encode_ack(codec.PUBREL, 12))
+        assert raw.packet().type == codec.PUBCOMP
+        raw.send(b"\xe0\x00")
+    finally:
+        raw.close()
+    assert _messages(kafka.bootstrap, topic) == [b"dropped-once"]
 
 
 # --- [MQTT-3.3.1-10], [MQTT-3.3.1-11]: clearing many retained messages leaves none ----------

@@ -10,7 +10,9 @@ A node's own writes reach its store twice: at once (QoS 0) or on Kafka's acknowl
 acknowledgement of a set can arrive after a later clear was applied, or after the reader
 already applied both; the reader can hand over an older record after a newer local write.
 So the store remembers the writes the reader has not seen yet (:class:`LocalWrite`) and, for
-a topic with some, lets only the newest write count.
+a topic with some, lets only the newest write count. (A QoS 0 write counts at once; if Kafka
+then refuses it, this node keeps it until the next write of that topic: QoS 0 promises
+nothing, and the failure is counted in `bayou_ingress_produce_failures_total`.)
 """
 
 from __future__ import annotations
@@ -40,8 +42,8 @@ class RetainedStore:
         self._by_topic: dict[str, tuple[bytes, int]] = {}
         # Topic → this node's writes not yet read back, oldest first.
         self._unread: dict[str, deque[LocalWrite]] = {}
-        # Topic → the last record of another node skipped while writes of ours were unread:
-        # it counts if those writes fail.
+        # Topic → the last record read while writes of ours were unread: it counts if those
+        # writes fail.
         self._skipped: dict[str, tuple[bytes, int]] = {}
 
     def __len__(self) -> int:
@@ -91,16 +93,20 @@ class RetainedStore:
             if not unread:
                 self.put(topic, value, qos)
                 continue
-            if unread[0].payload != value:
-                # Another node's write, older in the log than our unread ones: they win.
+            # Ours land in the log in the order they were written, so a record of ours read
+            # back means every older unread one failed. Which of ours it is cannot be told
+            # among equal values: taking the newest never leaves one behind that was read.
+            mine = max((i for i, w in enumerate(unread) if w.payload == value), default=None)
+            if mine is not None:
+                for _ in range(mine + 1):
+                    unread.popleft()
+            if unread:
+                # Our unread writes are newer in the log: they win.
                 self._skipped[topic] = (value, qos)
                 continue
-            # Our oldest unread write (or one with the same value): read back.
-            unread.popleft()
-            if not unread:
-                del self._unread[topic]
-                self._skipped.pop(topic, None)
-                self.put(topic, value, qos)
+            del self._unread[topic]
+            self._skipped.pop(topic, None)
+            self.put(topic, value, qos)
 
     def matching(self, filt: str) -> list[tuple[str, bytes, int]]:
         """Retained messages whose topic matches subscription filter ``filt``."""

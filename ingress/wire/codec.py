@@ -179,6 +179,24 @@ def encode_suback(packet_id: int, return_codes: list[int]) -> bytes:
     return bytes((SUBACK << 4,)) + encode_remaining_length(len(body)) + body
 
 
+# Fixed-header flags each packet type must carry (PUBLISH's are its DUP, QoS and RETAIN).
+_FIXED_FLAGS = {PUBREL: 0x02, SUBSCRIBE: 0x02, UNSUBSCRIBE: 0x02}
+
+
+def check_fixed_header(pkt: Packet) -> None:
+    """Raise ProtocolError if ``pkt``'s flags are not the ones its type fixes [MQTT-2.2.2-2].
+
+    PINGREQ and DISCONNECT have no body either.
+    """
+    if pkt.type == PUBLISH:
+        return
+    expected = _FIXED_FLAGS.get(pkt.type, 0)
+    if pkt.flags != expected:
+        raise ProtocolError(f"packet type {pkt.type} with fixed-header flags {pkt.flags:04b}")
+    if pkt.type in (PINGREQ, DISCONNECT) and pkt.body:
+        raise ProtocolError(f"packet type {pkt.type} with a body of {len(pkt.body)} bytes")
+
+
 def decode_packet_id(body: bytes) -> int:
     """The packet id of an ack packet (PUBACK and friends)."""
     if len(body) != 2:

@@ -143,6 +143,7 @@ class MQTTConnection(asyncio.Protocol):
         self._debt = 0
         # Packets received while CONNECT is being authenticated (None: not authenticating).
         self._held_packets: list[codec.Packet] | None = None
+        self._forget_deferred = False
 
     # asyncio.Protocol -------------------------------------------------------------------
 
@@ -163,11 +164,34 @@ class MQTTConnection(asyncio.Protocol):
                 self.client_id or "", will.topic, will.payload, will.qos, will.retain
             )
             self.will = None
-        self.node.connection_closed(self)
-        # After the node saved the session (which names the subscriptions).
         self.node.subscriptions.remove_all(self, list(self.filters))
+        # Until QoS 2 publishes on their way to Kafka settle, the session is not saved yet.
+        self._forget_deferred = self._qos2_writing()
+        if not self._forget_deferred:
+            self._forget()
+
+    def _forget(self) -> None:
+        for pid, left, ack_type in self._acks:
+            if ack_type == codec.PUBREC and left == 0:  # in Kafka, PUBREC not sent yet
+                self.qos2_in[pid] = True
+        # The node saves the session (naming ``filters``) and forgets the connection.
+        self.node.connection_closed(self)
         self.filters.clear()
         self.node.subscriptions_changed()
+
+    def _qos2_writing(self) -> bool:
+        """A QoS 2 publish of this connection is still on its way to Kafka."""
+        return any(slot[2] == codec.PUBREC and slot[1] > 0 for slot in self._acks)
+
+    def _acked_after_close(self) -> None:
+        """A write settled after the connection closed; the last QoS 2 one saves the session.
+
+        The client never got PUBREC, so it resends on its next connection: an id Kafka has
+        goes into the session, and the resend is not written again [MQTT-4.3.3-2].
+        """
+        if self._forget_deferred and not self._qos2_writing():
+            self._forget_deferred = False
+            self._forget()
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
@@ -198,6 +222,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def _handle(self, pkt: codec.Packet) -> None:
         t = pkt.type
+        codec.check_fixed_header(pkt)
         if self.client_id is None:
             if t != codec.CONNECT:
                 raise ProtocolError(f"packet type {t} before CONNECT")  # [MQTT-3.1.0-1]
@@ -415,8 +440,12 @@ class MQTTConnection(asyncio.Protocol):
 
     def _acked(self, slot: list[int], exc: BaseException | None) -> None:
         if self.closed:
+            if slot[1] > 0:  # -1: a write of this publish failed, it is not in the session
+                slot[1] = slot[1] - 1 if exc is None else -1
+                self._acked_after_close()
             return
         if exc is not None:
+            slot[1] = -1
             # Not in Kafka: no PUBACK/PUBREC. Closing makes the client resend on reconnect.
             log.warning(
                 "client %s: Kafka write failed (%s); closing, no acknowledgement",
