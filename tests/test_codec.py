@@ -3,8 +3,8 @@
 import pytest
 
 from ingress.wire import codec
-from ingress.wire.amqtt_packets import decode_connect, decode_subscribe
 from ingress.wire.codec import Framer, ProtocolError
+from ingress.wire.control_packets import decode_connect, decode_subscribe
 
 
 @pytest.mark.parametrize(
@@ -60,7 +60,7 @@ def test_qos1_publish_without_packet_id_is_rejected() -> None:
         codec.decode_publish(0x02, b"\x00\x01a")
 
 
-def test_connect_and_subscribe_decode_with_amqtt_classes() -> None:
+def test_connect_and_subscribe_decode() -> None:
     body = b"\x00\x04MQTT\x04\x02\x00\x3c\x00\x03dev"
     info = decode_connect(0, body)
     assert (info.client_id, info.clean_session, info.keep_alive) == ("dev", True, 60)

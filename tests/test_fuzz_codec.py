@@ -16,13 +16,13 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from ingress.wire import codec
-from ingress.wire.amqtt_packets import (
+from ingress.wire.codec import Framer, ProtocolError
+from ingress.wire.control_packets import (
     ConnectInfo,
     decode_connect,
     decode_subscribe,
     decode_unsubscribe,
 )
-from ingress.wire.codec import Framer, ProtocolError
 
 # 600 examples per property keep the file well under 30 s on a slow machine.
 FUZZ = settings(max_examples=600)

@@ -32,8 +32,8 @@ from ingress.security.guard import Guard
 from ingress.state.retained import RetainedStore
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
-from ingress.wire.amqtt_packets import ConnectInfo
 from ingress.wire.connection import MQTTConnection
+from ingress.wire.control_packets import ConnectInfo
 from tests.test_fuzz_codec import encode_connect
 
 FUZZ = settings(max_examples=500)

@@ -3,7 +3,7 @@
 Hand-written rather than amqtt's stream readers: PUBLISH, PUBACK and PINGREQ are most of
 the traffic, and decoding them without an ``await`` per field is what lets one process keep
 up with the ingest target (DESIGN §8). The rare, intricate packets (CONNECT, SUBSCRIBE,
-UNSUBSCRIBE) are decoded in :mod:`ingress.wire.amqtt_packets`.
+UNSUBSCRIBE) are decoded in :mod:`ingress.wire.control_packets`.
 """
 
 from __future__ import annotations

@@ -31,13 +31,13 @@ from ingress.security.limits import TokenBucket
 from ingress.state.retained import RetainedStore
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
-from ingress.wire.amqtt_packets import (
+from ingress.wire.codec import ProtocolError
+from ingress.wire.control_packets import (
     ConnectInfo,
     decode_connect,
     decode_subscribe,
     decode_unsubscribe,
 )
-from ingress.wire.codec import ProtocolError
 from ingress.wire.outbound_state import OutboundState
 
 log = logging.getLogger(__name__)

@@ -8,7 +8,6 @@ cannot be checked), a will flag without will topic and message is accepted as no
 [MQTT-3.1.2-9], will QoS and retain without the will flag pass [MQTT-3.1.2-13, -15], and
 fields missing at the end of a packet, or bytes after the last one, are ignored. Fixing that
 meant reading every field again, so the fields are read here, with :mod:`ingress.wire.validate`.
-(The module keeps its name so that its importers do not change.)
 """
 
 from __future__ import annotations
