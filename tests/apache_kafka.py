@@ -250,6 +250,8 @@ class ApacheKafka:
             f"transaction.state.log.replication.factor={rf}",
             f"transaction.state.log.min.isr={min(2, rf)}",
             "group.initial.rebalance.delay.ms=0",
+            # Tests use short consumer-group session timeouts (failover within seconds).
+            "group.min.session.timeout.ms=1000",
             "num.partitions=1",
             "auto.create.topics.enable=false",
             "ssl.keystore.type=PEM",
