@@ -4,7 +4,7 @@
   offsets in transactions; read with ``isolation.level=read_committed``, every echo (the app
   writes one per reading) and every window result is there exactly once, and the input offsets
   are committed.
-- On a real Kafka (``BAYOU_TEST_KAFKA`` = its bootstrap servers; skipped otherwise): two workers
+- On a real Apache Kafka (the ``apache_kafka`` fixture, tests/apache_kafka.py): two workers
   share the partitions; one is SIGKILLed in the middle of a batch, after the batch's outputs were
   written and while it waits on a slow webhook (its transaction left open), then restarts; every
   echo and window result is there exactly once. With at-least-once the same kill leaves the
@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import threading
 import time
@@ -36,6 +35,7 @@ from bayou.metrics_scrape import metric_value
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC, H_RESULT_ID
 from kafkaio.admin import ensure_topics
 from tests.agent_examples.eos_counts import GRACE, SIZE
+from tests.apache_kafka import ApacheKafka
 from tests.conftest import Proc, start_worker
 from tests.helpers import wait_until
 from tests.webhook_server import HookServer
@@ -51,11 +51,10 @@ DEVICES = [f"eos-{i:02d}" for i in range(24)]
 
 
 @pytest.fixture
-def real_kafka() -> str:
-    external = os.environ.get("BAYOU_TEST_KAFKA")
-    if not external:
-        pytest.skip("BAYOU_TEST_KAFKA is not set (a real Kafka's bootstrap servers)")
-    return external
+def real_kafka(apache_kafka: ApacheKafka) -> str:
+    """The real Apache Kafka of the session (tests/apache_kafka.py): transactions, as the
+    embedded broker's are not complete. It fails, never skips, when it cannot start."""
+    return apache_kafka.bootstrap()
 
 
 def names() -> tuple[dict[str, str], str, str, str, str]:

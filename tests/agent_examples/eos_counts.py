@@ -6,7 +6,7 @@ holds the batch open after its outputs were written, and tells the test which wo
 
 The test names the app, its input topic and the echo topic per run (``EOS_TEST_APP``,
 ``EOS_TEST_TOPIC``, ``EOS_TEST_ECHO``): a fresh set each time, so a shared Kafka
-(``BAYOU_TEST_KAFKA``) holds no older data for them.
+(the session's real Apache Kafka) holds no older data for them.
 """
 
 from __future__ import annotations
