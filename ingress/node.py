@@ -89,7 +89,12 @@ class IngressNode:
         self.sessions = SessionManager(self)
         # Records without an mqtt.topic header get one from the egress rules (DESIGN §3).
         egress = EgressRouter(config.egress_routes)
-        self.sender = Sender(egress, ResultDedup(), self.sessions.save_then_release)
+        self.sender = Sender(
+            egress,
+            ResultDedup(),
+            self.sessions.save_then_release,
+            config.security.limits.max_write_buffer,
+        )
         self.catch_up = CatchUp(self)
         delivery_topics = list(
             dict.fromkeys(router.kafka_topics() + config.outbound_topics + egress.kafka_topics())
