@@ -95,7 +95,11 @@ class IngressNode:
         # Records without an mqtt.topic header get one from the egress rules (DESIGN §3).
         egress = EgressRouter(config.egress_routes)
         self.sender = Sender(
-            egress, ResultDedup(), self.sessions.save_then_release, self.guard.acl is not None
+            egress,
+            ResultDedup(),
+            self.sessions.save_then_release,
+            config.security.limits.max_write_buffer,
+            acl_on=self.guard.acl is not None,
         )
         self.catch_up = CatchUp(self)
         delivery_topics = list(

@@ -19,7 +19,7 @@ from ingress.wire.outbound_state import OutboundState
 
 
 def refusals(limit: str) -> float:
-    return LIMIT_REFUSALS_TOTAL.labels(limit)._value.get()
+    return float(LIMIT_REFUSALS_TOTAL.labels(limit)._value.get())
 
 
 def test_bucket_starts_full_and_refills_at_its_rate() -> None:

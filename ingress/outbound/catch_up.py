@@ -193,6 +193,7 @@ class CatchUp:
                         out.stopped_at(key, rec.offset)
                         continue
                     batch.send(conn, rec, msg, min(msg[1], granted))
+                batch.added(len(msg[2]))  # a connection that does not read pauses in time
                 progress[key] = rec.offset + 1
             sent += sum(batch.sent) + batch.resent
             batch.flush()

@@ -80,6 +80,7 @@ class LiveDelivery:
                     self.catch_up.start(conn, self._cursor_at(records, index), [])
                     continue
                 batch.send(conn, rec, msg, qos)
+            batch.added(len(msg[2]))
             if ts_b:
                 END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
         batch.flush()

@@ -48,13 +48,20 @@ class Sender:
     """Reads outbound records and starts batches of PUBLISH packets for them."""
 
     def __init__(
-        self, egress: EgressRouter, dedup: ResultDedup, persist: Persist, acl_on: bool = False
+        self,
+        egress: EgressRouter,
+        dedup: ResultDedup,
+        persist: Persist,
+        write_bound: int = 4 * 1024 * 1024,
+        acl_on: bool = False,
     ) -> None:
         self.egress = egress
         self.dedup = dedup
         self.persist = persist
         # An ACL file is configured: each receiver's receive rules are checked per record.
         self.acl_on = acl_on
+        # max_write_buffer: a batch writes what it holds once it holds this many bytes.
+        self.write_bound = write_bound
 
     def read(self, rec: Record, match: Match) -> tuple[Message, Targets] | None:
         """What ``rec`` sends and to whom (``match`` of its MQTT topic), or None: a duplicate
@@ -115,7 +122,7 @@ class Sender:
 
     def batch(self) -> Batch:
         """A new batch of writes, sent by :meth:`Batch.flush`."""
-        return Batch(self.persist)
+        return Batch(self.persist, self.write_bound)
 
 
 def readable(targets: Targets, topic: str) -> Targets:
@@ -134,9 +141,9 @@ def readable(targets: Targets, topic: str) -> Targets:
 class Batch:
     """PUBLISH packets collected per connection, written once per connection on flush."""
 
-    __slots__ = ("_heads", "_msg", "_persist", "_qos2", "out", "resent", "sent")
+    __slots__ = ("_bound", "_bytes", "_heads", "_msg", "_persist", "_qos2", "out", "resent", "sent")
 
-    def __init__(self, persist: Persist) -> None:
+    def __init__(self, persist: Persist, bound: int) -> None:
         self.out: dict[MQTTConnection, list[bytes]] = {}
         # New messages sent, by QoS, and messages sent again (catch-up).
         self.sent = [0, 0, 0]
@@ -145,6 +152,17 @@ class Batch:
         self._qos2: set[MQTTConnection] = set()
         self._msg: Message | None = None
         self._heads: list[bytes | None] = [None, None, None]
+        self._bound = bound
+        self._bytes = 0
+
+    def added(self, nbytes: int) -> None:
+        """A message of ``nbytes`` went to this batch's connections; beyond the write bound
+        what is collected is written now, so a connection that does not read is paused (its
+        transport over ``max_write_buffer``) before more is collected for it: one batch
+        of a fetch can hold 5,000 large records."""
+        self._bytes += nbytes
+        if self._bytes > self._bound:
+            self.flush()
 
     def send(self, conn: MQTTConnection, rec: Record, msg: Message, qos: int) -> None:
         """Send ``msg`` (read from ``rec``) to ``conn`` at ``qos``, a new packet id for 1/2."""
@@ -195,3 +213,4 @@ class Batch:
                 conn.write(b"".join(parts))
         self.out = {}
         self._qos2 = set()
+        self._bytes = 0
