@@ -32,6 +32,12 @@ class WebSocketTransport(asyncio.Transport):
         self._reading = asyncio.Event()
         self._reading.set()
         self._closing = False
+        # Flow control as asyncio's own transports do it: above ``_high`` bytes not yet on the
+        # wire the protocol is told to pause writing (it stops queueing for a client that does
+        # not read, issue 9), at or below ``_low`` to resume.
+        self._high = 64 * 1024
+        self._low = 16 * 1024
+        self._writing_paused = False
 
     # asyncio.Transport ------------------------------------------------------------------
 
@@ -41,6 +47,9 @@ class WebSocketTransport(asyncio.Transport):
             return
         self._out.append(bytes(data))
         self._start_flusher()
+        if not self._writing_paused and self.get_write_buffer_size() > self._high:
+            self._writing_paused = True
+            self._protocol.pause_writing()
 
     def close(self) -> None:
         """Send what is queued, then close the WebSocket (code 1000)."""
@@ -87,7 +96,22 @@ class WebSocketTransport(asyncio.Transport):
         return False
 
     def get_write_buffer_size(self) -> int:
-        return sum(map(len, self._out))
+        """Bytes queued here and in the TCP transport beneath (sent, not yet on the wire)."""
+        return sum(map(len, self._out)) + self._ws.transport.get_write_buffer_size()
+
+    def set_write_buffer_limits(self, high: int | None = None, low: int | None = None) -> None:
+        if high is None:
+            high = 64 * 1024 if low is None else 4 * low
+        self._high = high
+        self._low = high // 4 if low is None else low
+
+    def get_write_buffer_limits(self) -> tuple[int, int]:
+        return self._low, self._high
+
+    def _maybe_resume_writing(self) -> None:
+        if self._writing_paused and self.get_write_buffer_size() <= self._low:
+            self._writing_paused = False
+            self._protocol.resume_writing()
 
     # internals --------------------------------------------------------------------------
 
@@ -102,7 +126,9 @@ class WebSocketTransport(asyncio.Transport):
             while self._out:
                 data = b"".join(self._out) if len(self._out) > 1 else self._out[0]
                 self._out.clear()
-                await ws.send(data)  # bytes: a binary message
+                await ws.send(data)  # bytes: a binary message; waits while the socket is full
+                self._maybe_resume_writing()
+            self._maybe_resume_writing()
             if self._closing:
                 await ws.close()
         except ConnectionClosed:
