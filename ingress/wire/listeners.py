@@ -178,7 +178,8 @@ async def _tls_listener(
         # fails it (plain MQTT on this port, a bad certificate) is dropped with a debug line.
         return await loop.create_server(
             protocol_factory, config.mqtt_host, config.tls_port, ssl=ctx,
-            ssl_handshake_timeout=10.0, reuse_port=config.reuse_port or None,
+            ssl_handshake_timeout=config.security.limits.connect_timeout_seconds,
+            reuse_port=config.reuse_port or None,
         )  # fmt: skip
     except OSError as exc:
         raise _port_error(exc, "MQTT over TLS", config.mqtt_host, config.tls_port, "TLS") from None
