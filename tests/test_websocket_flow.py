@@ -41,7 +41,7 @@ async def test_a_client_that_does_not_read_pauses_writing_then_resumes() -> None
         await WebSocketTransport(ws, proto).run()
 
     async with serve(handler, "127.0.0.1", 0, compression=None, max_size=None) as server:
-        port = server.sockets[0].getsockname()[1]
+        port = next(iter(server.sockets)).getsockname()[1]
         sock = socket.socket()
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         sock.setblocking(False)
