@@ -64,6 +64,14 @@ def check_security(settings: Settings, command: str, *, dev: bool = False) -> No
     from ingress.security.guard import Guard
 
     config = settings.security_config(allow_anonymous_default=dev)
+    if settings.tls_cafile is not None and settings.tls_port is None:
+        typer.echo(
+            f"bayou {command}: BAYOU_TLS_CAFILE={settings.tls_cafile} is set but BAYOU_TLS_PORT "
+            "is not: client certificates are checked on the TLS listener only; set "
+            "BAYOU_TLS_PORT (and BAYOU_TLS_CERTFILE), or unset BAYOU_TLS_CAFILE",
+            err=True,
+        )
+        raise typer.Exit(2)
     if not config.auth.allow_anonymous and not config.auth.methods():
         typer.echo(
             f"bayou {command}: no MQTT client could connect: no authentication method is "

@@ -432,3 +432,12 @@ def test_username_as_client_id_stops_one_user_taking_over_anothers_session(
         other.close()
     finally:
         stop_process(p.proc)
+
+
+def test_client_ca_without_a_tls_listener_is_a_bad_setting(tmp_path: Path) -> None:
+    ca = tmp_path / "ca.pem"
+    ca.write_text("unused")
+    env = bayou_env(BAYOU_KAFKA_BOOTSTRAP="127.0.0.1:1", BAYOU_TLS_CAFILE=str(ca))
+    done = _run_ingress(env, tmp_path)
+    assert done.returncode == 2
+    assert "BAYOU_TLS_CAFILE" in done.stderr and "BAYOU_TLS_PORT" in done.stderr
