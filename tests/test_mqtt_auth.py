@@ -7,6 +7,8 @@ what the broker answered.
 
 from __future__ import annotations
 
+import socket
+import ssl
 import subprocess
 import time
 import uuid
@@ -18,11 +20,13 @@ import pytest
 
 from bayou.embedded import EmbeddedKafka
 from bayou.metrics_scrape import scrape
+from bayou.net import free_port
 from bayou.processes import stop_process
 from ingress.wire import codec
 from tests.conftest import BAYOU, Proc, bayou_env, start_ingress
 from tests.helpers import Mqtt
-from tests.raw_mqtt import RawClient, subscribe_packet
+from tests.pki import CA, write_pem
+from tests.raw_mqtt import RawClient, connect_packet, subscribe_packet
 
 pytestmark = pytest.mark.integration
 
@@ -441,3 +445,45 @@ def test_client_ca_without_a_tls_listener_is_a_bad_setting(tmp_path: Path) -> No
     done = _run_ingress(env, tmp_path)
     assert done.returncode == 2
     assert "BAYOU_TLS_CAFILE" in done.stderr and "BAYOU_TLS_PORT" in done.stderr
+
+
+def test_tls_client_certificate_names_the_client_for_the_acl(
+    kafka: EmbeddedKafka, tmp_path: Path
+) -> None:
+    """Over the TLS listener, a certificate's CN is the username: the ACL's %u applies to it,
+    no password needed; a client without a certificate still needs credentials."""
+    ca = CA.create("Bayou test CA")
+    server_cert, server_key = ca.issue("localhost", dns=["localhost"], ips=["127.0.0.1"],
+                                       server=True)  # fmt: skip
+    ca_file = write_pem(tmp_path / "ca.pem", ca.cert, None)
+    server_pem = write_pem(tmp_path / "server.pem", server_cert, server_key)
+    cert, key = ca.issue("dev1")
+    client_pem = write_pem(tmp_path / "dev1.pem", cert, key)
+    tls_port = free_port()
+    env = write_security_files(tmp_path)
+    p = start_ingress(
+        kafka.bootstrap, tmp_path / "ingress.log", **env, BAYOU_TLS_PORT=str(tls_port),
+        BAYOU_TLS_CERTFILE=str(server_pem), BAYOU_TLS_CAFILE=str(ca_file),
+    )  # fmt: skip
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca_file))
+        ctx.load_cert_chain(client_pem)
+        with ctx.wrap_socket(
+            socket.create_connection(("127.0.0.1", tls_port), timeout=10),
+            server_hostname="localhost",
+        ) as s:
+            s.sendall(connect_packet("dev1-tls"))
+            assert s.recv(4) == b"\x20\x02\x00\x00"
+            s.sendall(
+                subscribe_packet(3, [("devices/dev1/commands", 1), ("devices/dev2/commands", 1)])
+            )
+            assert s.recv(6) == b"\x90\x04\x00\x03\x01\x80"
+        plain = ssl.create_default_context(cafile=str(ca_file))
+        with plain.wrap_socket(
+            socket.create_connection(("127.0.0.1", tls_port), timeout=10),
+            server_hostname="localhost",
+        ) as s:
+            s.sendall(connect_packet("no-cert"))
+            assert s.recv(4) == b"\x20\x02\x00\x05"
+    finally:
+        stop_process(p.proc)
