@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,26 @@ def test_yaml_errors_name_line_and_rule(tmp_path: Path) -> None:
         "line 2: rule 1: must be a table of fields, not a number"
     )
     assert "not valid YAML" in error(tmp_path, "rules: [\n", "acl.yaml")
+
+
+def _bayou(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "bayou.cli", *args], capture_output=True, text=True, check=False
+    )
+
+
+def test_bayou_acl_check_prints_the_deciding_rule(tmp_path: Path) -> None:
+    """`bayou acl check` (a real process): exit 0 allow, 1 deny, 2 bad file or topic."""
+    path = write(tmp_path, TOML)
+    ok = _bayou("acl", "check", str(path), "--client", "dev1", "--publish", "sensors/dev1/t")
+    assert ok.returncode == 0, ok.stderr
+    assert ok.stdout.startswith("allow: publish 'sensors/dev1/t'")
+    assert "rule 1 (line 4): allow publish [sensors/%c/#] for everyone" in ok.stdout
+    no = _bayou("acl", "check", str(path), "--user", "u", "--subscribe", "sensors/#")
+    assert no.returncode == 1 and "no rule matched; default = 'deny'" in no.stdout
+    dash = ("--user", "d", "--group", "dashboards", "--subscribe", "sensors/+/t")
+    assert _bayou("acl", "check", str(path), *dash).returncode == 0
+    bad = _bayou("acl", "check", str(write(tmp_path, 'default = "x"\n')), "--publish", "a")
+    assert bad.returncode == 2 and "BAYOU_ACL_FILE=" in bad.stderr
+    assert _bayou("acl", "check", str(path), "--publish", "a/#").returncode == 2
+    assert _bayou("acl", "check", str(path)).returncode == 2
