@@ -6,6 +6,7 @@ import asyncio
 import logging
 import os
 import socket
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -305,6 +306,52 @@ def _add_passwd() -> None:
 
 
 _add_passwd()
+
+
+acl_app = typer.Typer(help="Inspect an ACL file (BAYOU_ACL_FILE).", no_args_is_help=True)
+app.add_typer(acl_app, name="acl")
+
+
+@acl_app.command("check")
+def acl_check(
+    file: Annotated[Path, typer.Argument(help="The ACL file (TOML or YAML)")],
+    user: Annotated[str | None, typer.Option("--user", help="Username (none: anonymous)")] = None,
+    group: Annotated[list[str] | None, typer.Option("--group", help="A group (repeatable)")] = None,
+    client: Annotated[str, typer.Option("--client", help="Client id")] = "bayou-acl-check",
+    publish: Annotated[str | None, typer.Option("--publish", help="Topic to publish to")] = None,
+    subscribe: Annotated[
+        str | None, typer.Option("--subscribe", help="Filter to subscribe to")
+    ] = None,
+    receive: Annotated[
+        str | None, typer.Option("--receive", help="Topic of a message to be delivered")
+    ] = None,
+) -> None:
+    """Print whether the ACL allows one operation, and the rule that decided (exit 0 allow,
+    1 deny, 2 bad file or topic)."""
+    from ingress.security.acl import Operation
+    from ingress.security.acl_check import TopicError, check
+    from ingress.security.config import SecurityConfigError
+
+    given: dict[Operation, str | None] = {
+        "publish": publish,
+        "subscribe": subscribe,
+        "receive": receive,
+    }
+    asked = [(op, t) for op, t in given.items() if t is not None]
+    if len(asked) != 1:
+        typer.echo(
+            "bayou acl check: give exactly one of --publish, --subscribe, --receive", err=True
+        )
+        raise typer.Exit(2)
+    operation, topic = asked[0]
+    try:
+        result = check(file, operation, topic, user, tuple(group or ()), client)
+    except (SecurityConfigError, TopicError) as exc:
+        typer.echo(f"bayou acl check: {exc}", err=True)
+        raise typer.Exit(2) from None
+    for line in result.lines:
+        typer.echo(line)
+    raise typer.Exit(0 if result.allowed else 1)
 
 
 def main() -> None:

@@ -272,7 +272,7 @@ def _parse_yaml(text: str, where: str) -> tuple[object, Lines]:
                         name = str(k.value)
                         if name in keys:
                             twice.append(name)  # safe_load keeps the last one silently
-                        keys.setdefault(name, k.start_mark.line + 1)
+                        keys[name] = k.start_mark.line + 1
                 lines.keys.append(keys)
                 lines.duplicates.append(twice)
     return data, lines
