@@ -17,7 +17,7 @@ from typing import Protocol
 
 from prometheus_client import Counter
 
-from ingress.contract import Headers, publish_headers
+from ingress.contract import H_RETAINED_WRITE, Headers, publish_headers
 from ingress.kafka.producer import DoneCallback, IngestProducer
 from ingress.metrics import MESSAGES_IN_TOTAL, WILLS_TOTAL
 from ingress.routing.rules import Router
@@ -117,7 +117,7 @@ class Inbound:
         if done is None:
             # QoS 0 (or a will): nobody waits for Kafka, so a subscriber right after the
             # publish must find it already.
-            store.put(topic, payload, qos)
+            store.apply_now(topic, w)
 
         def stored(exc: BaseException | None) -> None:
             if exc is None:
@@ -127,7 +127,13 @@ class Inbound:
             if done is not None:
                 done(exc)
 
-        self.producer.submit(self.retained_topic, topic.encode(), payload or None, headers, stored)
+        self.producer.submit(
+            self.retained_topic,
+            topic.encode(),
+            payload or None,
+            [*headers, (H_RETAINED_WRITE, w.id)],
+            stored,
+        )
 
     def resume_paused(self) -> None:
         """Read from paused publishers again once Kafka has caught up."""

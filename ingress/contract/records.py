@@ -17,6 +17,9 @@ H_MQTT_CLIENT_ID = "mqtt.client_id"
 H_INGRESS_TS = "bayou.ingress_ts"
 # Deterministic id of an agent result (window, alert, command): duplicates are dropped.
 H_RESULT_ID = "bayou.result_id"
+# On ``bayou.retained`` records only: which node process wrote it, and its write number there,
+# so the node tells its own writes read back from equal ones of other nodes.
+H_RETAINED_WRITE = "bayou.retained_write"
 
 # Headers on dead-lettered records (written by agents, read by operators).
 H_DEADLETTER_REASON = "bayou.error"

@@ -10,16 +10,21 @@ A node's own writes reach its store twice: at once (QoS 0) or on Kafka's acknowl
 acknowledgement of a set can arrive after a later clear was applied, or after the reader
 already applied both; the reader can hand over an older record after a newer local write.
 So the store remembers the writes the reader has not seen yet (:class:`LocalWrite`) and, for
-a topic with some, lets only the newest write count. (A QoS 0 write counts at once; if Kafka
-then refuses it, this node keeps it until the next write of that topic: QoS 0 promises
-nothing, and the failure is counted in `bayou_ingress_produce_failures_total`.)
+a topic with some, lets only the newest applied write count. Each write carries its id in
+header ``bayou.retained_write`` (a random token of this process and a number), so a record
+read back is known to be this write, not an equal one of another node or an earlier run.
+(A QoS 0 write counts at once; if Kafka then refuses it, this node keeps it until the next
+write of that topic: QoS 0 promises nothing, and the failure is counted in
+`bayou_ingress_produce_failures_total`.)
 """
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections import deque
 
-from ingress.contract import H_MQTT_QOS, header
+from ingress.contract import H_MQTT_QOS, H_RETAINED_WRITE, header
 from ingress.contract.topics import matches
 from ingress.metrics import RETAINED
 from kafkaio.reader import Record
@@ -28,11 +33,14 @@ from kafkaio.reader import Record
 class LocalWrite:
     """One retained write of this node that its reader has not read back yet."""
 
-    __slots__ = ("payload", "qos")
+    __slots__ = ("applied", "id", "payload", "qos")
 
-    def __init__(self, payload: bytes, qos: int) -> None:
+    def __init__(self, write_id: bytes, payload: bytes, qos: int) -> None:
+        self.id = write_id
         self.payload = payload
         self.qos = qos
+        # In the store already: made at QoS 0, or acknowledged.
+        self.applied = False
 
 
 class RetainedStore:
@@ -45,6 +53,10 @@ class RetainedStore:
         # Topic → the last record read while writes of ours were unread: it counts if those
         # writes fail.
         self._skipped: dict[str, tuple[bytes, int]] = {}
+        # Random, not the node id: a restarted node must not take its last run's records
+        # for writes of this one.
+        self._token = os.urandom(8).hex().encode()
+        self._numbers = itertools.count()
 
     def __len__(self) -> int:
         return len(self._by_topic)
@@ -58,16 +70,31 @@ class RetainedStore:
         RETAINED.set(len(self._by_topic))
 
     def written(self, topic: str, payload: bytes, qos: int) -> LocalWrite:
-        """Note a write of this node, just before it is submitted to Kafka."""
-        w = LocalWrite(payload, qos)
+        """Note a write of this node, just before it is submitted to Kafka with
+        ``(H_RETAINED_WRITE, w.id)`` among its headers."""
+        w = LocalWrite(b"%s:%d" % (self._token, next(self._numbers)), payload, qos)
         self._unread.setdefault(topic, deque()).append(w)
         return w
 
+    def apply_now(self, topic: str, w: LocalWrite) -> None:
+        """Apply ``w`` before Kafka has it (QoS 0: nobody waits for Kafka)."""
+        w.applied = True
+        self.put(topic, w.payload, w.qos)
+
     def acknowledged(self, topic: str, w: LocalWrite) -> None:
-        """Kafka has ``w``: apply it, unless a newer write exists or the reader passed it."""
-        unread = self._unread.get(topic)
-        if unread and unread[-1] is w:
-            self.put(topic, w.payload, w.qos)
+        """Kafka has ``w``: apply it, unless a newer write is applied or the reader passed it.
+
+        A newer write still on its way does not hold it back: its publisher has no PUBACK
+        yet, and this one's publisher must find what it was acknowledged.
+        """
+        newer = False
+        for u in reversed(self._unread.get(topic, ())):
+            if u is w:
+                if not newer:
+                    w.applied = True
+                    self.put(topic, w.payload, w.qos)
+                return
+            newer = newer or u.applied
 
     def failed(self, topic: str, w: LocalWrite) -> None:
         """Kafka refused ``w``: the reader will never see it."""
@@ -93,11 +120,11 @@ class RetainedStore:
             if not unread:
                 self.put(topic, value, qos)
                 continue
-            # Ours land in the log in the order they were written, so a record of ours read
-            # back means every older unread one failed. Which of ours it is cannot be told
-            # among equal values: taking the newest never leaves one behind that was read.
-            mine = max((i for i, w in enumerate(unread) if w.payload == value), default=None)
+            write_id = header(rec.headers, H_RETAINED_WRITE)
+            mine = next((i for i, w in enumerate(unread) if w.id == write_id), None)
             if mine is not None:
+                # Ours land in the log in the order they were written: every older unread
+                # one failed (its report is still on its way).
                 for _ in range(mine + 1):
                     unread.popleft()
             if unread:
