@@ -1,0 +1,203 @@
+"""Pictures of the dashboards without a Grafana server: each panel drawn from a Prometheus.
+
+``bayou dashboards snapshot`` reads the generated dashboard JSON, runs every Prometheus target of
+every panel as a range query, and draws the panels where Grafana would put them (``gridPos`` on
+the 24-column grid) into one PNG per dashboard with matplotlib: time series as lines, stats as
+their last value, tables as rows of labels and values. Panels fed by MQTT (the live Fleet
+panels) are drawn from messages the caller collected on their topics, or say where they read.
+
+Grafana itself is the renderer people use; this exists so the docs and a reviewer can see what
+the dashboards show from a machine where no Grafana can run (issue 10, item 5).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only: no display on servers and in CI
+
+import matplotlib.pyplot as plt
+from matplotlib.axes import Axes
+
+
+@dataclass
+class Series:
+    """One series of a range query: its labels and (unix seconds, value) points."""
+
+    labels: dict[str, str]
+    points: list[tuple[float, float]]
+
+
+# expr, start, end, step → series (bayou.prometheus.Prometheus.query_range fits).
+RangeQuery = Callable[[str, float, float, float], list[Series]]
+
+
+@dataclass
+class MqttSample:
+    """Messages seen on one MQTT panel's topic: (topic, JSON payload decoded or text)."""
+
+    messages: list[tuple[str, Any]] = field(default_factory=list)
+
+
+# Grafana's built-in interval variables, as a snapshot of a short range uses them.
+_BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
+_ROW_UNITS = 0.42  # inches per gridPos height unit
+_COL_UNITS = 0.75  # inches per gridPos column
+_HEADER_IN = 0.6  # the dashboard's title
+
+
+def expand(expr: str, variables: Sequence[str]) -> str:
+    """``expr`` with dashboard variables matching everything (``label="$v"`` becomes
+    ``label=~".+"``) and Grafana's interval variables replaced by fixed durations."""
+    for name in variables:
+        expr = re.sub(rf'(\w+)\s*=~?\s*"\$\{{?{name}\}}?"', r'\1=~".+"', expr)
+    for name, value in _BUILTINS.items():
+        expr = expr.replace("${" + name + "}", value).replace("$" + name, value)
+    return expr
+
+
+def legend(fmt: str | None, labels: Mapping[str, str]) -> str:
+    """A series' name from Grafana's ``legendFormat`` (``{{label}}`` placeholders)."""
+    if not fmt or fmt == "__auto":
+        inner = ", ".join(f'{k}="{v}"' for k, v in sorted(labels.items()) if k != "__name__")
+        return "{" + inner + "}" if inner else "value"
+    return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt)
+
+
+def _fmt(value: float, unit: str | None) -> str:
+    if unit == "s":
+        return f"{value * 1000:.1f} ms" if value < 1 else f"{value:.2f} s"
+    if unit == "bytes":
+        for step, suffix in ((1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")):
+            if value >= step:
+                return f"{value / step:.1f} {suffix}"
+        return f"{value:.0f} B"
+    if unit == "percentunit":
+        return f"{value * 100:.1f} %"
+    text = f"{value:,.2f}" if abs(value) < 100 else f"{value:,.0f}"
+    return f"{text} {unit}" if unit and unit not in ("short", "none") else text
+
+
+def _panels(dashboard: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    out: list[Mapping[str, Any]] = []
+    for panel in dashboard.get("panels", []):
+        out.append(panel)
+        out.extend(panel.get("panels", []))  # a collapsed row holds its panels
+    return out
+
+
+def _is_mqtt(panel: Mapping[str, Any]) -> bool:
+    ds = panel.get("datasource") or {}
+    return "mqtt" in str(ds.get("type", "")) or any(
+        "topic" in t and "expr" not in t for t in panel.get("targets", [])
+    )
+
+
+def _draw_prometheus(
+    ax: Axes,
+    panel: Mapping[str, Any],
+    query: RangeQuery,
+    variables: Sequence[str],
+    window: tuple[float, float, float],
+) -> None:
+    unit = ((panel.get("fieldConfig") or {}).get("defaults") or {}).get("unit")
+    drawn: list[tuple[str, Series]] = []
+    for target in panel.get("targets", []):
+        if not target.get("expr"):
+            continue
+        for s in query(expand(target["expr"], variables), *window):
+            drawn.append((legend(target.get("legendFormat"), s.labels), s))
+    kind = panel.get("type")
+    if not drawn:
+        ax.text(0.5, 0.5, "no data", ha="center", va="center", color="grey", fontsize=12)
+        ax.set_axis_off()
+        return
+    if kind == "stat" or kind == "gauge":
+        ax.set_axis_off()
+        lines = [f"{_fmt(s.points[-1][1], unit)}" for _, s in drawn if s.points]
+        ax.text(0.5, 0.45, "\n".join(lines[:3]), ha="center", va="center", fontsize=20)
+        return
+    if kind == "table":
+        ax.set_axis_off()
+        rows = [[name[:60], _fmt(s.points[-1][1], unit)] for name, s in drawn[:12] if s.points]
+        if rows:
+            ax.table(cellText=rows, colLabels=["series", "value"], loc="upper center")
+        return
+    t0 = window[0]
+    for name, s in drawn[:12]:
+        xs = [(t - t0) for t, _ in s.points]
+        ax.plot(xs, [v for _, v in s.points], label=name[:50], linewidth=1.2)
+    ax.set_xlabel("seconds", fontsize=7)
+    ax.tick_params(labelsize=7)
+    if unit:
+        ax.set_ylabel(unit, fontsize=7)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=6, loc="upper left")
+
+
+def _draw_mqtt(ax: Axes, panel: Mapping[str, Any], sample: MqttSample | None) -> None:
+    ax.set_axis_off()
+    topics = ", ".join(t.get("topic", "") for t in panel.get("targets", []))
+    if sample is None or not sample.messages:
+        ax.text(0.5, 0.5, f"live over MQTT: {topics}", ha="center", va="center", color="grey")
+        return
+    rows: list[list[str]] = []
+    for topic, msg in sample.messages[-10:]:
+        text = (
+            ", ".join(f"{k}={v}" for k, v in msg.items() if k != "device")
+            if isinstance(msg, dict)
+            else str(msg)
+        )
+        rows.append([topic, text[:90]])
+    ax.table(cellText=rows, colLabels=["topic", "message"], loc="upper center", fontsize=6)
+
+
+def render(
+    dashboard: Mapping[str, Any],
+    query: RangeQuery,
+    out: Path,
+    *,
+    start: float,
+    end: float,
+    step: float = 5.0,
+    mqtt: Mapping[str, MqttSample] | None = None,
+) -> Path:
+    """Draw ``dashboard`` (Grafana JSON) into the PNG ``out``; ``mqtt``: samples by panel title."""
+    panels = _panels(dashboard)
+    variables = [v["name"] for v in (dashboard.get("templating") or {}).get("list", [])]
+    bottom = max((p["gridPos"]["y"] + p["gridPos"]["h"] for p in panels), default=1)
+    width_in, height_in = 24 * _COL_UNITS, bottom * _ROW_UNITS + _HEADER_IN
+    fig = plt.figure(figsize=(width_in, height_in))
+    fig.suptitle(dashboard.get("title", ""), fontsize=16, x=0.01, ha="left")
+    for p in panels:
+        g = p["gridPos"]
+        # The cell in inches from the bottom left, less room for tick labels and the title.
+        left, top = g["x"] * _COL_UNITS, height_in - _HEADER_IN - g["y"] * _ROW_UNITS
+        w, h = g["w"] * _COL_UNITS, g["h"] * _ROW_UNITS
+        if p.get("type") == "row":
+            fig.text(left / width_in, (top - h / 2) / height_in, p.get("title", ""),
+                     fontsize=11, weight="bold", va="center")  # fmt: skip
+            continue
+        pad_l, pad_b, pad_t = 0.55, 0.4, 0.3
+        rect = (
+            (left + pad_l) / width_in,
+            (top - h + pad_b) / height_in,
+            max(w - pad_l - 0.15, 0.1) / width_in,
+            max(h - pad_b - pad_t, 0.1) / height_in,
+        )
+        ax = fig.add_axes(rect)
+        ax.set_title(p.get("title", ""), fontsize=9, loc="left")
+        if _is_mqtt(p):
+            _draw_mqtt(ax, p, (mqtt or {}).get(p.get("title", "")))
+        else:
+            _draw_prometheus(ax, p, query, variables, (start, end, step))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(out, dpi=80)
+    plt.close(fig)
+    return out
