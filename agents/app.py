@@ -49,6 +49,8 @@ from ingress.contract.topics import TopicError, matches, validate_topic_filter
 Payload = Mapping[str, Any] | bytes
 log = logging.getLogger(__name__)
 _NAME = re.compile(r"[A-Za-z0-9_-]{1,100}")
+# Distinct device groups an app's command latency is counted under (the rest: "other").
+MAX_DEVICE_GROUPS = 20
 _LEVEL = re.compile(r"^\{([A-Za-z_][A-Za-z0-9_]*)\}$")
 
 
@@ -79,6 +81,9 @@ class Output:
     retain: bool = False
     result_id: str = ""
     reason: str = ""
+    # A dead letter's reason from a fixed set (agents.runtime.metrics.DEAD_LETTER_REASONS):
+    # the metric's label, where ``reason`` is the text for people.
+    reason_code: str = ""
     agent: str = ""
     ingress_ts_ms: int | None = None
     command: bool = False
@@ -562,9 +567,17 @@ class Table(_Keyed):
 
 @dataclass
 class App:
-    """A named set of agents and their state; its name names its changelog topic."""
+    """A named set of agents and their state; its name names its changelog topic.
+
+    ``device_group`` maps a command's device (the key it was sent for) to the group its
+    latency is counted under in ``bayou_agent_command_latency_seconds``; the first
+    :data:`MAX_DEVICE_GROUPS` names it returns are kept, later new ones count as ``other``, so a
+    function returning device ids cannot grow the metric without bound. Default: one group,
+    ``all``.
+    """
 
     name: str
+    device_group: Callable[[str], str] | None = field(default=None, kw_only=True, repr=False)
     agents: list[AgentSpec] = field(default_factory=list, init=False, repr=False)
     parts: dict[tuple[str, str], _Keyed] = field(default_factory=dict, init=False, repr=False)
     _current_partition: int | None = field(default=None, init=False, repr=False)
@@ -574,6 +587,19 @@ class App:
     _current_agent: str | None = field(default=None, init=False, repr=False)
     _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     global_tables: list[GlobalTable] = field(default_factory=list, init=False, repr=False)
+    _groups: set[str] = field(default_factory=set, init=False, repr=False)
+
+    def group_of(self, device: str) -> str:
+        """The device group of ``device`` for the metrics (see the class docstring)."""
+        if self.device_group is None:
+            return "all"
+        group = str(self.device_group(device))
+        if group in self._groups:
+            return group
+        if len(self._groups) >= MAX_DEVICE_GROUPS:
+            return "other"
+        self._groups.add(group)
+        return group
 
     def __post_init__(self) -> None:
         if not _NAME.fullmatch(self.name):

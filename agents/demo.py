@@ -31,8 +31,10 @@ Contract (other tools rely on it):
     its alert with ``#1`` appended.
 - Invalid records (not JSON, failing :class:`Reading`, or no device id) go to
   ``config.deadletter_topic`` with the original bytes and the ``bayou.error`` etc. headers; the
-  header ``bayou.agent`` (and the label of ``bayou_agent_dead_letters_total``) is
-  ``demo.telemetry``.
+  header ``bayou.agent`` is ``demo.telemetry`` (in ``bayou_agent_dead_letters_total``: labels
+  ``app="demo"``, ``agent="telemetry"``).
+- Command latency (``bayou_agent_command_latency_seconds``) is counted per device group
+  ``group-0`` .. ``group-3`` (:func:`device_group`).
 
 Window closing rule (per input partition, :mod:`agents.runtime.engine`). Each partition of the input
 topic has its own watermark: the highest event ``ts`` of its records (capped at ``wall_now +
@@ -52,6 +54,7 @@ still alert (unless older than their device's latest reading, see above).
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable
 
 from pydantic import BaseModel, ConfigDict
@@ -75,9 +78,18 @@ class Reading(BaseModel):
     ts: float
 
 
+DEVICE_GROUPS = 4
+
+
+def device_group(device: str) -> str:
+    """The demo's device groups, for command latency per group: ``group-0`` .. ``group-3``,
+    by a stable hash of the device id (a real fleet would use its sites or models)."""
+    return f"group-{zlib.crc32(device.encode()) % DEVICE_GROUPS}"
+
+
 def demo_app(config: WorkerConfig, *, clock: Callable[[], float] = time.time) -> App:
     """The demo as an :class:`App` (see the module docs); ``clock`` gives ``issued_at``."""
-    app = App(APP_NAME)
+    app = App(APP_NAME, device_group=device_group)
     stats = app.window(
         "temperature",
         Tumbling(config.window_seconds, grace=config.grace_seconds),

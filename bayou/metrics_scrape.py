@@ -34,6 +34,11 @@ class Samples:
         """The unlabelled samples among ``names`` that are there, by name."""
         return {n: v for n in names if (v := self.value(n)) is not None}
 
+    def total(self, name: str) -> float | None:
+        """The sum of every sample named ``name`` whatever its labels, or None if none."""
+        found = [v for (n, _), v in self._values.items() if n == name]
+        return sum(found) if found else None
+
     def labelled(self, name: str) -> list[tuple[dict[str, str], float]]:
         """Every sample named ``name``: (its labels, its value)."""
         return [(dict(lbl), v) for (n, lbl), v in self._values.items() if n == name]
@@ -59,3 +64,11 @@ def metric_value(
     """One sample's value from ``http://host:port/metrics`` (exact labels), or None."""
     samples = scrape(port, host, timeout)
     return None if samples is None else samples.value(name, labels)
+
+
+def metric_total(
+    port: int, name: str, host: str = "127.0.0.1", timeout: float = 2.0
+) -> float | None:
+    """The sum of the samples ``name`` over all their labels at ``http://host:port/metrics``."""
+    samples = scrape(port, host, timeout)
+    return None if samples is None else samples.total(name)

@@ -97,7 +97,11 @@ def preload(bootstrap: str, topic: str, args: argparse.Namespace, devices: int, 
 
 def _scrape(port: int) -> dict[str, float] | None:
     samples = scrape(port, HOST, timeout=1.0)
-    return None if samples is None else samples.values([READY, RECORDS_IN, WINDOWS])
+    if samples is None:
+        return None
+    # Records and windows are counted per agent and window: their sums are the worker's.
+    totals = {n: v for n in (RECORDS_IN, WINDOWS) if (v := samples.total(n)) is not None}
+    return samples.values([READY]) | totals
 
 
 def run_worker(

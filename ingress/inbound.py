@@ -15,11 +15,9 @@ import logging
 import time
 from typing import Protocol
 
-from prometheus_client import Counter
-
 from ingress.contract import H_RETAINED_WRITE, Headers, publish_headers
 from ingress.kafka.producer import DoneCallback, IngestProducer
-from ingress.metrics import MESSAGES_IN_TOTAL, WILLS_TOTAL
+from ingress.metrics import WILLS_TOTAL, count_in
 from ingress.routing.rules import Router
 from ingress.state.retained import RetainedStore
 
@@ -58,8 +56,6 @@ class Inbound:
         self.retained = retained
         self.retained_topic = retained_topic
         self._paused: set[Publisher] = set()
-        # Labelled children cached: labels() per message cost ~10 % of a core.
-        self._in_counters: dict[str, Counter] = {}
 
     def publish(
         self,
@@ -75,7 +71,7 @@ class Inbound:
         A retained publish writes two records (its route's and ``bayou.retained``'s).
         """
         route = self.router.route(topic)
-        self._count_in(route.kafka_topic)
+        count_in(route.kafka_topic, qos)
         headers = publish_headers(
             topic.encode(), qos, retain, conn.client_id_utf8, time.time_ns() // 1_000_000
         )
@@ -92,7 +88,7 @@ class Inbound:
     ) -> None:
         """Publish a client's will as if the client had published it (nobody waits for it)."""
         route = self.router.route(topic)
-        self._count_in(route.kafka_topic)
+        count_in(route.kafka_topic, qos)
         headers = publish_headers(
             topic.encode(), qos, retain, client_id.encode(), time.time_ns() // 1_000_000
         )
@@ -146,9 +142,3 @@ class Inbound:
     def forget(self, conn: Publisher) -> None:
         """A connection closed: nothing to resume."""
         self._paused.discard(conn)
-
-    def _count_in(self, kafka_topic: str) -> None:
-        counter = self._in_counters.get(kafka_topic)
-        if counter is None:
-            counter = self._in_counters[kafka_topic] = MESSAGES_IN_TOTAL.labels(kafka_topic)
-        counter.inc()

@@ -30,7 +30,7 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 from aiokafka.structs import TopicPartition
 
 from bayou.embedded import EmbeddedKafka
-from bayou.metrics_scrape import metric_value
+from bayou.metrics_scrape import metric_total, metric_value
 from bayou.processes import stop_process
 from ingress.contract import H_INGRESS_TS, H_MQTT_QOS, H_MQTT_TOPIC, H_RESULT_ID
 from tests import conftest
@@ -251,7 +251,7 @@ def run_failover(
         # Both workers are working: each has read its share and closed some windows.
         wait_until(
             lambda: all(
-                (metric_value(w.metrics_port, "bayou_agent_window_results_total") or 0) > 0
+                (metric_total(w.metrics_port, "bayou_agent_window_results_total") or 0) > 0
                 for w in (w1, w2)
             ),
             30,

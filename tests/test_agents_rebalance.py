@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from bayou.embedded import EmbeddedKafka
-from bayou.metrics_scrape import metric_value
+from bayou.metrics_scrape import metric_total
 from tests.agent_examples.failover_counts import GRACE
 from tests.conftest import Proc
 from tests.helpers import wait_until
@@ -65,7 +65,7 @@ PACE_S = 0.4  # wall seconds between two rounds of the feeder
 
 
 def results(p: Proc) -> float:
-    return metric_value(p.metrics_port, "bayou_agent_window_results_total") or 0.0
+    return metric_total(p.metrics_port, "bayou_agent_window_results_total") or 0.0
 
 
 def restores(p: Proc) -> list[set[int]]:

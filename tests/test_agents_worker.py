@@ -192,18 +192,23 @@ async def test_window_stats_published_when_watermark_passes_end_plus_grace(
         "min": 21.0,
         "max": 25.0,
     }
-    assert REGISTRY.get_sample_value("bayou_agent_window_results_total") >= 1  # type: ignore[operator]
+    windows = {"app": "demo", "agent": "temperature"}
+    assert REGISTRY.get_sample_value("bayou_agent_window_results_total", windows) >= 1  # type: ignore[operator]
     # The demo's state is the App runtime's: RocksDB under apps/demo and its changelog topic.
     assert (harness.state_dir / "apps" / "demo").is_dir()
     changelog = await collect(harness.bootstrap, CHANGELOG, 1, b'["w","temperature","win-1"]')
     assert changelog, "the open window of win-1 went to the changelog"
 
 
+# Both bad payloads below fail the demo's model: not JSON, then a string temperature.
+INVALID = {"app": "demo", "agent": "telemetry", "reason": "invalid"}
+
+
 async def test_invalid_payload_is_dead_lettered_and_the_worker_keeps_going(
     harness: Harness,
 ) -> None:
     base = next(_BASES)
-    dead_before = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", {"agent": AGENT})
+    dead_before = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", INVALID)
     await harness.send("bad-1", b"not json {")
     await harness.send("bad-1", b'{"temperature": "hot", "humidity": 1.0, "ts": 1.0}')
     await harness.reading("bad-1", 40.0, base + 1)
@@ -224,5 +229,5 @@ async def test_invalid_payload_is_dead_lettered_and_the_worker_keeps_going(
     out = by_topic(await collect(harness.bootstrap, OUTBOUND, 2, b"bad-1"))
     assert len(out["alerts/bad-1"]) == 1
     assert len(out["devices/bad-1/commands"]) == 1
-    dead_after = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", {"agent": AGENT})
+    dead_after = REGISTRY.get_sample_value("bayou_agent_dead_letters_total", INVALID)
     assert dead_after is not None and dead_after - (dead_before or 0.0) >= 2

@@ -101,11 +101,14 @@ def init_metrics(runners: list[AppRunner]) -> None:
     for r in runners:
         names = [a.name for a in r.app.agents] + [name for _, name in r.app.parts]
         for a in r.app.agents:
-            metrics.DEAD_LETTERS.labels(f"{r.app.name}.{a.name}")
+            metrics.RECORDS_IN.labels(r.app.name, a.name)
         for kind, name in r.app.parts:
             if kind == "w":
                 metrics.LATE_EVENTS.labels(r.app.name, name)
+                metrics.WINDOW_RESULTS.labels(r.app.name, name)
         for name in names:
+            for reason in metrics.DEAD_LETTER_REASONS:
+                metrics.DEAD_LETTERS.labels(r.app.name, name, reason)
             for counter in (
                 metrics.APP_ALERTS_FIRED,
                 metrics.APP_ALERTS_RESOLVED,
@@ -123,6 +126,36 @@ def _count_webhooks(results: list[WebhookResult]) -> None:
         (metrics.APP_WEBHOOK_OK if res.ok else metrics.APP_WEBHOOK_FAILED).labels(*labels).inc()
         if res.tries > 1:
             metrics.APP_WEBHOOK_RETRIES.labels(*labels).inc(res.tries - 1)
+        if not res.ok:
+            metrics.DEAD_LETTERS.labels(*labels, "webhook_failed").inc()
+
+
+def _count_engine(r: AppRunner) -> None:
+    """Move what the app's engine counted since the last batch into the metrics."""
+    counts = r.engine.counts
+    for name, n in counts.taken.items():
+        metrics.RECORDS_IN.labels(r.app.name, name).inc(n)
+    for name, n in counts.closed.items():
+        metrics.WINDOW_RESULTS.labels(r.app.name, name).inc(n)
+    counts.taken.clear()
+    counts.closed.clear()
+
+
+def _observe_commands(runners: list[AppRunner], commands: list[Output]) -> None:
+    """Command latency, once Kafka has the commands: from their input's ``bayou.ingress_ts``."""
+    now_ms = time.time() * 1000
+    apps = {r.app.name: r.app for r in runners}
+    for o in commands:
+        if o.ingress_ts_ms is None:
+            continue
+        app_name, _ = _labels(o.agent)
+        app = apps.get(app_name)
+        if app is None:
+            continue
+        device = o.key.decode(errors="replace") if o.key else o.topic
+        metrics.COMMAND_LATENCY.labels(app_name, app.group_of(device)).observe(
+            max(now_ms - o.ingress_ts_ms, 0) / 1000
+        )
 
 
 @dataclass
@@ -164,7 +197,6 @@ async def process_batch(
     changes: list[dict[int, dict[str, bytes | None]]] = []
     send = producer.send
     for r in runners:
-        windows_before = r.engine.counts.windows
         outputs = await r.engine.process(records, wall_now) if records else []
         lagging = {p for t, p in backlog if t in r.engine.by_topic}
         outputs += await r.engine.advance(wall_now, backlog=lagging)
@@ -175,10 +207,10 @@ async def process_batch(
             topic, key, value, headers = _to_record(o, config)
             send(topic, value, key, headers)
             if o.kind == "deadletter":
-                metrics.DEAD_LETTERS.labels(o.agent).inc()
+                metrics.DEAD_LETTERS.labels(*_labels(o.agent), o.reason_code or "agent_error").inc()
             elif o.command:
                 commands.append(o)
-        metrics.WINDOW_RESULTS.inc(r.engine.counts.windows - windows_before)
+        _count_engine(r)
         for (kind, name), part in r.app.parts.items():
             if kind == "w":
                 late = getattr(part, "late_total", 0)
@@ -213,5 +245,7 @@ async def process_batch(
     for topic, v, k, p in log_sends:
         send(topic, v, k, partition=p)
     delivered += await producer.flush()
-    metrics.RECORDS_IN.inc(len(records))
+    # With exactly-once the transaction commits after this: the commands are in Kafka, not
+    # yet visible.
+    _observe_commands(runners, commands)
     return Pending(runners, changes, delivered)

@@ -113,6 +113,9 @@ class Counts:
     records: int = 0
     dead_letters: int = 0
     windows: int = 0
+    # Per agent: records it took; per window: results closed. The runtime drains both.
+    taken: dict[str, int] = field(default_factory=dict)
+    closed: dict[str, int] = field(default_factory=dict)
     # Alert events per (agent or alerter name, "fired" / "resolved"); the runtime drains it.
     alerts: dict[tuple[str, str], int] = field(default_factory=dict)
 
@@ -243,19 +246,21 @@ class AppEngine:
                     pass
         best: float | None = None
         cause = ""
+        taken = self.counts.taken
         value = rec.value()
         raw_key = rec.key()
         for agent in agents:
             params = agent.pattern.match(mqtt_topic) if mqtt_topic else {}
             if params is None:
                 continue
+            taken[agent.name] = taken.get(agent.name, 0) + 1
             try:
                 key = raw_key.decode() if raw_key else next(iter(params.values()), mqtt_topic)
             except UnicodeDecodeError:
-                out.append(self._dead(agent, rec, mqtt_topic, "record key is not UTF-8"))
+                out.append(self._dead(agent, rec, mqtt_topic, "record key is not UTF-8", "bad_key"))
                 continue
             if value is None:
-                out.append(self._dead(agent, rec, mqtt_topic, "empty record value"))
+                out.append(self._dead(agent, rec, mqtt_topic, "empty record value", "empty_value"))
                 continue
             payload: Any = value
             validate = self._validators.get(agent.name)
@@ -263,13 +268,13 @@ class AppEngine:
                 try:
                     payload = validate(value)
                 except ValidationError as err:
-                    out.append(self._dead(agent, rec, mqtt_topic, one_line(err)))
+                    out.append(self._dead(agent, rec, mqtt_topic, one_line(err), "invalid"))
                     continue
             if agent.event_time is not None:
                 t = getattr(payload, agent.event_time)
                 if not isinstance(t, int | float) or not math.isfinite(t):
                     why = f"{agent.event_time}: not a finite number of seconds"
-                    out.append(self._dead(agent, rec, mqtt_topic, why))
+                    out.append(self._dead(agent, rec, mqtt_topic, why, "bad_event_time"))
                     continue
                 ts = float(t)
             else:
@@ -286,7 +291,7 @@ class AppEngine:
             except Exception as exc:  # the agent keeps running; its outputs are dropped
                 del out[mark:]
                 why = f"agent raised {type(exc).__name__}: {exc}".replace("\n", " ")[:500]
-                out.append(self._dead(agent, rec, mqtt_topic, why))
+                out.append(self._dead(agent, rec, mqtt_topic, why, "agent_error"))
                 continue
             if best is None or ts > best:
                 best = ts
@@ -298,12 +303,14 @@ class AppEngine:
             self.counts.alerts[(name, kind)] = self.counts.alerts.get((name, kind), 0) + 1
         log_.clear()
 
-    def _dead(self, agent: AgentSpec, rec: Record, mqtt_topic: str, reason: str) -> Output:
+    def _dead(
+        self, agent: AgentSpec, rec: Record, mqtt_topic: str, reason: str, code: str
+    ) -> Output:
         self.counts.dead_letters += 1
         return Output(
             "deadletter", mqtt_topic, rec.value() or b"", rec.key(),
             result_id=f"{rec.topic()}/{rec.partition()}/{rec.offset()}", reason=reason,
-            agent=agent.source,
+            reason_code=code, agent=agent.source,
         )  # fmt: skip
 
     # -- time ------------------------------------------------------------------------------
@@ -344,6 +351,9 @@ class AppEngine:
                 ]  # fmt: skip
                 if len(wms) > 1:
                     results.sort(key=lambda r: (r.end, r.key, r.start))
+                if results:
+                    closed = self.counts.closed
+                    closed[part.name] = closed.get(part.name, 0) + len(results)
                 for r in results:
                     self.counts.windows += 1
                     for close_fn in part.close_callbacks:
@@ -377,7 +387,7 @@ class AppEngine:
             payload = json.dumps(as_json, default=str).encode()
             out.append(
                 Output("deadletter", "", payload, key.encode(), result_id=rid, reason=why,
-                       agent=source, callback=True)
+                       reason_code="callback_error", agent=source, callback=True)
             )  # fmt: skip
 
     # -- state -----------------------------------------------------------------------------

@@ -84,6 +84,8 @@ class GroupConsumer:
         self.assigned: set[TP] = set()
         # Per partition, the committed offset at assignment (see backlog()).
         self._start: dict[TP, int] = {}
+        # Records behind the high watermark per assigned partition, as of the last backlog().
+        self.lag: dict[TP, int] = {}
 
     async def start(self) -> None:
         """Create the consumer and subscribe (the group join happens in the first polls)."""
@@ -151,6 +153,7 @@ class GroupConsumer:
         assert self._consumer is not None
         c = self._consumer
         out: set[TP] = set()
+        self.lag = {}
         tps = [TopicPartition(t, p) for t, p in sorted(self.assigned)]
         if not tps:
             return out
@@ -170,6 +173,8 @@ class GroupConsumer:
             _, high = c.get_watermark_offsets(tp, cached=True)
             if pos < 0 or high < 0 or pos < high:
                 out.add(key)
+            if pos >= 0 and high >= 0:
+                self.lag[key] = max(high - pos, 0)
         return out
 
     async def commit(self, offsets: dict[TP, int]) -> bool:

@@ -122,6 +122,7 @@ async def _loop(
         security=config.kafka_security,
     )
     init_metrics(runners)
+    lag = metrics.LagMetric()
     await producer.start()
     await consumer.start()
     resync = False
@@ -143,10 +144,10 @@ async def _loop(
                     log.info("agent worker assigned %d partition(s)", len(consumer.assigned))
             t0 = time.perf_counter()
             offsets = _next_offsets(records)
+            backlog = await consumer.backlog()
+            lag.update(consumer.lag)
             if not eos:
-                pending = await process_batch(
-                    config, producer, runners, records, hooks, await consumer.backlog()
-                )
+                pending = await process_batch(config, producer, runners, records, hooks, backlog)
                 pending.write()
                 if offsets:
                     await consumer.commit(offsets)
@@ -154,7 +155,7 @@ async def _loop(
                 producer.begin()
                 try:
                     pending = await process_batch(
-                        config, producer, runners, records, hooks, await consumer.backlog()
+                        config, producer, runners, records, hooks, backlog
                     )
                     await producer.commit(offsets, consumer.group_metadata())
                 except Exception as exc:
@@ -175,5 +176,6 @@ async def _loop(
     finally:
         metrics.READY.set(0)
         metrics.ASSIGNED_PARTITIONS.set(0)
+        lag.clear()
         await consumer.close()
         await producer.close()

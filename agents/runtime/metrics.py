@@ -7,17 +7,33 @@ a name twice.
 
 from __future__ import annotations
 
+import time
+
 from prometheus_client import Counter, Gauge, Histogram
 
 # Per app of agents.app (labels: the app's name and the name of its agent, window or alerter
 # that acted; never a key or a topic, so the label sets stay bounded).
 _APP = ["app", "agent"]
 
-RECORDS_IN = Counter("bayou_agent_records_in", "Input records consumed by agent workers.")
-DEAD_LETTERS = Counter(
-    "bayou_agent_dead_letters", "Input records sent to the dead-letter topic.", ["agent"]
+RECORDS_IN = Counter(
+    "bayou_agent_records_in", "Input records an agent took (its topic and MQTT pattern).", _APP
 )
-WINDOW_RESULTS = Counter("bayou_agent_window_results", "Closed-window results published.")
+# ``reason``: one of DEAD_LETTER_REASONS, never an exception's text.
+DEAD_LETTERS = Counter(
+    "bayou_agent_dead_letters",
+    "Records sent to the dead-letter topic, by the agent, window or alerter and the reason.",
+    [*_APP, "reason"],
+)
+DEAD_LETTER_REASONS = (
+    "bad_key",  # the record key is not UTF-8
+    "empty_value",  # a record without a value
+    "invalid",  # not JSON, or not the agent's model
+    "bad_event_time",  # the event-time field is not a finite number
+    "agent_error",  # the agent raised
+    "callback_error",  # a window's on_close or an alerter's on_event raised
+    "webhook_failed",  # a webhook call failed its last try
+)
+WINDOW_RESULTS = Counter("bayou_agent_window_results", "Closed-window results published.", _APP)
 LATE_EVENTS = Counter(
     "bayou_agent_late_events",
     "Readings dropped from a window because it had closed (event time + grace passed).",
@@ -31,6 +47,20 @@ BATCH_SECONDS = Histogram(
 READY = Gauge("bayou_agent_ready", "1 once the worker's consumer has its partition assignment.")
 ASSIGNED_PARTITIONS = Gauge(
     "bayou_agent_assigned_partitions", "Input partitions assigned to this worker."
+)
+# Per assigned input partition only (bounded by the topics' partition counts); removed when
+# the partition is revoked.
+CONSUMER_LAG = Gauge(
+    "bayou_agent_consumer_lag",
+    "Records between the consumer's position and the partition's high watermark.",
+    ["topic", "partition"],
+)
+COMMAND_LATENCY = Histogram(
+    "bayou_agent_command_latency_seconds",
+    "From the device's publish reaching the ingress (bayou.ingress_ts) to Kafka acknowledging "
+    "the command it caused, by app and device group.",
+    ["app", "group"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
 APP_ALERTS_FIRED = Counter(
@@ -53,3 +83,29 @@ APP_WEBHOOK_FAILED = Counter(
 APP_WEBHOOK_RETRIES = Counter(
     "bayou_agent_app_webhook_retries", "Webhook tries after a failed one.", _APP
 )
+
+
+class LagMetric:
+    """Keeps ``bayou_agent_consumer_lag`` to the consumer's partitions, at most once a second
+    (the lag is read every batch; a scrape every few seconds needs no more)."""
+
+    def __init__(self) -> None:
+        self._shown: set[tuple[str, int]] = set()
+        self._at = 0.0
+
+    def update(self, lag: dict[tuple[str, int], int]) -> None:
+        """Show ``lag`` (per assigned partition); drop the series of partitions not in it."""
+        now = time.monotonic()
+        if now - self._at < 1.0:
+            return
+        self._at = now
+        for t, p in self._shown - lag.keys():
+            CONSUMER_LAG.remove(t, str(p))
+        for (t, p), n in lag.items():
+            CONSUMER_LAG.labels(t, str(p)).set(n)
+        self._shown = set(lag)
+
+    def clear(self) -> None:
+        """The worker stops: no partition is its own any more."""
+        self._at = 0.0
+        self.update({})

@@ -23,7 +23,7 @@ from typing import Protocol
 
 from ingress.config import IngressConfig
 from ingress.kafka.ranges import read_ranges
-from ingress.metrics import CATCH_UP_SENT_TOTAL, CATCH_UPS_TOTAL
+from ingress.metrics import CATCH_UP_SENT_TOTAL, CATCH_UPS_TOTAL, count_out
 from ingress.outbound.send import Sender
 from ingress.state.sessions import Pending
 from ingress.state.subscriptions import SubscriptionTable
@@ -195,7 +195,8 @@ class CatchUp:
                     batch.send(conn, rec, msg, min(msg[1], granted))
                 batch.added(len(msg[2]))  # a connection that does not read pauses in time
                 progress[key] = rec.offset + 1
-            sent += sum(batch.sent) + batch.resent
+            sent += batch.sent_total + batch.resent
+            count_out(batch.sent)
             batch.flush()
         for conn in conns:
             if conn not in stalled:

@@ -141,12 +141,16 @@ def readable(targets: Targets, topic: str) -> Targets:
 class Batch:
     """PUBLISH packets collected per connection, written once per connection on flush."""
 
-    __slots__ = ("_bound", "_bytes", "_heads", "_msg", "_persist", "_qos2", "out", "resent", "sent")
+    __slots__ = (
+        "_bound", "_bytes", "_counts", "_heads", "_msg", "_persist", "_qos2", "out", "resent",
+        "sent",
+    )  # fmt: skip
 
     def __init__(self, persist: Persist, bound: int) -> None:
         self.out: dict[MQTTConnection, list[bytes]] = {}
-        # New messages sent, by QoS, and messages sent again (catch-up).
-        self.sent = [0, 0, 0]
+        # New messages sent, per Kafka topic read from by QoS, and messages sent again.
+        self.sent: dict[str, list[int]] = {}
+        self._counts = [0, 0, 0]
         self.resent = 0
         self._persist = persist
         self._qos2: set[MQTTConnection] = set()
@@ -154,6 +158,11 @@ class Batch:
         self._heads: list[bytes | None] = [None, None, None]
         self._bound = bound
         self._bytes = 0
+
+    @property
+    def sent_total(self) -> int:
+        """New messages sent, whatever the topic and QoS."""
+        return sum(sum(c) for c in self.sent.values())
 
     def added(self, nbytes: int) -> None:
         """A message of ``nbytes`` went to this batch's connections; beyond the write bound
@@ -169,6 +178,10 @@ class Batch:
         if msg is not self._msg:
             self._msg = msg
             self._heads = [None, None, None]
+            counts = self.sent.get(rec.topic)
+            if counts is None:
+                counts = self.sent[rec.topic] = [0, 0, 0]
+            self._counts = counts
         head = self._heads[qos]
         if head is None:
             head = self._heads[qos] = codec.publish_parts(msg[0], msg[2], qos)[0]
@@ -182,7 +195,7 @@ class Batch:
                 self._qos2.add(conn)
         else:
             parts += (head, msg[2])
-        self.sent[qos] += 1
+        self._counts[qos] += 1
 
     def resend(self, conn: MQTTConnection, rec: Record, topic: str, p: Pending) -> None:
         """Send a message that was in flight again: same packet id, DUP set [MQTT-4.4.0-1];

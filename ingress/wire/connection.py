@@ -22,7 +22,12 @@ from typing import Protocol
 from ingress.config import IngressConfig
 from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
 from ingress.inbound import Inbound
-from ingress.metrics import LIMIT_REFUSALS_TOTAL, PROTOCOL_ERRORS_TOTAL
+from ingress.metrics import (
+    BYTES_IN_TOTAL,
+    BYTES_OUT_TOTAL,
+    LIMIT_REFUSALS_TOTAL,
+    PROTOCOL_ERRORS_TOTAL,
+)
 from ingress.security.acl import ClientAcl
 from ingress.security.certs import peer_cert_of
 from ingress.security.guard import Guard, denied
@@ -195,6 +200,7 @@ class MQTTConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self.last_seen = time.monotonic()
+        BYTES_IN_TOTAL.inc(len(data))
         try:
             packets = self.framer.feed(data)
         except ProtocolError as exc:
@@ -601,6 +607,7 @@ class MQTTConnection(asyncio.Protocol):
         if self._held is not None:
             self._held.append(data)
         elif self.transport is not None and not self.closed:
+            BYTES_OUT_TOTAL.inc(len(data))
             self.transport.write(data)
 
     def hold(self) -> None:
