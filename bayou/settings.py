@@ -106,6 +106,7 @@ class Settings(BaseSettings):
         default_factory=lambda: list(DEFAULT_CHAIN)
     )
     auth_password_file: Path | None = None
+    auth_password_cache_size: int = Field(default=100_000, ge=0)
     auth_jwt_secret: SecretStr | None = None
     auth_jwt_public_key_file: Path | None = None
     auth_jwt_jwks_file: Path | None = None
@@ -196,6 +197,7 @@ class Settings(BaseSettings):
             allow_anonymous=allow_anonymous_default if anonymous is None else anonymous,
             chain=self.auth_chain,
             password_file=self.auth_password_file,
+            password_cache_size=self.auth_password_cache_size,
             jwt=jwt,
             tls_cafile=self.tls_cafile,
             tls_require_client_cert=self.tls_require_client_cert,

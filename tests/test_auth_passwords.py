@@ -66,6 +66,8 @@ def test_hashes_are_salted_argon2id(tmp_path: Path) -> None:
     ha, hb = pf.hash_of("a"), pf.hash_of("b")
     assert ha and hb and ha != hb
     assert ha.startswith("$argon2id$")
+    # OWASP's minimum for argon2id, not argon2-cffi's 64 MiB / 4 lanes (7x the CPU per CONNECT).
+    assert "$m=19456,t=2,p=1$" in ha
 
 
 def test_remove_unknown_user_is_a_key_error(tmp_path: Path) -> None:
@@ -190,6 +192,63 @@ def test_unknown_user_is_verified_against_a_dummy_hash_of_the_same_cost(
     unknown, known = verified
     assert unknown.split("$")[:4] == known.split("$")[:4]  # argon2id, version, m/t/p
     assert unknown != known
+
+
+def _spy_verify(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Records each argon2 verification (the real one runs)."""
+    verified: list[str] = []
+    real = PasswordHasher.verify
+
+    def spy(self: PasswordHasher, hash_: str | bytes, password: str | bytes) -> bool:
+        verified.append(str(hash_))
+        return real(self, hash_, password)
+
+    monkeypatch.setattr(PasswordHasher, "verify", spy)
+    return verified
+
+
+def test_a_reconnect_with_the_same_password_skips_argon2_and_a_wrong_one_does_not(
+    auth: PasswordFileAuth, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    verified = _spy_verify(monkeypatch)
+    for _ in range(3):
+        assert auth.authenticate(creds("alice", b"wonder")) is not None
+    assert len(verified) == 1
+    with pytest.raises(Refused):
+        auth.authenticate(creds("alice", b"wonderr"))
+    assert len(verified) == 2
+    assert auth.authenticate(creds("alice", b"wonder")) is not None
+    assert len(verified) == 2
+
+
+def test_a_changed_password_in_the_file_is_not_answered_from_memory(
+    auth: PasswordFileAuth,
+) -> None:
+    assert auth.authenticate(creds("alice", b"wonder")) is not None
+    pf = PasswordFile.load(auth.path, cheap())
+    pf.add("alice", "new")
+    pf.save()
+    with pytest.raises(Refused):
+        auth.authenticate(creds("alice", b"wonder"))
+    assert auth.authenticate(creds("alice", b"new")) is not None
+
+
+def test_the_memory_of_good_passwords_is_bounded_and_can_be_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    path = write_users(tmp_path / "pw", {"a": "1", "b": "2", "c": "3"})
+    verified = _spy_verify(monkeypatch)
+    small = PasswordFileAuth(path, cache_size=2)
+    for user, pw in (("a", b"1"), ("b", b"2"), ("c", b"3"), ("a", b"1")):
+        assert small.authenticate(creds(user, pw)) is not None
+    assert len(verified) == 4  # "a" was forgotten when "c" came
+    assert small.authenticate(creds("c", b"3")) is not None
+    assert len(verified) == 4
+    off = PasswordFileAuth(path, cache_size=0)
+    verified.clear()
+    for _ in range(2):
+        assert off.authenticate(creds("a", b"1")) is not None
+    assert len(verified) == 2
 
 
 def test_file_changes_are_picked_up_and_a_bad_change_keeps_the_old_users(

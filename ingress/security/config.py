@@ -39,6 +39,9 @@ class AuthConfig(BaseModel):
     allow_anonymous: bool = False
     chain: list[AuthMethod] = Field(default_factory=lambda: list(DEFAULT_CHAIN))
     password_file: Path | None = None
+    # Users whose last good password is remembered (as an HMAC under a per-process key), so a
+    # reconnect skips the argon2 check; 0: every CONNECT is checked in full.
+    password_cache_size: int = Field(default=100_000, ge=0)
     jwt: JwtConfig | None = None
     # TLS client certificates: the CA that signs them (on the TLS listener), whether a client
     # without one is refused at the handshake, and which field of the certificate names it.

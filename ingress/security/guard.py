@@ -37,7 +37,7 @@ def build_methods(auth: AuthConfig) -> list[Authenticator]:
             methods.append(CertificateAuth(auth.cert_username))
         elif name == "password_file":
             assert auth.password_file is not None
-            methods.append(PasswordFileAuth(auth.password_file))
+            methods.append(PasswordFileAuth(auth.password_file, auth.password_cache_size))
         else:
             assert auth.jwt is not None
             methods.append(JwtAuth(auth.jwt))

@@ -8,11 +8,15 @@ file; the node reads it at start and again whenever it changes on disk.
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import hmac
 import logging
 import os
 import secrets
 import stat
 import tempfile
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +30,14 @@ log = logging.getLogger(__name__)
 
 SETTING = "BAYOU_AUTH_PASSWORD_FILE"
 NEW_FILE_MODE = 0o600
+
+
+def new_hasher() -> PasswordHasher:
+    """The argon2id parameters of new hashes: OWASP's recommended minimum (19 MiB, 2 passes,
+    1 lane), about 20 ms of CPU per check here. argon2-cffi's default (64 MiB, 3 passes, 4
+    lanes) costs 150 ms: a node would accept about 11 password CONNECTs a second on 2 cores
+    (docs/performance.md, connect_auth). Existing hashes keep the parameters they carry."""
+    return PasswordHasher(time_cost=2, memory_cost=19_456, parallelism=1)
 
 
 def username_problem(username: str) -> str | None:
@@ -60,7 +72,7 @@ class PasswordFile:
 
     def __init__(self, path: Path, hasher: PasswordHasher | None = None) -> None:
         self.path = path
-        self.hasher = hasher or PasswordHasher()  # argon2id, RFC 9106 low-memory profile
+        self.hasher = hasher or new_hasher()
         self._lines: list[str | _Entry] = []
 
     @classmethod
@@ -183,17 +195,25 @@ class PasswordFileAuth:
     """Username and password checked against a password file (``BAYOU_AUTH_PASSWORD_FILE``).
 
     A user the file does not know is passed on (None) to the next method; a wrong password
-    is refused. ``authenticate`` spends one argon2 verification (tens of milliseconds of CPU,
-    outside the GIL), so call it off the event loop.
+    is refused. ``authenticate`` spends one argon2 verification (about 20 ms of CPU, outside
+    the GIL), so call it off the event loop (it is thread-safe). A user's last good password
+    is remembered as an HMAC under a key that lives only in this process, with the hash it
+    matched, for ``cache_size`` users (least recently used forgotten first): a device that
+    reconnects is checked in microseconds, and a changed password (another hash in the file)
+    no longer matches.
     """
 
     name = "password_file"
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, cache_size: int = 100_000) -> None:
         self.path = path
         self._file = PasswordFile.load(path)
         self._stamp = self._stat()
         self._dummy = self._dummy_hash()
+        self._cache_size = cache_size
+        self._key = secrets.token_bytes(32)
+        self._good: OrderedDict[str, tuple[bytes, str]] = OrderedDict()
+        self._lock = threading.Lock()
 
     def _stat(self) -> tuple[int, int, int] | None:
         try:
@@ -206,7 +226,7 @@ class PasswordFileAuth:
         # Unknown users are verified against this, hashed with the parameters of the file's
         # own hashes, so the time taken does not tell an unknown user from a wrong password.
         users = self._file.users()
-        hasher = PasswordHasher()
+        hasher = new_hasher()
         if users:
             first = self._file.hash_of(users[0])
             assert first is not None
@@ -237,13 +257,35 @@ class PasswordFileAuth:
         if stored is None:
             _verify(self._dummy, password)
             return None
+        mac = hmac.new(self._key, creds.username.encode() + b"\0" + password, hashlib.sha256)
+        digest = mac.digest()
+        if self._remembered(creds.username, digest, stored):
+            return Identity(creds.username, frozenset(), self.name)
         if not _verify(stored, password):
             raise Refused(
                 "bad_credentials",
                 f"wrong password for user {creds.username!r} ({SETTING})",
                 BAD_USERNAME_OR_PASSWORD,
             )
+        self._remember(creds.username, digest, stored)
         return Identity(creds.username, frozenset(), self.name)
+
+    def _remembered(self, username: str, digest: bytes, stored: str) -> bool:
+        with self._lock:
+            hit = self._good.get(username)
+            if hit is None:
+                return False
+            self._good.move_to_end(username)
+        return hit[1] == stored and hmac.compare_digest(hit[0], digest)
+
+    def _remember(self, username: str, digest: bytes, stored: str) -> None:
+        if not self._cache_size:
+            return
+        with self._lock:
+            self._good[username] = (digest, stored)
+            self._good.move_to_end(username)
+            while len(self._good) > self._cache_size:
+                self._good.popitem(last=False)
 
 
 def _verify(hash_: str, password: bytes) -> bool:
