@@ -74,6 +74,11 @@ def _port_free(port: int) -> bool:
     return True
 
 
+def _nofile_of(proc: subprocess.Popen[bytes] | None) -> list[int | None] | None:
+    """A broker process's open-file limits; None when a failed restart left none running."""
+    return None if proc is None or proc.poll() is not None else list(nofile_limits(proc.pid))
+
+
 class Broker(Protocol):
     name: str
     port: int
@@ -108,6 +113,9 @@ class Mosquitto:
     def __init__(self, workdir: Path, nodelay: bool = False) -> None:
         self.workdir = workdir / "mosquitto"
         self.nodelay = nodelay
+        # A mosquitto_passwd file: clients must authenticate (allow_anonymous false) from the
+        # next start or restart on; None: anonymous clients, as every other scenario measures.
+        self.password_file: Path | None = None
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
         self.binary = ""
@@ -117,13 +125,29 @@ class Mosquitto:
         self.binary = find_mosquitto()
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.port = free_port(HOST)
+        self._spawn(self._write_conf(), "wb")
+        out = subprocess.run([self.binary, "-h"], capture_output=True, text=True, check=False)
+        lines = (out.stdout or out.stderr).splitlines()
+        self.version = lines[0] if lines else ""
+
+    def _write_conf(self) -> Path:
+        """The config file for the current settings (port, Nagle, password file)."""
         conf = self.workdir / "mosquitto.conf"
         log = self.workdir / "mosquitto.log"
+        auth = (
+            ["allow_anonymous true"]
+            if self.password_file is None
+            else ["allow_anonymous false", f"password_file {self.password_file}"]
+        )
+        # Started as root, mosquitto switches to user `mosquitto` after binding, which cannot
+        # enter the harness's private temporary directory: no log file, no password file.
+        user = ["user root"] if os.geteuid() == 0 else []
         conf.write_text(
             "\n".join(
                 [
                     f"listener {self.port} {HOST}",
-                    "allow_anonymous true",
+                    *user,
+                    *auth,
                     # Debian's 2.0.11 stalls QoS 1 delivery behind its in-flight window otherwise.
                     "max_inflight_messages 0",
                     "max_queued_messages 0",
@@ -138,21 +162,19 @@ class Mosquitto:
                 ]
             )
         )
-        self._spawn(conf, "wb")
-        out = subprocess.run([self.binary, "-h"], capture_output=True, text=True, check=False)
-        lines = (out.stdout or out.stderr).splitlines()
-        self.version = lines[0] if lines else ""
+        return conf
 
     def stop(self) -> None:
         stop_process(self.proc, timeout=5.0)
         self.proc = None
 
     def restart(self) -> float:
-        """Stop mosquitto (by pid) and start a fresh one on the same port (no persistence)."""
-        assert self.proc is not None
+        """Stop mosquitto (by pid) and start a fresh one on the same port (no persistence),
+        with the current settings (``password_file``); or start it again after a restart
+        that failed."""
         stop_process(self.proc, timeout=5.0)
         t0 = time.monotonic()
-        self._spawn(self.workdir / "mosquitto.conf", "ab")
+        self._spawn(self._write_conf(), "ab")
         return time.monotonic() - t0
 
     def _spawn(self, conf: Path, log_mode: str) -> None:
@@ -183,13 +205,12 @@ class Mosquitto:
         return process_rss_kib(self.pid())
 
     def describe(self) -> dict[str, object]:
-        assert self.proc is not None
         return {
             "binary": self.binary,
             "version": self.version,
             "port": self.port,
             "set_tcp_nodelay": self.nodelay,
-            "nofile_soft_hard": list(nofile_limits(self.proc.pid)),
+            "nofile_soft_hard": _nofile_of(self.proc),
         }
 
 
@@ -217,6 +238,9 @@ class Bayou:
         self.workdir = workdir / self.name
         self.node_processes = processes
         self.max_inflight = max_inflight  # BAYOU_MAX_INFLIGHT_MESSAGES; 0 = Bayou's default
+        # Settings of the ingress from its next start or restart on, over the harness's own
+        # (connect_auth turns authentication on with them).
+        self.extra_env: dict[str, str] = {}
         self.port = 0
         self.metrics_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -270,16 +294,20 @@ class Bayou:
         )
         if self.max_inflight:
             env["BAYOU_MAX_INFLIGHT_MESSAGES"] = str(self.max_inflight)
+        env.update(self.extra_env)
         self.starts += 1
         log = self.workdir / f"ingress-{self.starts}.log"
-        self.proc = subprocess.Popen(
-            [self.binary, "ingress"],
-            env=env,
-            stdout=open(log, "wb"),
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            preexec_fn=raise_nofile_soft_limit,
-        )
+        # The child has its own copy of the descriptor: close ours (an open one is a
+        # ResourceWarning, an error under pytest's filterwarnings).
+        with open(log, "wb") as out:
+            self.proc = subprocess.Popen(
+                [self.binary, "ingress"],
+                env=env,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=raise_nofile_soft_limit,
+            )
         try:
             _wait_listening(self.proc, self.port, 60.0, "bayou ingress")
             if self.node_processes > 1:
@@ -369,9 +397,8 @@ class Bayou:
         return total
 
     def describe(self) -> dict[str, object]:
-        assert self.proc is not None
         return {
-            "nofile_soft_hard": list(nofile_limits(self.proc.pid)),
+            "nofile_soft_hard": _nofile_of(self.proc),
             "port": self.port,
             "bootstrap": self.bootstrap,
             "ingress_processes": self.processes,

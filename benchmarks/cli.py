@@ -17,6 +17,7 @@ from typing import Any
 
 from benchmarks import agent_bench, latency
 from benchmarks.brokers import Bayou, Broker, BrokerError, Mosquitto
+from benchmarks.connect_auth import run_connect_auth
 from benchmarks.console import console
 from benchmarks.fanout import run_fanout
 from benchmarks.idle import run_idle
@@ -34,6 +35,7 @@ RUNS: dict[str, Callable[[Broker, argparse.Namespace, str], dict[str, Any]]] = {
     "fanout": run_fanout,
     "offline": run_offline,
     "reconnect": run_reconnect,
+    "auth": run_connect_auth,
 }
 # The help text (``--help``) is the harness's own description, as before the split.
 DESCRIPTION = """Bayou benchmark harness: ``python -m benchmarks.run`` (``make bench``).
@@ -86,6 +88,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--reconnect-deadline", type=float, default=30.0, help="s before a reconnect run is cut"
     )
     ses.add_argument("--sessions-repeat", type=int, default=1, help="runs per broker")
+    auth = ap.add_argument_group("connect_auth (opt-in)")
+    auth.add_argument(
+        "--auth-connects",
+        type=int,
+        default=2000,
+        help="clients connecting per phase (with a password, then anonymous); runs: --repeat",
+    )
     ag = ap.add_argument_group("agent_count and agent_window_mean")
     ag.add_argument("--agent-records", type=int, default=200_000, help="input records per run")
     ag.add_argument("--agent-devices", type=int, default=1000, help="agent_count: device keys")
@@ -123,7 +132,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--scenario",
         action="append",
         choices=[s.name for s in SCENARIOS],
-        help="run only these scenarios (repeatable); default: all but agent_window_mean",
+        help="run only these scenarios (repeatable); default: all but "
+        + ", ".join(OPT_IN_SCENARIOS),
     )
     ap.add_argument(
         "--bayou-max-inflight",
@@ -156,6 +166,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--sessions-procs must be between 1 and --sessions / --reconnect-sessions")
     if not 0 <= args.sessions_sample <= args.sessions:
         ap.error("--sessions-sample must be between 0 and --sessions")
+    if args.auth_connects < 1:
+        ap.error("--auth-connects must be at least 1")
     if args.reconnect_messages < 1:
         ap.error("--reconnect-messages must be at least 1")
     if args.ingress_processes < 0:

@@ -1,8 +1,8 @@
 """Minimal MQTT 3.1.1 codec for the load generator: pre-encoded packets and a fast parser.
 
-Pure functions over ``bytes``; no sockets. Only what the generator needs: CONNECT, SUBSCRIBE,
-PUBLISH (QoS 0/1/2), PUBACK, PUBREC/PUBREL/PUBCOMP, DISCONNECT, and an incremental parser for
-whatever comes back.
+Pure functions over ``bytes``; no sockets. Only what the generator needs: CONNECT (with or
+without a username and password), SUBSCRIBE, PUBLISH (QoS 0/1/2), PUBACK, PUBREC/PUBREL/PUBCOMP,
+DISCONNECT, and an incremental parser for whatever comes back.
 """
 
 from __future__ import annotations
@@ -76,11 +76,29 @@ def _packet(first_byte: int, body: bytes) -> bytes:
     return bytes([first_byte]) + encode_remaining_length(len(body)) + body
 
 
-def encode_connect(client_id: str, keepalive: int = 60, clean_session: bool = True) -> bytes:
-    """CONNECT for MQTT 3.1.1 without will or credentials."""
+def encode_connect(
+    client_id: str,
+    keepalive: int = 60,
+    clean_session: bool = True,
+    username: str | None = None,
+    password: bytes | None = None,
+) -> bytes:
+    """CONNECT for MQTT 3.1.1 without will, optionally with a username and password.
+
+    A password needs a username ([MQTT-3.1.2-22]).
+    """
+    if password is not None and username is None:
+        raise ValueError("MQTT 3.1.1 allows a password only with a username")
     flags = 0x02 if clean_session else 0x00
+    tail = b""
+    if username is not None:
+        flags |= 0x80
+        tail += _utf8(username)
+    if password is not None:
+        flags |= 0x40
+        tail += len(password).to_bytes(2, "big") + password  # binary data, not a UTF-8 string
     body = _utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + _utf8(client_id)
-    return _packet(CONNECT << 4, body)
+    return _packet(CONNECT << 4, body + tail)
 
 
 def encode_subscribe(packet_id: int, topic_filter: str, qos: int) -> bytes:

@@ -1,8 +1,9 @@
 """Many raw-socket MQTT connections from one generator process: CONNECT (and SUBSCRIBE) them in
-batches, close them, and raise the process's open-file limit to hold them.
+batches, close them, and raise the process's open-file limit to hold them; or one short-lived
+connection at a time, timed from CONNECT to CONNACK.
 
-Used by the generator processes of ``fanout_1000``, ``idle_memory``, the session scenarios
-and ``e2e_latency``; never in a broker's process.
+Used by the generator processes of ``fanout_1000``, ``idle_memory``, the session scenarios,
+``connect_auth`` and ``e2e_latency``; never in a broker's process.
 """
 
 from __future__ import annotations
@@ -113,4 +114,37 @@ def close_all(socks: list[socket.socket], polite: bool = True) -> None:
                 s.send(bye)
             except OSError:
                 pass
+        s.close()
+
+
+def connect_once(
+    host: str,
+    port: int,
+    client_id: str,
+    username: str | None = None,
+    password: bytes | None = None,
+    timeout: float = 30.0,
+) -> tuple[int, int]:
+    """One clean-session CONNECT and its CONNACK: ``(return code, ns from CONNECT to CONNACK)``.
+
+    An accepted connection is closed after a DISCONNECT, a refused one as it is (the broker
+    closes it). Raises when the broker answers anything but a CONNACK, or not in time.
+    """
+    packet = codec.encode_connect(client_id, 60, True, username, password)
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        deadline = time.monotonic() + timeout
+        # From the CONNECT's write: the TCP handshake is the kernel's (the listen backlog
+        # completes it), the broker's share starts when it reads the CONNECT.
+        t0 = time.monotonic_ns()
+        s.sendall(packet)
+        first, body = _read_packet(s, bytearray(), deadline)
+        took = time.monotonic_ns() - t0
+        if first >> 4 != codec.CONNACK or len(body) != 2:
+            raise ConnectionError(f"expected CONNACK, got type {first >> 4}, body {body!r}")
+        if body[1] == 0:
+            s.sendall(codec.encode_disconnect())
+        return body[1], took
+    finally:
         s.close()

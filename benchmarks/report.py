@@ -9,6 +9,7 @@ from typing import Any
 from rich.table import Table
 
 from benchmarks import latency
+from benchmarks.auth_console import auth_run_line, print_auth_table
 from benchmarks.console import console, fmt
 from benchmarks.scenarios import AGENT_SCENARIOS, Scenario
 
@@ -39,8 +40,9 @@ def print_table(report: dict[str, Any]) -> None:
     idle = [sc for sc in report["scenarios"] if sc["name"] == "idle_memory"]
     offline = [sc for sc in report["scenarios"] if sc["name"] == "offline_sessions"]
     reconnect = [sc for sc in report["scenarios"] if sc["name"] == "reconnect_1000"]
+    auth = [sc for sc in report["scenarios"] if sc["name"] == "connect_auth"]
     for sc in report["scenarios"]:
-        skip = ("idle_memory", "offline_sessions", "reconnect_1000", "e2e_latency")
+        skip = ("idle_memory", "offline_sessions", "reconnect_1000", "connect_auth", "e2e_latency")
         if sc["name"] in (*skip, *AGENT_SCENARIOS):
             continue
         first = True
@@ -62,19 +64,22 @@ def print_table(report: dict[str, Any]) -> None:
                 fmt(shown, 3),
             )
             first = False
-    console.print(table)
-    console.print(
-        "ratio = Bayou msg per ingress CPU-second / mosquitto msg per broker CPU-second "
-        "(target for qos1_puback vs mosquitto qos1_pub_sub: >= 0.5, DESIGN.md section 9); "
-        "fanout_1000: msg = deliveries (target ratio >= 0.5); bayou-<N>p: N node processes, "
-        "CPU summed over them and their parent (per-process figure), msg/s = whole machine"
-    )
+    if table.row_count:  # not when only scenarios with tables of their own ran
+        console.print(table)
+        console.print(
+            "ratio = Bayou msg per ingress CPU-second / mosquitto msg per broker CPU-second "
+            "(target for qos1_puback vs mosquitto qos1_pub_sub: >= 0.5, DESIGN.md section 9); "
+            "fanout_1000: msg = deliveries (target ratio >= 0.5); bayou-<N>p: N node processes, "
+            "CPU summed over them and their parent (per-process figure), msg/s = whole machine"
+        )
     if idle:
         print_idle_table(idle[0])
     if offline:
         print_offline_table(offline[0])
     if reconnect:
         print_reconnect_table(reconnect[0])
+    if auth:
+        print_auth_table(auth[0])
     if agent:
         print_agent_table(agent)
     for sc in e2e:
@@ -279,6 +284,8 @@ def print_run(sc: Scenario, name: str, rep: int, repeats: int, r: dict[str, Any]
                 else ""
             )
         )
+    elif sc.kind == "auth":
+        console.print(head + auth_run_line(r))
     elif sc.kind == "reconnect":
         console.print(
             head + f"{r['sessions']:,} sessions x {r['messages_per_session']} msgs: "

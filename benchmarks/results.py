@@ -100,7 +100,12 @@ def scenario_entry(
 ) -> dict[str, Any]:
     """The JSON entry of one scenario: medians per broker, the ratio, the section 9 target."""
     entry: dict[str, Any] = {"name": sc.name, "title": sc.title}
-    summ = {"idle": summarize_idle, "offline": summarize_numeric, "reconnect": summarize_numeric}
+    summ = {
+        "idle": summarize_idle,
+        "offline": summarize_numeric,
+        "reconnect": summarize_numeric,
+        "auth": summarize_numeric,
+    }
     for name in broker_names(sc, argparse.Namespace(**{**vars(args), "only": None})):
         runs = raw.get((sc.name, name))
         entry[name] = summ.get(sc.kind, summarize)(runs) if runs else None
@@ -126,6 +131,18 @@ def scenario_entry(
         entry["target"] = {"bayou_kib_per_queued_message_at_most": 0.1}
         qs = [b.get("kib_per_queued_message"), b.get("kib_per_queued_message_2nd")]
         entry["target_met"] = None if None in qs else all(q <= 0.1 for q in qs if q is not None)
+    elif sc.kind == "auth":
+        entry["ratio"] = ratio(b.get("auth_connects_per_s"), m.get("auth_connects_per_s"))
+        entry["ratio_means"] = (
+            "Bayou connects/s with username + password / mosquitto's (higher is better for "
+            "Bayou); each broker's own auth_vs_anonymous = its connects/s with a password / "
+            "anonymous"
+        )
+        entry["cpu_ratio"] = ratio(
+            b.get("auth_connects_per_broker_cpu_s"), m.get("auth_connects_per_broker_cpu_s")
+        )
+        entry["connects"] = args.auth_connects
+        entry["target"] = None  # no section 9 target
     elif sc.kind == "reconnect":
         entry["ratio"] = ratio(m.get("seconds"), b.get("seconds"))
         entry["ratio_means"] = (

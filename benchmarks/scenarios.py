@@ -13,7 +13,8 @@ class Scenario:
     title: str
     qos: int
     with_subscriber: bool
-    kind: str = "pubsub"  # "pubsub", "fanout", "idle", "reconnect", "offline", "agent", "e2e"
+    # "pubsub", "fanout", "idle", "reconnect", "auth", "offline", "agent", "e2e"
+    kind: str = "pubsub"
 
 
 SCENARIOS = [
@@ -25,6 +26,8 @@ SCENARIOS = [
     Scenario("qos2_puback", "QoS 2 publish -> PUBCOMP, no subscriber", 2, False),
     Scenario("reconnect_1000", "1,000 persistent sessions reconnect at once", 1, True, "reconnect"),
     Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
+    # Opt-in; restarts each broker with authentication on, then back to anonymous access.
+    Scenario("connect_auth", "CONNECT with username + password vs anonymous", 0, False, "auth"),
     # Last: on Bayou it restarts the ingress node.
     Scenario("offline_sessions", "broker RSS per offline persistent session", 1, False, "offline"),
     # Agent workers on their own embedded Kafka (benchmarks.agent_bench), after the brokers.
@@ -37,7 +40,7 @@ SCENARIOS = [
 MULTI_PROCESS_SCENARIOS = ("qos1_puback", "fanout_1000")
 AGENT_SCENARIOS = ("agent_count", "agent_window_mean")
 # Run only when named with --scenario.
-OPT_IN_SCENARIOS: tuple[str, ...] = ()
+OPT_IN_SCENARIOS: tuple[str, ...] = ("connect_auth",)
 
 
 def broker_names(sc: Scenario, args: argparse.Namespace) -> list[str]:
