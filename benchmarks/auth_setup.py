@@ -54,16 +54,18 @@ def password_file(broker: Broker) -> Path:
     raise BrokerError(f"connect_auth does not know how to configure {broker.name}")
 
 
-def restart_with_auth(broker: Broker, required: bool) -> float:
+def restart_with_auth(broker: Broker, required: bool, full_check: bool = False) -> float:
     """Restart ``broker`` requiring a password (``required``) or allowing anonymous clients
-    (as the harness starts it); seconds until it listened again."""
+    (as the harness starts it); seconds until it listened again. ``full_check``: Bayou does
+    not remember good passwords (every CONNECT pays argon2, as on a node just started)."""
     pf = password_file(broker) if required else None
     if isinstance(broker, Mosquitto):
         broker.password_file = pf
     elif isinstance(broker, Bayou):
-        broker.extra_env = (
-            {}
-            if pf is None
-            else {"BAYOU_AUTH_PASSWORD_FILE": str(pf), "BAYOU_ALLOW_ANONYMOUS": "false"}
-        )
+        env = {} if pf is None else {
+            "BAYOU_AUTH_PASSWORD_FILE": str(pf), "BAYOU_ALLOW_ANONYMOUS": "false",
+        }  # fmt: skip
+        if pf is not None and full_check:
+            env["BAYOU_AUTH_PASSWORD_CACHE_SIZE"] = "0"
+        broker.extra_env = env
     return broker.restart()

@@ -95,6 +95,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=2000,
         help="clients connecting per phase (with a password, then anonymous); runs: --repeat",
     )
+    auth.add_argument(
+        "--auth-full-check",
+        action="store_true",
+        help="Bayou: every password CONNECT gets the full argon2 check "
+        "(BAYOU_AUTH_PASSWORD_CACHE_SIZE=0), as on a node that has just started",
+    )
     ag = ap.add_argument_group("agent_count and agent_window_mean")
     ag.add_argument("--agent-records", type=int, default=200_000, help="input records per run")
     ag.add_argument("--agent-devices", type=int, default=1000, help="agent_count: device keys")

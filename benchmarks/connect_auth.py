@@ -139,7 +139,9 @@ def run_connect_auth(broker: Broker, args: argparse.Namespace, run_id: str) -> d
     n = args.auth_connects
     out: dict[str, Any] = {"procs": min(PROCS, n)}
     try:
-        out["restart_s"] = round(restart_with_auth(broker, required=True), 3)
+        full = bool(getattr(args, "auth_full_check", False))
+        out["full_check"] = full
+        out["restart_s"] = round(restart_with_auth(broker, required=True, full_check=full), 3)
         out["wrong_password_code"] = check_auth_is_on(broker, run_id)
         ids = [f"auth-{run_id}-{i}" for i in range(n)]
         phases = {"auth": measure_connects(broker, ids, (USERNAME, PASSWORD.encode()))}
