@@ -38,9 +38,12 @@ def machine_busy_s(stat_text: str, ticks: int) -> float:
 
 
 def _metrics(port: int, names: list[str]) -> dict[str, float]:
-    """The unlabelled samples ``names`` the endpoint has (none when it does not answer)."""
+    """The samples ``names`` the endpoint has, each summed over its labels (records are
+    counted per agent); none when it does not answer."""
     samples = scrape(port, HOST, timeout=2.0)
-    return {} if samples is None else samples.values(names)
+    if samples is None:
+        return {}
+    return {n: v for n in names if (v := samples.total(n)) is not None}
 
 
 def _bayou_env(**extra: str) -> dict[str, str]:
