@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo up test lint bench system-deps bench-deps java-deps kafka-deps
+.PHONY: demo up test lint bench system-deps bench-deps java-deps kafka-deps prometheus-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -43,6 +43,24 @@ $(KAFKA_LIB)/.fetched: tools/kafka/pom.xml
 	cd tools/kafka && mvn -q -B dependency:copy-dependencies
 	touch $@
 
+# A real Prometheus for the tests (tests/prometheus_fixture.py, bayou/prometheus.py) and promtool
+# to check the shipped config and rules (dashboards/prometheus/). Debian's package starts its own
+# service on install where systemd runs (and its recommended node exporter, on 9100); the tests
+# start their own Prometheus on free ports, so stop and disable the packaged services: nothing
+# may listen on 9090 because of us. Quiet and harmless where there is no systemd (containers,
+# CI) or a service never started.
+prometheus-deps:
+	@command -v prometheus >/dev/null && command -v promtool >/dev/null || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q prometheus && \
+	   (if [ -d /run/systemd/system ]; then \
+	      $(SUDO) systemctl disable --now prometheus prometheus-node-exporter \
+	        >/dev/null 2>&1 || true; \
+	    else \
+	      for s in prometheus prometheus-node-exporter; do \
+	        $(SUDO) service $$s stop >/dev/null 2>&1 || true; \
+	      done; \
+	    fi))
+
 # The benchmark compares against a real mosquitto broker.
 bench-deps: system-deps
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -59,7 +77,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-test system-deps kafka-deps lint
+test: $(VENV)/.installed-test system-deps kafka-deps prometheus-deps lint
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-bench bench-deps

@@ -26,6 +26,9 @@ from kafkaio.admin import ensure_topics
 from tests.apache_kafka import ApacheKafka
 from tests.helpers import wait_until
 
+# The `prometheus` fixture (a real Prometheus per test) lives with its helpers.
+from tests.prometheus_fixture import prometheus  # noqa: F401
+
 BAYOU = [sys.executable, "-m", "bayou.cli"]
 
 # Hypothesis (tests/test_fuzz_*.py): "ci" is reproducible (derandomized, no example database),
