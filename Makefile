@@ -66,8 +66,9 @@ bench-deps: system-deps
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
 	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q mosquitto)
 
+# `make demo DEMO_FLAGS=--prometheus` also runs a Prometheus scraping the stack.
 demo: $(VENV)/.installed
-	$(BIN)/bayou up --demo
+	$(BIN)/bayou up --demo $(DEMO_FLAGS)
 
 up: $(VENV)/.installed
 	$(BIN)/bayou up

@@ -285,6 +285,12 @@ def replay(
 def up(
     demo: bool = typer.Option(False, "--demo", help="Also run a simulated fleet of devices"),
     agents: Annotated[list[str] | None, typer.Option("--agents", help=_AGENTS_HELP)] = None,
+    prometheus: bool = typer.Option(
+        False,
+        "--prometheus",
+        help="Also run a Prometheus (Debian package `prometheus`) scraping the stack, "
+        "on BAYOU_PROMETHEUS_PORT",
+    ),
 ) -> None:
     """Start the whole stack: Kafka (embedded unless configured), ingress, agent worker."""
     from bayou.stack import StackError, run_stack
@@ -292,7 +298,7 @@ def up(
     settings = _settings()
     check_security(settings, "up", dev=True)
     try:
-        code = run_stack(settings, demo=demo, agents=agents or [])
+        code = run_stack(settings, demo=demo, agents=agents or [], prometheus=prometheus)
     except StackError as exc:
         typer.echo(f"bayou up: {exc}", err=True)
         raise typer.Exit(1) from None

@@ -78,6 +78,8 @@ class Settings(BaseSettings):
     ingress_child: bool = False
     metrics_host: str = "127.0.0.1"
     ingress_metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # `bayou up --prometheus`: where its Prometheus listens (0: a free port).
+    prometheus_port: int = Field(default=9090, ge=0, le=65535)
     worker_metrics_port: int = Field(default=9465, ge=0, le=65535)
     worker_session_timeout_ms: int = Field(default=6_000, ge=1_000)
     worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"

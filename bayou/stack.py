@@ -18,15 +18,27 @@ from pathlib import Path
 
 from rich.console import Console
 
+import dashboards
 from bayou.embedded import EmbeddedKafka
 from bayou.metrics_scrape import metric_value
 from bayou.net import free_port
 from bayou.processes import die_with_parent, stop_processes
+from bayou.prometheus import (
+    INSTALL_HINT,
+    JOB_INGRESS,
+    JOB_WORKER,
+    Prometheus,
+    PrometheusError,
+    find_binary,
+)
+from bayou.prometheus import start as start_prometheus
 from bayou.settings import PortTakenError, Settings, check_ports_free
 from kafkaio.admin import ensure_topics
 from kafkaio.clients import KafkaConnectError
 
 console = Console(highlight=False, soft_wrap=True)
+# The recording and alerting rules shipped with the dashboards (promtool-tested).
+SHIPPED_RULES = Path(dashboards.__file__).resolve().parent / "prometheus" / "rules.yml"
 
 
 class StackError(Exception):
@@ -47,6 +59,24 @@ class Stack:
         self.children: dict[str, subprocess.Popen[bytes]] = {}
         self.bootstrap = settings.kafka_bootstrap or ""
         self.anonymous = settings.allow_anonymous is not False
+        self.want_prometheus = False
+        self.prometheus: Prometheus | None = None
+
+    def start_prometheus(self) -> None:
+        """Prometheus scraping the ingress node and the worker every 5 s, with the shipped
+        recording and alerting rules (dashboards/prometheus/rules.yml), data under .bayou/."""
+        s = self.settings
+        host = s.metrics_host
+        targets = {
+            JOB_INGRESS: [f"{host}:{s.ingress_metrics_port}"],
+            JOB_WORKER: [f"{host}:{s.worker_metrics_port}"],
+        }
+        directory = self.log_dir.parent / "prometheus"
+        # Its TSDB outlives no embedded broker: a new stack starts with empty graphs.
+        shutil.rmtree(directory, ignore_errors=True)
+        self.prometheus = start_prometheus(
+            targets, directory, s.prometheus_port, "5s", [SHIPPED_RULES], ready_timeout=60
+        )
 
     def start_kafka(self) -> None:
         """Start the embedded broker unless BAYOU_KAFKA_BOOTSTRAP is set."""
@@ -91,6 +121,9 @@ class Stack:
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM every child, wait, SIGKILL stragglers, then stop the embedded broker."""
+        if self.prometheus is not None:
+            self.prometheus.stop()
+            self.prometheus = None
         stop_processes(self.children.values(), timeout)
         self.children.clear()
         if self.kafka:
@@ -117,9 +150,13 @@ async def _wait_ready(stack: Stack, limit_s: float) -> None:
         await asyncio.sleep(0.1)
 
 
-def run_stack(settings: Settings, *, demo: bool, agents: list[str] | None = None) -> int:
+def run_stack(
+    settings: Settings, *, demo: bool, agents: list[str] | None = None, prometheus: bool = False
+) -> int:
     """Run the stack until SIGINT/SIGTERM; return the exit code."""
     t0 = time.monotonic()
+    if prometheus and find_binary("prometheus") is None:
+        raise StackError(f"--prometheus: the prometheus binary is not installed; {INSTALL_HINT}")
     if settings.kafka_bootstrap is None and settings.worker_processing_guarantee == "exactly_once":
         # Measured on Tansu 0.6.0: an open transaction holds back read_committed readers of
         # the whole topic, and a dead worker's transaction is never aborted (docs/agents.md).
@@ -136,13 +173,17 @@ def run_stack(settings: Settings, *, demo: bool, agents: list[str] | None = None
             f"BAYOU_KAFKA_SECURITY_PROTOCOL={settings.kafka_security_protocol} needs "
             "BAYOU_KAFKA_BOOTSTRAP: the embedded broker speaks PLAINTEXT only (no SASL, no TLS)"
         )
+    if prometheus and settings.prometheus_port == 0:
+        settings.prometheus_port = free_port("127.0.0.1")
+    ports = ("mqtt", "ingress_metrics", "worker_metrics", *(("prometheus",) if prometheus else ()))
     try:
-        check_ports_free(settings, ("mqtt", "ingress_metrics", "worker_metrics"))
+        check_ports_free(settings, ports)
     except PortTakenError as exc:
         raise StackError(str(exc)) from None
     log_dir = Path(".bayou/logs")
     log_dir.mkdir(parents=True, exist_ok=True)
     stack = Stack(settings, log_dir)
+    stack.want_prometheus = prometheus
     return asyncio.run(_run(stack, demo, t0, agents or []))
 
 
@@ -168,6 +209,11 @@ async def _run(stack: Stack, demo: bool, t0: float, agents: list[str]) -> int:
         stack.spawn("ingress", "ingress")
         stack.spawn("worker", "worker", [a for m in agents for a in ("--agents", m)])
         await _wait_ready(stack, limit_s=60)
+        if stack.want_prometheus:
+            try:
+                await asyncio.to_thread(stack.start_prometheus)
+            except PrometheusError as exc:
+                raise StackError(f"--prometheus: {exc}") from None
         ready_s = time.monotonic() - t0
         _print_banner(stack, ready_s)
         fleet_task = None
@@ -204,6 +250,8 @@ def _print_banner(stack: Stack, ready_s: float) -> None:
     metrics = f"http://{s.metrics_host}:{{}}/metrics"
     console.print(f"  Ingress metrics  {metrics.format(s.ingress_metrics_port)}")
     console.print(f"  Worker metrics   {metrics.format(s.worker_metrics_port)}")
+    if stack.prometheus is not None:
+        console.print(f"  Prometheus       {stack.prometheus.url}")
     console.print(f"  Logs             {stack.log_dir}/")
     if stack.kafka:
         console.print(

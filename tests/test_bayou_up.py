@@ -20,8 +20,10 @@ from bayou.embedded import EmbeddedKafka
 from bayou.metrics_scrape import metric_value
 from bayou.net import free_port
 from bayou.processes import stop_process
+from bayou.prometheus import JOB_INGRESS, JOB_WORKER, Prometheus
 from tests.conftest import BAYOU, bayou_env
 from tests.helpers import Mqtt, alive, children_of, wait_until
+from tests.prometheus_fixture import need_binary
 
 pytestmark = pytest.mark.integration
 
@@ -252,3 +254,51 @@ def test_up_uses_the_configured_kafka_instead_of_embedding_one(
     finally:
         stop_process(proc)
         _close(proc)
+
+
+def test_up_with_prometheus_scrapes_the_stack_and_stops_it(tmp_path: Path) -> None:
+    """`bayou up --prometheus` runs a real Prometheus (Debian's package) scraping the ingress
+    node and the worker with the shipped rules; Ctrl-C stops it with the rest."""
+    need_binary("prometheus")
+    prom_port = free_port()
+    env, _ = _up_env(tmp_path, BAYOU_PROMETHEUS_PORT=str(prom_port))
+    proc = _start_up(tmp_path, env, "--prometheus")
+    try:
+        assert proc.stdout is not None
+        lines = Lines(proc.stdout)
+        lines.until(r"Bayou is ready in ([\d.]+)s", 120)
+        lines.until(r"Stop with Ctrl-C", 10)
+        assert f"Prometheus       http://127.0.0.1:{prom_port}" in lines.seen
+        kids = children_of(proc.pid)
+        prom = Prometheus(prom_port, tmp_path / ".bayou" / "prometheus", Path("unused"))
+
+        def both_up() -> bool:
+            ups = {r["metric"]["job"]: r["value"][1] for r in prom.query("up")}
+            return ups == {JOB_INGRESS: "1", JOB_WORKER: "1"}
+
+        # Prometheus's first scrape of static targets comes ~5 s after start, then every 5 s.
+        wait_until(both_up, 60, "Prometheus scraping the ingress node and the worker")
+        assert prom.query("bayou_ingress_ready") and prom.query("bayou_agent_ready")
+        # The shipped rules are loaded.
+        groups = prom.api("rules", {})["groups"]
+        assert any(r["name"] == "BayouIngressDown" for g in groups for r in g["rules"])
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(30) == 0
+        for pid in kids:
+            assert not alive(pid), f"child {pid} outlived bayou up"
+    finally:
+        stop_process(proc)
+        _close(proc)
+
+
+def test_up_with_prometheus_but_none_installed_says_how_to_install(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """No Prometheus here to uninstall: the lookup is made to find none (the only stand-in),
+    and the stack must refuse before it starts anything, saying how to install it."""
+    import bayou.stack
+    from bayou.settings import Settings
+
+    monkeypatch.setattr(bayou.stack, "find_binary", lambda name="prometheus": None)
+    with pytest.raises(bayou.stack.StackError, match="make prometheus-deps"):
+        bayou.stack.run_stack(Settings(), demo=False, prometheus=True)
