@@ -105,4 +105,6 @@ def push(
         status = f"HTTP {exc.status_code}" if exc.status_code else "no answer"
         raise PushError(f"Grafana at {url}: {status}: {exc.message}") from None
     except niquests.exceptions.RequestException as exc:
-        raise PushError(f"cannot reach Grafana at {url}: {exc}") from None
+        raise PushError(
+            f"cannot reach Grafana at {url} ({type(exc).__name__}): is it running, is --url right?"
+        ) from None
