@@ -94,9 +94,7 @@ def test_the_variables(boards: dict[str, dict[str, Any]]) -> None:
     def variables(uid: str) -> dict[str, str]:
         return {v["name"]: v["query"] for v in boards[uid]["templating"].get("list", [])}
 
-    assert variables("bayou-ingress") == {
-        "instance": "label_values(bayou_ingress_ready, instance)"
-    }
+    assert variables("bayou-ingress") == {"instance": "label_values(bayou_ingress_ready, instance)"}
     assert set(variables("bayou-agents")) == {"app", "agent"}
     for uid, p in _panels(boards):
         for t in p["targets"]:
