@@ -76,7 +76,7 @@ def build() -> Dashboard:
         timeseries(
             "Kafka produce latency",
             "How long does Kafka take to acknowledge a node's record (what a QoS 1 publisher "
-            "waits for its PUBACK), p50 and p99, and do writes fail?",
+            "waits for its PUBACK), p50 and p99?",
             Query(quantile(0.5, m.INGRESS_PRODUCE_SECONDS, "instance", NODE), "{{instance}} p50"),
             Query(quantile(0.99, m.INGRESS_PRODUCE_SECONDS, "instance", NODE), "{{instance}} p99"),
             unit="s",
