@@ -181,3 +181,12 @@ def test_bayou_dashboards_build(tmp_path: Path) -> None:
         bad = _bayou("dashboards", "build", "--out", str(tmp_path / "x"), option, value)
         assert bad.returncode == 2 and option in bad.stderr, (option, bad.stderr)
     assert not (tmp_path / "x").exists()
+
+
+def test_docs_list_every_panel(boards: dict[str, dict[str, Any]]) -> None:
+    """docs/dashboards.md has each panel's row (title and question), as the code has it."""
+    docs = (ROOT / "docs" / "dashboards.md").read_text()
+    for uid, p in _panels(boards):
+        assert f"| {p['title']} |" in docs and p["description"] in docs, (
+            f"{uid} panel {p['title']!r} is not in docs/dashboards.md ## Dashboards as built"
+        )
