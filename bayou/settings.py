@@ -147,6 +147,8 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=5.0, gt=0, le=300)
     webhook_backoff_seconds: float = Field(default=0.5, ge=0, le=60)
     log_level: str = "WARNING"
+    # `bayou dashboards push` (docs/dashboards.md): a Grafana service account token.
+    grafana_token: SecretStr | None = None
 
     _route_rules: RouteRules | None = PrivateAttr(default=None)
 

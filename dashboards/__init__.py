@@ -1,5 +1,8 @@
 """Bayou's Grafana dashboards as code (DESIGN §5).
 
-Empty for now: the dashboards, their generated JSON and the push to Grafana come with the
-dashboards issue. This package will only read metric names from ingress and agents.
+Built with the Grafana Foundation SDK: one module per dashboard (:mod:`.overview`,
+:mod:`.ingress_nodes`, :mod:`.agent_workers`, :mod:`.fleet`), their metric names in
+:mod:`.metrics` (names only: this package never imports ``ingress`` or ``agents``), the
+provisioning files in :mod:`.provisioning`, written by :mod:`.build` into ``generated/`` and
+pushed to a running Grafana by :mod:`.push`. :mod:`.snapshot` draws them without a Grafana.
 """
