@@ -122,6 +122,14 @@ class Prometheus:
     timeout: float = 10.0
     _started: float = field(default=0.0, repr=False)
 
+    @classmethod
+    def at(cls, url: str) -> Prometheus:
+        """A handle on a Prometheus someone else runs (``http://host:port``): queries only."""
+        parsed = urllib.parse.urlparse(url)
+        if parsed.scheme != "http" or not parsed.hostname:
+            raise PrometheusError(f"{url!r}: expected http://HOST[:PORT]")
+        return cls(parsed.port or 9090, Path("."), Path("."), host=parsed.hostname)
+
     @property
     def url(self) -> str:
         return f"http://{self.host}:{self.port}"

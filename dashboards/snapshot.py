@@ -92,6 +92,17 @@ def _panels(dashboard: Mapping[str, Any]) -> list[Mapping[str, Any]]:
     return out
 
 
+def mqtt_filters(dashboard: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """(panel title, topic filter) of every MQTT target of ``dashboard``."""
+    return [
+        (p.get("title", ""), t["topic"])
+        for p in _panels(dashboard)
+        if _is_mqtt(p)
+        for t in p.get("targets", [])
+        if t.get("topic")
+    ]
+
+
 def _is_mqtt(panel: Mapping[str, Any]) -> bool:
     ds = panel.get("datasource") or {}
     return "mqtt" in str(ds.get("type", "")) or any(

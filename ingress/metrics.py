@@ -88,21 +88,45 @@ _in_children: dict[tuple[str, int], Counter] = {}
 _out_children: dict[tuple[str, int], Counter] = {}
 
 
-def count_in(kafka_topic: str, qos: int) -> None:
-    """One PUBLISH (or will) routed to ``kafka_topic``."""
+def count_in(kafka_topic: str, qos: int, n: int = 1) -> None:
+    """``n`` PUBLISH packets (or wills) routed to ``kafka_topic``."""
     child = _in_children.get((kafka_topic, qos))
     if child is None:
         child = _in_children[(kafka_topic, qos)] = MESSAGES_IN_TOTAL.labels(kafka_topic, str(qos))
-    child.inc()
+    if n:
+        child.inc(n)
 
 
-def count_out(sent: dict[str, list[int]]) -> None:
-    """PUBLISH packets sent, per Kafka topic read from: counts by QoS 0, 1, 2."""
+def count_out(sent: dict[str, list[int]], create: bool = False) -> None:
+    """PUBLISH packets sent, per Kafka topic read from: counts by QoS 0, 1, 2 (``create``: make
+    the series of zero counts too)."""
     for topic, by_qos in sent.items():
         for qos, n in enumerate(by_qos):
-            if n:
+            if n or create:
                 child = _out_children.get((topic, qos))
                 if child is None:
                     child = MESSAGES_OUT_TOTAL.labels(topic, str(qos))
                     _out_children[(topic, qos)] = child
                 child.inc(n)
+
+
+# The fixed label values of the refusal counters, so every series exists (at 0) from the
+# start: a dashboard shows 0, not "no data", and rate() works from the first event.
+PROTOCOL_ERROR_KINDS = ("malformed", "unsupported_protocol", "identifier_rejected",
+                        "keepalive_timeout")  # fmt: skip
+LIMITS = ("max_connections", "connect_rate", "connect_timeout", "write_buffer",
+          "max_subscriptions", "publish_rate", "max_payload")  # fmt: skip
+
+
+def init_label_values(route_topics: list[str], delivery_topics: list[str]) -> None:
+    """Create every fixed-label series of the refusal counters (auth and ACL: the guard), and
+    the messages in and out of the node's Kafka topics at every QoS: a series that appears
+    with its first count already in it shows no rate() for that count."""
+    for topic in route_topics:
+        for qos in (0, 1, 2):
+            count_in(topic, qos, 0)
+    count_out({topic: [0, 0, 0] for topic in delivery_topics}, create=True)
+    for kind in PROTOCOL_ERROR_KINDS:
+        PROTOCOL_ERRORS_TOTAL.labels(kind)
+    for limit in LIMITS:
+        LIMIT_REFUSALS_TOTAL.labels(limit)

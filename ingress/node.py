@@ -33,7 +33,14 @@ from ingress.config import IngressConfig
 from ingress.inbound import Inbound
 from ingress.kafka.producer import IngestProducer
 from ingress.kafka.topic_reader import TopicReader
-from ingress.metrics import CONNECTIONS, CONNECTS_TOTAL, READY, SUBSCRIPTIONS, TAKEOVERS_TOTAL
+from ingress.metrics import (
+    CONNECTIONS,
+    CONNECTS_TOTAL,
+    READY,
+    SUBSCRIPTIONS,
+    TAKEOVERS_TOTAL,
+    init_label_values,
+)
 from ingress.outbound.catch_up import CatchUp
 from ingress.outbound.dedup import ResultDedup
 from ingress.outbound.live import LiveDelivery
@@ -106,6 +113,7 @@ class IngressNode:
             dict.fromkeys(router.kafka_topics() + config.outbound_topics + egress.kafka_topics())
         )
         # Live delivery reads the reader's positions, so the reader calls it through a lambda.
+        self._metric_topics = (router.kafka_topics(), delivery_topics)
         self.delivery_reader = TopicReader(
             config.kafka_bootstrap,
             delivery_topics,
@@ -146,6 +154,7 @@ class IngressNode:
 
     async def start(self) -> None:
         """Connect to Kafka, then open the MQTT port; ready when this returns."""
+        init_label_values(*self._metric_topics)
         if self.config.metrics_port:
             start_http_server(self.config.metrics_port, addr=self.config.metrics_host)
         await self.producer.start()

@@ -23,12 +23,15 @@ from bayou.embedded import EmbeddedKafka
 from bayou.mqtt_sample import collect
 from bayou.net import free_port
 from bayou.processes import stop_process
+from dashboards.snapshot import mqtt_filters
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt
 
 pytestmark = pytest.mark.integration
 
-LIVE_FILTERS = ["sensors/+/stats", "alerts/+"]
+# What the shipped Fleet dashboard's MQTT panels subscribe to.
+FLEET = Path(__file__).resolve().parent.parent / "dashboards/generated/dashboards/bayou-fleet.json"
+LIVE_FILTERS = sorted({f for _, f in mqtt_filters(json.loads(FLEET.read_text()))})
 
 
 @pytest.fixture
@@ -44,6 +47,7 @@ def ws_ingress(kafka: EmbeddedKafka, tmp_path: Path) -> Iterator[tuple[Proc, int
 def test_a_closed_windows_stats_reach_a_websocket_subscriber_of_the_fleet_panels(
     ws_ingress: tuple[Proc, int], worker: Proc
 ) -> None:
+    assert LIVE_FILTERS == ["alerts/+", "sensors/+/stats"]
     node, ws_port = ws_ingress
     dev = f"live-{uuid.uuid4().hex[:8]}"
     # A window a minute ahead of now: no other test's readings share or close it.
