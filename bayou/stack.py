@@ -252,6 +252,13 @@ def _print_banner(stack: Stack, ready_s: float) -> None:
     console.print(f"  Worker metrics   {metrics.format(s.worker_metrics_port)}")
     if stack.prometheus is not None:
         console.print(f"  Prometheus       {stack.prometheus.url}")
+        # Grafana cannot run here; say how to point one at this stack (docs/dashboards.md).
+        console.print(
+            "  Grafana          bayou dashboards build --out /tmp/bayou-grafana "
+            f"--prometheus-url {stack.prometheus.url} --mqtt-uri tcp://{s.mqtt_host}:{s.mqtt_port}"
+            "\n                   then run grafana/grafana with that provisioning mounted "
+            "(docs/dashboards.md#building-and-pushing)"
+        )
     console.print(f"  Logs             {stack.log_dir}/")
     if stack.kafka:
         console.print(

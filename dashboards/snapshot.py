@@ -50,6 +50,7 @@ _BUILTINS = {"__rate_interval": "1m", "__interval": "15s", "__range": "5m"}
 _ROW_UNITS = 0.42  # inches per gridPos height unit
 _COL_UNITS = 0.75  # inches per gridPos column
 _HEADER_IN = 0.6  # the dashboard's title
+_TIME_KEYS = ("ts", "window_start", "window_end", "count")
 
 
 def expand(expr: str, variables: Sequence[str]) -> str:
@@ -152,21 +153,60 @@ def _draw_prometheus(
     ax.legend(fontsize=6, loc="upper left")
 
 
+def _numeric(msg: Any) -> dict[str, float]:
+    if not isinstance(msg, dict):
+        return {}
+    return {k: float(v) for k, v in msg.items() if isinstance(v, int | float)}
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.0f}" if value > 1e9 else f"{value:.2f}"  # epoch seconds: whole
+    return str(value)[:24]
+
+
 def _draw_mqtt(ax: Axes, panel: Mapping[str, Any], sample: MqttSample | None) -> None:
-    ax.set_axis_off()
     topics = ", ".join(t.get("topic", "") for t in panel.get("targets", []))
     if sample is None or not sample.messages:
-        ax.text(0.5, 0.5, f"live over MQTT: {topics}", ha="center", va="center", color="grey")
+        ax.set_axis_off()
+        what = "live over MQTT" if sample is None else "no message in the time sampled"
+        ax.text(0.5, 0.5, f"{what}: {topics}", ha="center", va="center", color="grey")
         return
-    rows: list[list[str]] = []
-    for topic, msg in sample.messages[-10:]:
-        text = (
-            ", ".join(f"{k}={v}" for k, v in msg.items() if k != "device")
-            if isinstance(msg, dict)
-            else str(msg)
-        )
-        rows.append([topic, text[:90]])
-    ax.table(cellText=rows, colLabels=["topic", "message"], loc="upper center", fontsize=6)
+    if panel.get("type") == "timeseries":
+        # As Grafana draws a JSON stream: one line per topic, a numeric field over time (the
+        # window's end when the message has one). ``mean`` first: the demo's window stats.
+        by_topic: dict[str, list[tuple[float, float]]] = {}
+        for topic, msg in sample.messages:
+            nums = _numeric(msg)
+            x = nums.get("window_end", nums.get("ts"))
+            y = nums.get("mean", next((v for k, v in nums.items() if k not in _TIME_KEYS), None))
+            if x is not None and y is not None:
+                by_topic.setdefault(topic, []).append((x, y))
+        if by_topic:
+            t0 = min(x for pts in by_topic.values() for x, _ in pts)
+            for topic, pts in sorted(by_topic.items())[:12]:
+                pts.sort()
+                ax.plot([x - t0 for x, _ in pts], [y for _, y in pts], marker="o",
+                        linewidth=1.2, label=topic)  # fmt: skip
+            ax.set_xlabel("seconds", fontsize=7)
+            ax.tick_params(labelsize=7)
+            ax.grid(alpha=0.3)
+            ax.legend(fontsize=6, loc="upper left", ncol=2)
+            return
+    ax.set_axis_off()
+    rows = sample.messages[-10:]
+    keys: list[str] = []
+    for _, msg in rows:
+        for k in msg if isinstance(msg, dict) else ():
+            if k not in keys and len(keys) < 7:
+                keys.append(k)
+    cells = [
+        [_cell(msg.get(k, "")) if isinstance(msg, dict) else str(msg)[:60] for k in keys or [""]]
+        for _, msg in rows
+    ]
+    table = ax.table(cellText=cells, colLabels=keys or ["message"], loc="upper center")
+    table.auto_set_font_size(False)
+    table.set_fontsize(8)
 
 
 def render(

@@ -269,6 +269,7 @@ def test_up_with_prometheus_scrapes_the_stack_and_stops_it(tmp_path: Path) -> No
         lines.until(r"Bayou is ready in ([\d.]+)s", 120)
         lines.until(r"Stop with Ctrl-C", 10)
         assert f"Prometheus       http://127.0.0.1:{prom_port}" in lines.seen
+        assert f"--prometheus-url http://127.0.0.1:{prom_port}" in lines.seen
         kids = children_of(proc.pid)
         prom = Prometheus(prom_port, tmp_path / ".bayou" / "prometheus", Path("unused"))
 
