@@ -10,7 +10,11 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Set
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No ``*_created`` series (one more gauge per counter and histogram child: its creation time):
+# a process exposes the contract's metrics only (docs/dashboards.md#metrics).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Per app of agents.app (labels: the app's name and the name of its agent, window or alerter
 # that acted; never a key or a topic, so the label sets stay bounded).
