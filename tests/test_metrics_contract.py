@@ -5,7 +5,8 @@ devices (real MQTT clients, real sockets) send readings at QoS 0 and 1, one of t
 (an alert and a ``cool`` command) and one an invalid one (a dead letter). Both ``/metrics``
 endpoints are scraped over HTTP before and after: each exposes exactly the metrics of the
 contract (no other ``bayou_`` family), with their types and label names, and the values moved
-where the traffic went.
+where the traffic went. A persistent session caught up from Kafka counts its deliveries under
+the Kafka topic they were read from.
 """
 
 from __future__ import annotations
@@ -20,8 +21,10 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from agents.demo import device_group
+from bayou.embedded import EmbeddedKafka
+from ingress.contract.records import DEFAULT_TOPIC
 from tests.conftest import Proc
-from tests.helpers import Mqtt, wait_until
+from tests.helpers import Mqtt, read_topic, wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -217,3 +220,39 @@ def test_every_metric_of_the_contract_is_exposed_and_moves_with_traffic(
     partitions = sorted(int(lbl["partition"]) for _, lbl, _ in lag)
     assert partitions == list(range(len(partitions))), partitions
     assert all(v >= 0 for _, _, v in lag), lag
+
+
+def test_catch_up_deliveries_count_by_the_kafka_topic_read_from(
+    kafka: EmbeddedKafka, ingress: Proc
+) -> None:
+    """A persistent session's subscriber reconnects and is caught up from Kafka: its messages
+    count in ``bayou_ingress_messages_out_total`` under the topic they were read from."""
+    before = _families(ingress.metrics_port)
+    run = uuid.uuid4().hex[:8]
+    cid, topic = f"met-sub-{run}", f"met/{run}/x"
+    sub = Mqtt(ingress.mqtt_port, cid, clean_session=False).connect()
+    sub.subscribe(topic, 1)
+    sub.close()
+
+    def offline() -> bool:
+        recs = [r for r in read_topic(kafka.bootstrap, "bayou.sessions") if r.key == cid.encode()]
+        return bool(recs) and recs[-1].value is not None and not json.loads(recs[-1].value)["owner"]
+
+    wait_until(offline, 20, f"the offline session of {cid} in bayou.sessions")
+    pub = Mqtt(ingress.mqtt_port, f"met-pub-{run}").connect()
+    try:
+        for n in range(3):
+            pub.publish(topic, f"m{n}", qos=1).wait_for_publish(10)
+    finally:
+        pub.close()
+    sub = Mqtt(ingress.mqtt_port, cid, clean_session=False).connect()
+    try:
+        got = [sub.expect(lambda m: m.topic == topic).payload for _ in range(3)]
+    finally:
+        sub.close()
+    assert got == [b"m0", b"m1", b"m2"]
+    after = _families(ingress.metrics_port)
+    assert moved(after, before, "bayou_ingress_catch_ups_total") >= 1
+    assert moved(after, before, "bayou_ingress_replayed_messages_total") >= 3
+    out = "bayou_ingress_messages_out_total"
+    assert moved(after, before, out, kafka_topic=DEFAULT_TOPIC, qos="1") >= 3
