@@ -588,12 +588,20 @@ class App:
     _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     global_tables: list[GlobalTable] = field(default_factory=list, init=False, repr=False)
     _groups: set[str] = field(default_factory=set, init=False, repr=False)
+    _group_failed: bool = field(default=False, init=False, repr=False)
 
     def group_of(self, device: str) -> str:
         """The device group of ``device`` for the metrics (see the class docstring)."""
         if self.device_group is None:
             return "all"
-        group = str(self.device_group(device))
+        try:
+            group = str(self.device_group(device))
+        except Exception:  # a metric label must not stop the worker
+            if not self._group_failed:
+                self._group_failed = True
+                log.exception("app %r: device_group(%r) raised: counted as 'other'", self.name,
+                              device)  # fmt: skip
+            return "other"
         if group in self._groups:
             return group
         if len(self._groups) >= MAX_DEVICE_GROUPS:

@@ -5,7 +5,11 @@ Names are the contract dashboards read: they stay when modules or words change.
 
 from __future__ import annotations
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No ``*_created`` series (one more gauge per counter and histogram child: its creation time):
+# a process exposes the contract's metrics only (docs/dashboards.md#metrics).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 CONNECTIONS = Gauge("bayou_ingress_connections", "MQTT connections currently open")
 CONNECTS_TOTAL = Counter("bayou_ingress_connects_total", "CONNECTs accepted")

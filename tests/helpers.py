@@ -102,6 +102,9 @@ class Mqtt:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+        # paho keeps its wake-up socket pair open after loop_stop(); left to the garbage
+        # collector it raises ResourceWarning (an error here) in whichever test collects it.
+        self.client._reset_sockets(sockpair_only=True)
 
 
 def read_topic(bootstrap: str, topic: str, timeout: float = 10.0) -> list[Any]:

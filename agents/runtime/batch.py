@@ -143,6 +143,8 @@ def _count_engine(r: AppRunner) -> None:
 
 def _observe_commands(runners: list[AppRunner], commands: list[Output]) -> None:
     """Command latency, once Kafka has the commands: from their input's ``bayou.ingress_ts``."""
+    if not commands:
+        return
     now_ms = time.time() * 1000
     apps = {r.app.name: r.app for r in runners}
     for o in commands:
@@ -233,6 +235,9 @@ async def process_batch(
     delivered = await producer.flush() if not producer.transactional else []
     for o in commands:
         metrics.APP_COMMANDS_SENT.labels(*_labels(o.agent)).inc()
+    if not producer.transactional:
+        # Kafka has acknowledged the commands now, before the webhook calls and the changelog.
+        _observe_commands(runners, commands)
     if calls:
         results = await hooks.call_all(calls)
         failed = [res for res in results if not res.ok]
@@ -245,7 +250,8 @@ async def process_batch(
     for topic, v, k, p in log_sends:
         send(topic, v, k, partition=p)
     delivered += await producer.flush()
-    # With exactly-once the transaction commits after this: the commands are in Kafka, not
-    # yet visible.
-    _observe_commands(runners, commands)
+    if producer.transactional:
+        # The first flush of a transaction's records is this one; the loop commits after it:
+        # the commands are in Kafka, not yet visible.
+        _observe_commands(runners, commands)
     return Pending(runners, changes, delivered)

@@ -145,7 +145,7 @@ async def _loop(
             t0 = time.perf_counter()
             offsets = _next_offsets(records)
             backlog = await consumer.backlog()
-            lag.update(consumer.lag)
+            lag.update(consumer.lag, consumer.assigned)
             if not eos:
                 pending = await process_batch(config, producer, runners, records, hooks, backlog)
                 pending.write()

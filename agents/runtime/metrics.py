@@ -8,8 +8,13 @@ a name twice.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Set
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import Counter, Gauge, Histogram, disable_created_metrics
+
+# No ``*_created`` series (one more gauge per counter and histogram child: its creation time):
+# a process exposes the contract's metrics only (docs/dashboards.md#metrics).
+disable_created_metrics()  # type: ignore[no-untyped-call]
 
 # Per app of agents.app (labels: the app's name and the name of its agent, window or alerter
 # that acted; never a key or a topic, so the label sets stay bounded).
@@ -86,26 +91,32 @@ APP_WEBHOOK_RETRIES = Counter(
 
 
 class LagMetric:
-    """Keeps ``bayou_agent_consumer_lag`` to the consumer's partitions, at most once a second
-    (the lag is read every batch; a scrape every few seconds needs no more)."""
+    """Keeps ``bayou_agent_consumer_lag`` to the consumer's partitions: values at most once a
+    second (the lag is read every batch; a scrape every few seconds needs no more), the series
+    of a revoked partition removed at once."""
 
-    def __init__(self) -> None:
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
         self._shown: set[tuple[str, int]] = set()
-        self._at = 0.0
+        self._at = float("-inf")
 
-    def update(self, lag: dict[tuple[str, int], int]) -> None:
-        """Show ``lag`` (per assigned partition); drop the series of partitions not in it."""
-        now = time.monotonic()
+    def update(self, lag: dict[tuple[str, int], int], assigned: Set[tuple[str, int]]) -> None:
+        """Show ``lag`` of the ``assigned`` partitions; drop the series of the others. An
+        assigned partition missing from ``lag`` (position not known) keeps its last value."""
+        gone = self._shown - assigned
+        if gone:
+            for t, p in gone:
+                CONSUMER_LAG.remove(t, str(p))
+            self._shown -= gone
+        now = self._clock()
         if now - self._at < 1.0:
             return
         self._at = now
-        for t, p in self._shown - lag.keys():
-            CONSUMER_LAG.remove(t, str(p))
-        for (t, p), n in lag.items():
-            CONSUMER_LAG.labels(t, str(p)).set(n)
-        self._shown = set(lag)
+        for tp, n in lag.items():
+            if tp in assigned:
+                CONSUMER_LAG.labels(tp[0], str(tp[1])).set(n)
+                self._shown.add(tp)
 
     def clear(self) -> None:
         """The worker stops: no partition is its own any more."""
-        self._at = 0.0
-        self.update({})
+        self.update({}, frozenset())
