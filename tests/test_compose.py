@@ -395,6 +395,38 @@ def _topics_code(services: dict[str, Service]) -> str:
     return code
 
 
+def test_the_topics_service_passes_the_compose_settings(
+    services: dict[str, Service],
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Its code, run here with its environment and a recording ensure_topics: every topic of
+    Settings.all_topics, replication factor 3, the compacted ones compacted."""
+    import kafkaio.admin
+
+    calls: list[tuple[Any, ...]] = []
+
+    async def record(*args: Any) -> list[str]:
+        calls.append(args)
+        return list(args[1])
+
+    for key in [k for k in os.environ if k.startswith("BAYOU_")]:
+        monkeypatch.delenv(key)
+    env = _env(services["topics"])
+    for key, value in env.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setattr(kafkaio.admin, "ensure_topics", record)
+    exec(compile(_topics_code(services), "<topics service>", "exec"), {})
+    expected = _settings(env)
+    ((bootstrap, topics, partitions, replication, compacted, security),) = calls
+    assert bootstrap == env["BAYOU_KAFKA_BOOTSTRAP"]
+    assert topics == expected.all_topics()
+    assert (partitions, replication) == (12, 3)
+    assert compacted == expected.compacted_topics() and compacted <= set(topics)
+    assert security == expected.kafka_security()
+    assert capsys.readouterr().out.startswith("created [")
+
+
 @pytest.fixture
 def embedded_kafka(tmp_path: Path) -> Iterator[EmbeddedKafka]:
     k = EmbeddedKafka()
