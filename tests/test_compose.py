@@ -33,10 +33,12 @@ import typer
 import yaml
 
 from bayou.embedded import EmbeddedKafka
+from bayou.net import free_port
 from bayou.prometheus import JOB_INGRESS, JOB_WORKER
 from bayou.settings import Settings
 from dashboards.build import render
 from dashboards.provisioning import MQTT_PASSWORD_ENV, Sources
+from tests.conftest import Proc
 from tests.prometheus_fixture import need_binary
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -465,6 +467,86 @@ def test_the_topics_service_creates_bayous_topics(
     )  # fmt: skip
     assert again.returncode == 0, again.stdout + again.stderr
     assert "every topic exists" in again.stdout
+
+
+# The healthchecks.
+
+
+def _healthcheck_code(service: Service, port: str) -> str:
+    test = service["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "python", "-c"]
+    code = test[3]
+    assert isinstance(code, str) and f"http://127.0.0.1:{port}/metrics" in code
+    return code
+
+
+@pytest.mark.integration
+def test_the_ingress_and_worker_healthchecks_pass_on_ready_processes(
+    services: dict[str, Service], ingress: Proc, worker: Proc
+) -> None:
+    """Each healthcheck's code, pointed at a real ready process's metrics port, exits 0; at a
+    port where nothing answers, non-zero (a node gone is unhealthy)."""
+    for role, proc, variable in [
+        ("ingress", ingress, "BAYOU_INGRESS_METRICS_PORT"),
+        ("worker", worker, "BAYOU_WORKER_METRICS_PORT"),
+    ]:
+        for name, service in _role(services, role).items():
+            port = _env(service)[variable]
+            code = _healthcheck_code(service, port)
+            ok = subprocess.run(
+                [sys.executable, "-c", code.replace(f":{port}/", f":{proc.metrics_port}/")],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert ok.returncode == 0, f"{name}: {ok.stdout}{ok.stderr}"
+            gone = subprocess.run(
+                [sys.executable, "-c", code.replace(f":{port}/", f":{free_port()}/")],
+                capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL,
+            )  # fmt: skip
+            assert gone.returncode != 0, name
+
+
+def test_the_healthchecks_fail_while_not_ready(
+    services: dict[str, Service], tmp_path: Path
+) -> None:
+    """The same code against a metrics page saying 0 (its HELP line says "1 once ..."): 1."""
+    import http.server
+    import threading
+
+    page = b""
+
+    class Metrics(http.server.BaseHTTPRequestHandler):
+        def do_GET(self) -> None:
+            self.send_response(200)
+            self.end_headers()
+            self.wfile.write(page)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Metrics)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        for metric, service, variable in [
+            ("bayou_ingress_ready", services["ingress-1"], "BAYOU_INGRESS_METRICS_PORT"),
+            ("bayou_agent_ready", services["worker-1"], "BAYOU_WORKER_METRICS_PORT"),
+        ]:
+            port = _env(service)[variable]
+            code = _healthcheck_code(service, port).replace(
+                f":{port}/", f":{server.server_address[1]}/"
+            )
+            for value, expected in [("0.0", 1), ("1.0", 0)]:
+                page = (
+                    f"# HELP {metric} 1 once ready\n# TYPE {metric} gauge\n{metric} {value}\n"
+                ).encode()
+                run = subprocess.run(
+                    [sys.executable, "-c", code], capture_output=True, text=True, timeout=30,
+                    stdin=subprocess.DEVNULL,
+                )  # fmt: skip
+                assert run.returncode == expected, (metric, value, run.stderr)
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 # Grafana.
