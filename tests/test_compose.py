@@ -610,6 +610,9 @@ def test_no_secret_is_written_in_the_compose_file(
         re.findall(r"^#? ?([A-Z_]+)=", (COMPOSE_DIR / ".env.example").read_text(), re.M)
     )
     used = {name for s in _strings(compose) for name in INTERPOLATION.findall(s)}
+    # Compose interpolates every `$`: a bare one (a shell or Python `$`) would be mangled.
+    for s in _strings(compose):
+        assert "$" not in INTERPOLATION.sub("", s), f"a bare $ in {s!r}"
     assert used and used <= documented, f"not in compose/.env.example: {used - documented}"
     for line in (COMPOSE_DIR / ".env.example").read_text().splitlines():
         if re.match(r"^[A-Z_]*PASSWORD=", line):
