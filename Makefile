@@ -4,7 +4,8 @@ VENV := .venv
 BIN := $(VENV)/bin
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: demo up test lint bench system-deps bench-deps java-deps kafka-deps prometheus-deps
+.PHONY: demo up test lint bench system-deps bench-deps java-deps kafka-deps prometheus-deps \
+  haproxy-deps
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -61,6 +62,18 @@ prometheus-deps:
 	      done; \
 	    fi))
 
+# HAProxy, to check the compose stack's load balancer config (tests/test_compose.py runs
+# `haproxy -c`). Debian's package enables its service where systemd runs; its default config
+# listens on nothing, but stop and disable it all the same: the tests need only the binary.
+haproxy-deps:
+	@command -v haproxy >/dev/null || [ -x /usr/sbin/haproxy ] || \
+	  ($(SUDO) apt-get update -q && $(SUDO) apt-get install -y -q haproxy && \
+	   (if [ -d /run/systemd/system ]; then \
+	      $(SUDO) systemctl disable --now haproxy >/dev/null 2>&1 || true; \
+	    else \
+	      $(SUDO) service haproxy stop >/dev/null 2>&1 || true; \
+	    fi))
+
 # The benchmark compares against a real mosquitto broker.
 bench-deps: system-deps
 	@command -v mosquitto >/dev/null || [ -x /usr/sbin/mosquitto ] || \
@@ -78,7 +91,7 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: $(VENV)/.installed-test system-deps kafka-deps prometheus-deps lint
+test: $(VENV)/.installed-test system-deps kafka-deps prometheus-deps haproxy-deps lint
 	$(BIN)/pytest
 
 bench: $(VENV)/.installed-bench bench-deps
