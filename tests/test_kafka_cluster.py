@@ -146,24 +146,19 @@ def test_topics_are_replicated_and_state_survives_compaction_and_a_node_restart(
     queue_topic = f"k3/{r}/queue/x"
     pub = Mqtt(node.mqtt_port, f"k3-{r}-pub").connect()
     sess = Mqtt(node.mqtt_port, session_id, clean_session=False).connect()
-    ticker = Mqtt(node.mqtt_port, f"k3-{r}-tick", clean_session=False).connect()
+    ret_keys = {t.encode() for t in retained}
+    sess_key = session_id.encode()
+    closed = False
     try:
         for j in range(20):
             for t in retained:
                 pub.client.publish(t, f"v{j}", qos=1, retain=True).wait_for_publish(20)
         sess.subscribe(f"k3/{r}/queue/#", 1)
-        for j in range(15):  # every SUBSCRIBE/UNSUBSCRIBE rewrites the session record
+        for j in range(15):  # SUBSCRIBE/UNSUBSCRIBE rewrite the session record
             sess.subscribe(f"k3/{r}/extra/{j}", 1)
             sess.unsubscribe(f"k3/{r}/extra/{j}")
-        sess.close()
-        for j in range(5):
-            pub.publish(queue_topic, f"q{j}", qos=1).wait_for_publish(20)
-
-        ret_keys = {t.encode() for t in retained}
         written_ret = sum(count_keys(cluster, s.retained_topic, ret_keys).values())
-        written_sess = count_keys(cluster, s.sessions_topic, {session_id.encode()})[
-            session_id.encode()
-        ]
+        written_sess = count_keys(cluster, s.sessions_topic, {sess_key})[sess_key]
         assert written_ret >= 100 and written_sess >= 5, (written_ret, written_sess)
 
         # Make the log cleaner work within seconds on the two state topics (from here on).
@@ -179,25 +174,42 @@ def test_topics_are_replicated_and_state_survives_compaction_and_a_node_restart(
         for f in a.incremental_alter_configs(resources).values():
             f.result(30)
 
-        # The active segment is never cleaned: keep appending (another key) so segments
-        # roll every 300 ms and the older ones become the cleaner's.
+        # The active segment is never cleaned, and a segment rolls only at an append: keep
+        # writing the same keys (retained: the last value again; the session: one more
+        # SUBSCRIBE/UNSUBSCRIBE) so their partitions roll every 300 ms. Compacted, each key
+        # is down to about one record plus the few in the active segment.
+        seen: list[int] = []
+        ticks = [0]
+
         def compacted() -> bool:
-            pub.client.publish(f"k3/{r}/tick", b"t", qos=1, retain=True).wait_for_publish(20)
-            ticker.subscribe(f"k3/{r}/tick/{time.monotonic_ns()}", 0)
+            ticks[0] += 1
+            for t in retained:
+                pub.client.publish(t, "v19", qos=1, retain=True).wait_for_publish(20)
+            sess.subscribe(f"k3/{r}/extra/t{ticks[0]}", 1)
+            sess.unsubscribe(f"k3/{r}/extra/t{ticks[0]}")
             n_ret = sum(count_keys(cluster, s.retained_topic, ret_keys).values())
-            n_sess = count_keys(cluster, s.sessions_topic, {session_id.encode()})[
-                session_id.encode()
-            ]
+            n_sess = count_keys(cluster, s.sessions_topic, {sess_key})[sess_key]
             seen[:] = [n_ret, n_sess]
             return n_ret < written_ret and n_sess < written_sess
 
-        seen: list[int] = []
-        wait_until(compacted, 90, "Kafka's log cleaner to compact the retained and sessions topics")
-        print(f"compacted: retained {written_ret} -> {seen[0]} records, "
+        try:
+            wait_until(compacted, 90, "Kafka's log cleaner")
+        except TimeoutError:
+            raise AssertionError(
+                f"not compacted in 90 s: {written_ret} -> {seen[0]} retained records, "
+                f"{written_sess} -> {seen[1]} session records"
+            ) from None
+        print(f"compacted after {ticks[0]} ticks: retained {written_ret} -> {seen[0]} records, "
               f"session {written_sess} -> {seen[1]}")  # fmt: skip
+
+        sess.close()  # offline: these are queued for it
+        closed = True
+        for j in range(5):
+            pub.publish(queue_topic, f"q{j}", qos=1).wait_for_publish(20)
     finally:
         pub.close()
-        ticker.close()
+        if not closed:
+            sess.close()
 
     # A new node reads the compacted topics from the start.
     stop_process(node.proc)
