@@ -112,7 +112,9 @@ def _topics(
             )
         )
     except KafkaConnectError as exc:
-        typer.echo(f"bayou {command}: {exc}", err=True)
+        # Name the setting to fix when it is the user's (not `bayou up`'s embedded broker).
+        where = f" (check BAYOU_KAFKA_BOOTSTRAP={bootstrap})" if settings.kafka_bootstrap else ""
+        typer.echo(f"bayou {command}: {exc}{where}", err=True)
         raise typer.Exit(1) from None
 
 

@@ -53,12 +53,17 @@ def _ensure(
     missing = [t for t in dict.fromkeys(topics) if t not in existing]
     if not missing:
         return []
+    # With 3 replicas or more, acks=all must mean two replicas have the record: Kafka's
+    # default min.insync.replicas is 1, which lets a lone leader acknowledge (and lose the
+    # record with it). Fewer replicas keep the broker's default (2 of 2 would stop writes
+    # whenever one broker is down).
+    durable = {"min.insync.replicas": "2"} if replication_factor >= 3 else {}
     new = [
         NewTopic(
             t,
             partitions,
             replication_factor,
-            config={"cleanup.policy": "compact"} if t in compacted else {},
+            config={**durable, **({"cleanup.policy": "compact"} if t in compacted else {})},
         )
         for t in missing
     ]

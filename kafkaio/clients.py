@@ -65,7 +65,13 @@ def connected_admin(
     Kafka does not answer within ``timeout`` s.
     """
     refused: list[KafkaError] = []
-    conf = {**client_conf(bootstrap, client_id, security), "error_cb": refused.append}
+    conf = {
+        **client_conf(bootstrap, client_id, security),
+        "error_cb": refused.append,
+        # Errors only (librdkafka's level 3 logs a line per reconnect, 20 a second when the
+        # brokers are down): what goes wrong is raised, as one KafkaConnectError line.
+        "log_level": 2,
+    }
     admin = AdminClient(conf)
     deadline = time.monotonic() + timeout
     while True:

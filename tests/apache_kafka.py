@@ -6,6 +6,15 @@ pinned in tools/kafka/pom.xml). :class:`ApacheKafka` formats each node's storage
 loopback ports with its data in a temporary directory, waits until every broker is in the
 cluster metadata, and stops them by PID. Each node is a combined broker + controller.
 
+With 3 nodes or more (the ``kafka3`` fixture) the defaults are a production-like cluster's:
+internal topics (consumer offsets, transaction state) with replication factor 3 and
+``min.insync.replicas=2``, topics created without a replication factor get 3. Failures are
+injected by PID: :meth:`ApacheKafka.kill` (SIGKILL one node), :meth:`ApacheKafka.restart`
+(the same node id, data directory and ports), :meth:`ApacheKafka.pause` /
+:meth:`ApacheKafka.resume` (SIGSTOP / SIGCONT every node: a cluster that hangs, not one that
+refuses connections). Liveness is detected quickly (broker session 6 s) and the log cleaner
+looks for work every second, so compaction can be watched in a test.
+
 Every broker has five listeners: PLAINTEXT (setup, and between brokers), SASL_PLAINTEXT and
 SASL_SSL (PLAIN, SCRAM-SHA-256, SCRAM-SHA-512) and SSL, plus the controller's. TLS uses a
 PEM keystore made by :func:`make_certs` (a CA and a certificate for 127.0.0.1/localhost).
@@ -20,6 +29,7 @@ import datetime
 import ipaddress
 import os
 import shutil
+import signal
 import subprocess
 import time
 from dataclasses import dataclass, field
@@ -166,10 +176,48 @@ class ApacheKafka:
 
     def stop(self, timeout: float = 20.0) -> None:
         """Stop every node by PID: SIGTERM to all at once (one by one, the last nodes wait
-        for a quorum that is gone), SIGKILL after ``timeout`` s."""
+        for a quorum that is gone), SIGKILL after ``timeout`` s. Paused nodes are resumed
+        first (a stopped process would not act on SIGTERM)."""
+        self.resume()
         stop_processes([n.proc for n in self.nodes], timeout)
         for node in self.nodes:
             node.proc = None
+
+    def kill(self, index: int) -> int:
+        """SIGKILL node ``index`` (0-based; its id is ``index + 1``) and reap it; its PID."""
+        node = self.nodes[index]
+        assert node.proc is not None, f"node {node.node_id} is not running"
+        pid = node.proc.pid
+        os.kill(pid, signal.SIGKILL)
+        node.proc.wait(timeout=30)
+        node.proc = None
+        return pid
+
+    def restart(self, index: int, timeout: float = 90.0) -> None:
+        """Start node ``index`` again (same id, data directory and ports) after :meth:`kill`;
+        return once every node is in the metadata again."""
+        node = self.nodes[index]
+        assert node.proc is None, f"node {node.node_id} is still running"
+        self._launch(_classpath(), node)
+        # Its own listener, not the cluster's metadata: right after a kill the others may
+        # still list the dead broker.
+        self._wait_ready(timeout, only=node)
+
+    def pause(self) -> None:
+        """SIGSTOP every running node: connections stay open, nothing answers."""
+        for node in self.nodes:
+            if node.proc is not None:
+                os.kill(node.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT every running node (harmless when they are not stopped)."""
+        for node in self.nodes:
+            if node.proc is not None and node.proc.poll() is None:
+                os.kill(node.proc.pid, signal.SIGCONT)
+
+    def running(self) -> list[int]:
+        """The indices of the nodes whose process runs."""
+        return [i for i, n in enumerate(self.nodes) if n.proc is not None and n.proc.poll() is None]
 
     def _java(self, classpath: str, node: Node) -> list[str]:
         log4j = node.directory / "log4j2.properties"
@@ -207,8 +255,15 @@ class ApacheKafka:
                 preexec_fn=die_with_parent, start_new_session=True,
             )  # fmt: skip
 
-    def _wait_ready(self, timeout: float) -> None:
-        admin = AdminClient({"bootstrap.servers": self.bootstrap(), "log_level": 0})
+    def _wait_ready(self, timeout: float, only: Node | None = None) -> None:
+        servers = self.bootstrap() if only is None else f"127.0.0.1:{only.ports['PLAINTEXT']}"
+        admin = AdminClient({"bootstrap.servers": servers, "log_level": 0})
+        try:
+            self._wait_brokers(admin, timeout)
+        finally:
+            del admin  # its threads end with it
+
+    def _wait_brokers(self, admin: AdminClient, timeout: float) -> None:
         deadline = time.monotonic() + timeout
         while True:
             for node in self.nodes:
@@ -258,6 +313,20 @@ class ApacheKafka:
             f"ssl.keystore.location={self.tls.keystore}",
             "ssl.client.auth=none",
         ]  # fmt: skip
+        if len(self.nodes) >= 3:
+            lines += [
+                # A production-like cluster: acks=all means two replicas have the record.
+                "min.insync.replicas=2",
+                f"default.replication.factor={rf}",
+                # Fewer internal partitions than the default 50: a 2-core CI creates them.
+                "offsets.topic.num.partitions=8",
+                "transaction.state.log.num.partitions=8",
+                # A SIGKILLed broker is fenced (leaders move, ISR shrinks) within ~6 s.
+                "broker.session.timeout.ms=6000",
+                "broker.heartbeat.interval.ms=1000",
+                # The log cleaner looks for dirty compacted logs every second (default 15 s).
+                "log.cleaner.backoff.ms=1000",
+            ]
         for listener in ("sasl_plaintext", "sasl_ssl"):
             lines.append(
                 f"listener.name.{listener}.plain.sasl.jaas.config="

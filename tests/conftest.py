@@ -165,6 +165,24 @@ def apache_kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKaf
     k.stop()
 
 
+@pytest.fixture(scope="session")
+def kafka3(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ApacheKafka]:
+    """A real 3-node Apache Kafka cluster for the session (KRaft, every node a broker and a
+    controller; internal topics RF 3, ``min.insync.replicas=2``: tests/apache_kafka.py).
+    Tests may kill, restart, pause and resume its nodes and must leave all three running
+    (tests/test_kafka_cluster.py's ``cluster`` fixture does). It fails, never skips, when it
+    cannot start (run `make kafka-deps`)."""
+    k = ApacheKafka(
+        tmp_path_factory.mktemp("kafka3"),
+        {"bayou": secrets.token_urlsafe(18)},
+        brokers=3,
+        heap="-Xmx384m",
+    )
+    k.start(timeout=150)
+    yield k
+    k.stop()
+
+
 @pytest.fixture
 def fresh_kafka(tmp_path: Path) -> Iterator[EmbeddedKafka]:
     """An embedded Kafka of the test's own (empty topics; it may kill and restart workers)."""
