@@ -156,16 +156,24 @@ class ApacheKafka:
         try:
             # In parallel: each format is a JVM start of a few seconds.
             formats = [self._format(classpath, node) for node in self.nodes]
-            for node, proc in zip(self.nodes, formats, strict=True):
-                try:
-                    out, _ = proc.communicate(timeout=60)
-                except subprocess.TimeoutExpired:
-                    stop_process(proc)
-                    raise KafkaStartError(f"formatting node {node.node_id} hung") from None
-                if proc.returncode != 0:
-                    raise KafkaStartError(
-                        f"formatting node {node.node_id} failed ({proc.returncode}):\n{out[-3000:]}"
-                    )
+            try:
+                for node, proc in zip(self.nodes, formats, strict=True):
+                    try:
+                        out, _ = proc.communicate(timeout=60)
+                    except subprocess.TimeoutExpired:
+                        raise KafkaStartError(f"formatting node {node.node_id} hung") from None
+                    if proc.returncode != 0:
+                        raise KafkaStartError(
+                            f"formatting node {node.node_id} failed ({proc.returncode}):\n"
+                            + out[-3000:]
+                        )
+            finally:
+                # One failed: the others' formats are not waited for; stop them by PID.
+                for proc in formats:
+                    if proc.poll() is None:
+                        stop_process(proc)
+                    if proc.stdout is not None:
+                        proc.stdout.close()
             for node in self.nodes:
                 self._launch(classpath, node)
             self._wait_ready(timeout)
@@ -354,8 +362,13 @@ logger.state.level = WARN
 
 
 def _uuid() -> str:
-    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding."""
-    return base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+    """A Kafka cluster id: 16 random bytes, URL-safe base64 without padding, not starting
+    with "-" (as Kafka's own Uuid.randomUuid: the storage tool would read it as an option;
+    one cluster start in 64 failed so)."""
+    while True:
+        text = base64.urlsafe_b64encode(os.urandom(16)).decode().rstrip("=")
+        if not text.startswith("-"):
+            return text
 
 
 def _java_binary() -> str:
