@@ -94,5 +94,7 @@ lint: $(VENV)/.installed-test
 test: $(VENV)/.installed-test system-deps kafka-deps prometheus-deps haproxy-deps lint
 	$(BIN)/pytest
 
-bench: $(VENV)/.installed-bench bench-deps
-	$(BIN)/python -m benchmarks.run
+# `make bench BENCH_FLAGS="--kafka both"` also runs ingest, fan-out, agent_count and e2e_latency
+# on a 3-broker Apache Kafka (installed by kafka-deps when a --kafka flag is given).
+bench: $(VENV)/.installed-bench bench-deps $(if $(findstring --kafka,$(BENCH_FLAGS)),kafka-deps)
+	$(BIN)/python -m benchmarks.run $(BENCH_FLAGS)

@@ -1,7 +1,8 @@
 """The agent scenarios of ``python -m benchmarks.run``: ``agent_count`` and ``agent_window_mean``.
 
 Each scenario starts its own embedded Kafka (Tansu, memory storage) on a free port of
-127.0.0.1, preloads the input topic (4 partitions, :func:`benchmarks.agent_data.records`) once,
+127.0.0.1 — with ``--kafka real|both`` ``agent_count`` also on a 3-broker Apache Kafka, every
+topic with replication factor 3 (:mod:`benchmarks.kafka_backends`) —, preloads the input topic (4 partitions, :func:`benchmarks.agent_data.records`) once,
 then runs, interleaved ``--agent-repeat`` times (which side goes first alternates):
 
 - ``worker``: a real ``bayou worker --agents benchmarks.agents_count`` (or ``agents_window``)
@@ -39,6 +40,7 @@ from bayou.processes import stop_process
 from benchmarks import agent_data as data
 from benchmarks.brokers import HOST, find_bayou, log_tail
 from benchmarks.console import say
+from benchmarks.kafka_backends import start_kafka
 from benchmarks.procfs import tree_cpu_s
 from benchmarks.stats import medians
 
@@ -50,13 +52,14 @@ WINDOWS = "bayou_agent_window_results_total"
 
 
 def preload(bootstrap: str, topic: str, args: argparse.Namespace, devices: int, span: float,
-            t0: float) -> dict[str, Any]:  # fmt: skip
-    """Create ``topic`` (4 partitions) and write the input records; seconds taken."""
+            t0: float, rf: int = 1) -> dict[str, Any]:  # fmt: skip
+    """Create ``topic`` (4 partitions, replication factor ``rf``) and write the input records;
+    seconds taken."""
     from confluent_kafka import Producer
 
     from kafkaio.admin import ensure_topics
 
-    asyncio.run(ensure_topics(bootstrap, [topic], PARTITIONS, 1))
+    asyncio.run(ensure_topics(bootstrap, [topic], PARTITIONS, rf))
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
@@ -113,6 +116,7 @@ def run_worker(
     workdir: Path,
     deadline: float,
     expect_windows: int | None = None,
+    rf: int = 1,
 ) -> dict[str, Any]:
     """One ``bayou worker --agents <module>`` run over the preloaded topic (module docs)."""
     from bayou.net import free_port
@@ -122,20 +126,23 @@ def run_worker(
     env = dict(os.environ)
     env.update(
         BAYOU_KAFKA_BOOTSTRAP=bootstrap,
+        BAYOU_REPLICATION_FACTOR=str(rf),
         BAYOU_WORKER_METRICS_PORT=str(port),
         BAYOU_METRICS_HOST=HOST,
         BAYOU_STATE_DIR=str(workdir / f"state-{run_id}"),
         **{data.ENV_APP: app_name, data.ENV_TOPIC: topic, data.ENV_OUTPUT: f"{topic}.out"},
     )
     log = workdir / f"worker-{run_id}.log"
-    proc = subprocess.Popen(
-        [find_bayou(), "worker", "--agents", module],
-        cwd=REPO,
-        env=env,
-        stdout=open(log, "wb"),
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-    )
+    # The child has its own copy of the descriptor: close ours.
+    with open(log, "wb") as out_file:
+        proc = subprocess.Popen(
+            [find_bayou(), "worker", "--agents", module],
+            cwd=REPO,
+            env=env,
+            stdout=out_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
     t_spawn = time.monotonic()
     t_ready: float | None = None
     cpu_ready = 0.0
@@ -202,15 +209,22 @@ def run_worker(
 
 
 def run_hand_loop(
-    kind: str, bootstrap: str, topic: str, run_id: str, n: int, workdir: Path, deadline: float
+    kind: str,
+    bootstrap: str,
+    topic: str,
+    run_id: str,
+    n: int,
+    workdir: Path,
+    deadline: float,
+    rf: int = 1,
 ) -> dict[str, Any]:
     """One :mod:`benchmarks.agent_ref` run in its own process."""
     from kafkaio.admin import ensure_topics
 
     changelog = f"bench.ref.changelog.{run_id}"
     output = f"{topic}.ref.out"
-    asyncio.run(ensure_topics(bootstrap, [changelog], PARTITIONS, 1, frozenset([changelog])))
-    asyncio.run(ensure_topics(bootstrap, [output], PARTITIONS, 1))
+    asyncio.run(ensure_topics(bootstrap, [changelog], PARTITIONS, rf, frozenset([changelog])))
+    asyncio.run(ensure_topics(bootstrap, [output], PARTITIONS, rf))
     cmd = [
         sys.executable, "-m", "benchmarks.agent_ref", kind, "--bootstrap", bootstrap,
         "--topic", topic, "--group", f"bench-ref-{run_id}", "--changelog", changelog,
@@ -281,11 +295,16 @@ def agent_entry(
 
 
 def run_agent_scenario(
-    name: str, title: str, args: argparse.Namespace, workdir: Path, errors: dict[str, str]
+    name: str,
+    title: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    errors: dict[str, str],
+    kafka_kind: str = "embedded",
 ) -> dict[str, Any]:
-    """``agent_count`` or ``agent_window_mean`` (module docs). A failed run is left out, its
-    reason recorded in ``errors``."""
-    from bayou.embedded import EmbeddedKafka
+    """``agent_count`` or ``agent_window_mean`` (module docs) on the Kafka of ``kafka_kind``
+    (:mod:`benchmarks.kafka_backends`). A failed run is left out, its reason recorded in
+    ``errors`` (keys end in ``@real`` on real Kafka)."""
     from kafkaio.admin import ensure_topics
 
     window = name == "agent_window_mean"
@@ -297,17 +316,22 @@ def run_agent_scenario(
     t0 = float(int(time.time()) // 10 * 10 - 3600)
     span = 4 * data.WINDOW_SIZE
     expect = data.expected_windows(n, devices, t0, span) if window else None
-    kafka = EmbeddedKafka(HOST)
-    scen_dir = workdir / name
-    scen_dir.mkdir(parents=True, exist_ok=True)
-    bootstrap = kafka.start(log=scen_dir / "tansu.log")
+    at = "" if kafka_kind == "embedded" else f"@{kafka_kind}"
+    scen_dir = workdir / f"{name}{at}"
+    try:
+        kafka = start_kafka(kafka_kind, scen_dir, HOST)
+    except RuntimeError as exc:
+        say(f"{name}{at} failed: {exc}")
+        errors[f"{name}{at}"] = str(exc)
+        return {**agent_entry(name, title, [], []), "kafka": kafka_kind}
+    bootstrap, rf = kafka.bootstrap, kafka.replication_factor
     worker_runs: list[dict[str, Any]] = []
     hand_runs: list[dict[str, Any]] = []
     extra: dict[str, Any] = {}
     try:
         topic = f"bench.{name}.in"
-        asyncio.run(ensure_topics(bootstrap, [f"{topic}.out"], PARTITIONS, 1))
-        extra["preload"] = preload(bootstrap, topic, args, devices, span, t0)
+        asyncio.run(ensure_topics(bootstrap, [f"{topic}.out"], PARTITIONS, rf))
+        extra["preload"] = preload(bootstrap, topic, args, devices, span, t0, rf)
         say(
             f"{name}: {n:,} records over {devices:,} devices preloaded in "
             f"{extra['preload']['seconds']:.1f} s"
@@ -319,20 +343,21 @@ def run_agent_scenario(
                 try:
                     if side == "worker":
                         r = run_worker(bootstrap, module, topic, run_id, n, scen_dir,
-                                       args.agent_deadline, expect)  # fmt: skip
+                                       args.agent_deadline, expect, rf)  # fmt: skip
                         worker_runs.append(r)
                     else:
                         r = run_hand_loop(kind, bootstrap, topic, run_id, n, scen_dir,
-                                          args.agent_deadline)  # fmt: skip
+                                          args.agent_deadline, rf)  # fmt: skip
                         hand_runs.append(r)
                 except (RuntimeError, OSError, ValueError) as exc:
-                    say(f"{name} {side} run {rep + 1} failed: {exc}")
-                    errors[f"{name}/{side}/{rep}"] = str(exc)
+                    say(f"{name}{at} {side} run {rep + 1} failed: {exc}")
+                    errors[f"{name}{at}/{side}/{rep}"] = str(exc)
                     continue
-                say(_run_line(name, side, rep, args.agent_repeat, r))
+                say(_run_line(f"{name}{at}", side, rep, args.agent_repeat, r))
         faust_n = args.faust_records
-        if not window and faust_n > 0:
-            # Stock faust-streaming doing the same work, once (it is ~20x slower: fewer records).
+        if not window and faust_n > 0 and kafka_kind == "embedded":
+            # Stock faust-streaming doing the same work, once (it is ~20x slower: fewer records;
+            # on the embedded broker only: it is there to compare libraries, not brokers).
             from benchmarks.agent_faust import run_faust
 
             run_id = f"{name}.faust.{os.getpid()}"
@@ -345,12 +370,13 @@ def run_agent_scenario(
                 say(f"{name} faust run failed: {exc}")
                 errors[f"{name}/faust"] = str(exc)
     except (RuntimeError, OSError, TimeoutError) as exc:
-        say(f"{name} failed: {exc}")
-        errors[name] = str(exc)
+        say(f"{name}{at} failed: {exc}")
+        errors[f"{name}{at}"] = str(exc)
     finally:
         kafka.stop()
     entry = agent_entry(name, title, worker_runs, hand_runs)
     entry.update(records=n, devices=devices, partitions=PARTITIONS, payload=args.payload, **extra)
+    entry.update(kafka=kafka_kind, replication_factor=rf)
     hand_rate = (entry["hand_loop"] or {}).get("records_per_s")
     faust_rate = extra.get("faust", {}).get("records_per_s")
     if hand_rate and faust_rate:

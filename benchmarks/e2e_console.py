@@ -35,12 +35,14 @@ def print_e2e_table(entry: dict[str, Any]) -> None:
 
     b = entry.get("bayou")
     if not b:
-        console.print("e2e_latency: no completed run")
+        console.print(f"e2e_latency ({entry.get('kafka', 'embedded')} Kafka): no completed run")
         return
     par = entry["parameters"]
+    on = {"real": "3 Apache Kafka brokers, RF 3"}.get(entry.get("kafka", ""), "embedded Tansu")
     table = Table(
-        title=f"End-to-end latency: publish -> agent -> command at the device ({par['devices']} "
-        f"devices, QoS 1, {par['rate']:,.0f} msg/s asked; latency ms, CPU s over the span)"
+        title=f"End-to-end latency on {on}: publish -> agent -> command at the device "
+        f"({par['devices']} devices, QoS 1, {par['rate']:,.0f} msg/s asked; latency ms, CPU s "
+        "over the span)"
     )
     cols = ["run", "msg/s", "commands", "p50", "p90", "p99", "p99.9", "max", "CPU ingress",
             "worker", "kafka", "gen.", "other"]  # fmt: skip

@@ -1,6 +1,7 @@
-"""The ``e2e_latency`` stack: embedded Kafka, ``bayou ingress`` and ``bayou worker``.
+"""The ``e2e_latency`` stack: Kafka, ``bayou ingress`` and ``bayou worker``.
 
-Tansu (memory storage) on a free port of 127.0.0.1, then the ingress and the worker with the
+Tansu (memory storage) on a free port of 127.0.0.1, or a 3-broker Apache Kafka cluster
+(replication factor 3, :mod:`benchmarks.kafka_backends`), then the ingress and the worker with the
 ``benchmarks.agents_command`` app, each on free ports, with their logs in the run's work
 directory; ready when their metrics say so, stopped by process id. The stack also reads what
 the scenario measures of it: CPU seconds of its processes and of the whole machine, and the
@@ -13,12 +14,12 @@ import os
 import subprocess
 import time
 from pathlib import Path
-from typing import Any
 
 from bayou.metrics_scrape import scrape
 from bayou.processes import stop_process
 from benchmarks.brokers import HOST, BrokerError, find_bayou, log_tail
-from benchmarks.procfs import process_cpu_s, tree_cpu_s
+from benchmarks.kafka_backends import BenchKafka, start_kafka
+from benchmarks.procfs import tree_cpu_s
 
 REPO = Path(__file__).resolve().parent.parent
 APP_MODULE = "benchmarks.agents_command"
@@ -55,11 +56,12 @@ def _bayou_env(**extra: str) -> dict[str, str]:
 
 
 class E2EStack:
-    """Tansu, ``bayou ingress`` and ``bayou worker --agents benchmarks.agents_command``."""
+    """Kafka, ``bayou ingress`` and ``bayou worker --agents benchmarks.agents_command``."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path, kafka_kind: str = "embedded") -> None:
         self.workdir = workdir
-        self.kafka: Any = None
+        self.kafka_kind = kafka_kind
+        self.kafka: BenchKafka | None = None
         self.ingress: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
         self.mqtt_port = 0
@@ -69,19 +71,21 @@ class E2EStack:
         self.start_s: dict[str, float] = {}
 
     def start(self) -> None:
-        from bayou.embedded import EmbeddedKafka
         from bayou.net import free_port
 
         self.workdir.mkdir(parents=True, exist_ok=True)
         binary = find_bayou()
         t = time.monotonic()
-        self.kafka = EmbeddedKafka(HOST)
-        self.bootstrap = self.kafka.start(log=self.workdir / "tansu.log")
+        try:
+            self.kafka = start_kafka(self.kafka_kind, self.workdir, HOST)
+        except RuntimeError as exc:
+            raise BrokerError(str(exc)) from None
+        self.bootstrap = self.kafka.bootstrap
         self.start_s["kafka"] = round(time.monotonic() - t, 3)
         self.mqtt_port = free_port(HOST)
         self.ingress_metrics = free_port(HOST)
         self.worker_metrics = free_port(HOST)
-        common = {"BAYOU_KAFKA_BOOTSTRAP": self.bootstrap, "BAYOU_METRICS_HOST": HOST}
+        common = {**self.kafka.env(), "BAYOU_METRICS_HOST": HOST}
         t = time.monotonic()
         log = self.workdir / "ingress.log"
         with open(log, "wb") as out:
@@ -140,15 +144,15 @@ class E2EStack:
                 raise RuntimeError(f"bayou {name} is not running; log {log}:\n{log_tail(log)}")
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of the ingress (and children), the worker, Tansu and the whole
-        machine (every core, every process)."""
+        """CPU seconds so far of the ingress (and children), the worker, Kafka (every broker
+        process) and the whole machine (every core, every process)."""
         assert self.ingress is not None and self.worker is not None and self.kafka is not None
         with open("/proc/stat") as f:
             machine = machine_busy_s(f.read(), os.sysconf("SC_CLK_TCK"))
         return {
             "ingress": tree_cpu_s(self.ingress.pid)[0],
             "worker": tree_cpu_s(self.worker.pid)[0],
-            "kafka": process_cpu_s(self.kafka.pid),
+            "kafka": self.kafka.cpu_s(),
             "machine": machine,
         }
 

@@ -107,24 +107,32 @@ def run_e2e_once(stack: E2EStack, args: argparse.Namespace, run_id: str) -> dict
 
 
 def run_e2e_scenario(
-    title: str, args: argparse.Namespace, workdir: Path, errors: dict[str, str]
+    title: str,
+    args: argparse.Namespace,
+    workdir: Path,
+    errors: dict[str, str],
+    kafka_kind: str = "embedded",
 ) -> dict[str, Any]:
-    """``e2e_latency`` (module docs). A failed or lossy run is recorded in ``errors``.
+    """``e2e_latency`` (module docs) on the Kafka of ``kafka_kind``
+    (:mod:`benchmarks.kafka_backends`). A failed or lossy run is recorded in ``errors`` (keys
+    ``e2e_latency@real/...`` on real Kafka).
 
     Each repeat gets a fresh stack: the embedded broker slows down with every batch it stores
     (docs/performance.md), so a second run on the same Kafka would measure an older broker.
     """
     runs: list[dict[str, Any]] = []
+    at = "" if kafka_kind == "embedded" else f"@{kafka_kind}"
+    kafka_name = "Tansu" if kafka_kind == "embedded" else "Apache Kafka (3 brokers)"
     for rep in range(args.e2e_repeat):
-        stack = E2EStack(workdir / f"e2e_latency-{rep}")
+        stack = E2EStack(workdir / f"e2e_latency{at}-{rep}", kafka_kind)
         try:
-            say(f"e2e_latency run {rep + 1}: starting Tansu, bayou ingress, bayou worker ...")
+            say(f"e2e_latency{at} run {rep + 1}: starting {kafka_name}, bayou ingress, worker ...")
             stack.start()
             r = run_e2e_once(stack, args, f"{rep}-{os.getpid()}")
             r["start_s"] = dict(stack.start_s)
         except (RuntimeError, OSError, TimeoutError) as exc:
-            say(f"e2e_latency run {rep + 1} failed: {exc}")
-            errors[f"e2e_latency/{rep}"] = str(exc)
+            say(f"e2e_latency{at} run {rep + 1} failed: {exc}")
+            errors[f"e2e_latency{at}/{rep}"] = str(exc)
             continue
         finally:
             stack.stop()
@@ -132,10 +140,10 @@ def run_e2e_scenario(
         say(run_line(rep, args.e2e_repeat, r))
         lost = r["missing"] + r["warmup_missing"] + r["pubacks_missing"]
         if lost or r["duplicates"] or r["misrouted"]:
-            errors[f"e2e_latency/{rep}/delivery"] = (
+            errors[f"e2e_latency{at}/{rep}/delivery"] = (
                 f"{r['missing']} of {r['sent']} commands missing (+{r['warmup_missing']} of "
                 f"the warm-up), {r['pubacks_missing']} readings not PUBACKed, "
                 f"{r['duplicates']} duplicates, {r['misrouted']} misrouted; first missing "
                 f"seqs {r['missing_seqs']}"
             )
-    return e2e_entry(runs, args, title, {})
+    return e2e_entry(runs, args, title, {"kafka": kafka_kind})

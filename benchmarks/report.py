@@ -11,6 +11,7 @@ from rich.table import Table
 from benchmarks import latency
 from benchmarks.auth_console import auth_run_line, print_auth_table
 from benchmarks.console import console, fmt
+from benchmarks.kafka_backends import REAL_BAYOU
 from benchmarks.scenarios import AGENT_SCENARIOS, Scenario
 
 
@@ -70,7 +71,9 @@ def print_table(report: dict[str, Any]) -> None:
             "ratio = Bayou msg per ingress CPU-second / mosquitto msg per broker CPU-second "
             "(target for qos1_puback vs mosquitto qos1_pub_sub: >= 0.5, DESIGN.md section 9); "
             "fanout_1000: msg = deliveries (target ratio >= 0.5); bayou-<N>p: N node processes, "
-            "CPU summed over them and their parent (per-process figure), msg/s = whole machine"
+            "CPU summed over them and their parent (per-process figure), msg/s = whole machine; "
+            f"{REAL_BAYOU}: on 3 Apache Kafka brokers (replication factor 3, acks=all), kafka CPU "
+            "summed over the three"
         )
     if idle:
         print_idle_table(idle[0])
@@ -108,8 +111,9 @@ def print_agent_table(entries: list[dict[str, Any]]) -> None:
             if r is None:
                 continue
             side_ratio = {"worker": sc.get("ratio"), "faust": sc.get("faust_ratio")}.get(side)
+            where = "" if sc.get("kafka", "embedded") == "embedded" else " (real Kafka)"
             table.add_row(
-                sc["name"] if first else "",
+                sc["name"] + where if first else "",
                 {"worker": "bayou worker", "faust": "stock faust (once)"}.get(side, "hand loop"),
                 fmt(r.get("records_per_s")),
                 fmt(r.get("records_per_cpu_s")),
@@ -123,7 +127,8 @@ def print_agent_table(entries: list[dict[str, Any]]) -> None:
     console.print(table)
     console.print(
         "ratio = records/s / hand loop records/s, same data, same run; target for the bayou "
-        "worker in agent_count >= 0.8 (DESIGN.md section 9); group join excluded from all"
+        "worker in agent_count >= 0.8 (DESIGN.md section 9); group join excluded from all; "
+        "real Kafka = 3 Apache Kafka brokers, replication factor 3"
     )
 
 

@@ -109,7 +109,7 @@ def scenario_entry(
     for name in broker_names(sc, argparse.Namespace(**{**vars(args), "only": None})):
         runs = raw.get((sc.name, name))
         entry[name] = summ.get(sc.kind, summarize)(runs) if runs else None
-    m, b = entry["mosquitto"] or {}, entry["bayou"] or {}
+    m, b = entry.get("mosquitto") or {}, entry.get("bayou") or {}
     if sc.kind == "idle":
         entry["ratio"] = ratio(b.get("kib_per_connection"), m.get("kib_per_connection"))
         entry["ratio_means"] = "Bayou KiB per idle client / mosquitto's (lower is better)"
@@ -161,7 +161,8 @@ def scenario_entry(
             entry["subscribers"] = args.subscribers
             # Section 9: deliveries per broker CPU-second at least half of mosquitto's.
             entry["target"] = {"ratio_at_least": 0.5}
-        for name in broker_names(sc, argparse.Namespace(**{**vars(args), "only": None}))[2:]:
+        every = broker_names(sc, argparse.Namespace(**{**vars(args), "only": None}))
+        for name in [n for n in every if n not in ("mosquitto", "bayou")]:
             v = entry.get(name) or {}
             # Per process: msg per CPU-second of all node processes (and their parent).
             entry[f"ratio_{name}"] = ratio(

@@ -6,6 +6,8 @@ from __future__ import annotations
 import argparse
 from dataclasses import dataclass
 
+from benchmarks.kafka_backends import REAL_BAYOU, kafka_kinds
+
 
 @dataclass(frozen=True)
 class Scenario:
@@ -48,4 +50,9 @@ def broker_names(sc: Scenario, args: argparse.Namespace) -> list[str]:
     names = [args.only] if args.only else ["mosquitto", "bayou"]
     if args.ingress_processes > 1 and sc.name in MULTI_PROCESS_SCENARIOS and "bayou" in names:
         names.append(f"bayou-{args.ingress_processes}p")
+    kinds = kafka_kinds(args, sc.name)
+    if "bayou" in names and "real" in kinds:
+        names.append(REAL_BAYOU)
+        if "embedded" not in kinds:
+            names.remove("bayou")
     return names
