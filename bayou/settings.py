@@ -85,6 +85,11 @@ class Settings(BaseSettings):
     worker_processing_guarantee: Literal["at_least_once", "exactly_once"] = "at_least_once"
     worker_transaction_timeout_ms: int = Field(default=30_000, ge=1_000, le=900_000)
     worker_max_clock_skew_seconds: float = Field(default=300.0, ge=0)
+    # How long a Kafka fetch of the ingress and the worker waits for data before an empty
+    # answer. Apache Kafka answers as soon as data arrives, so a long wait costs no latency and
+    # spares ~200 empty fetches a second per reader and broker; the embedded broker holds every
+    # fetch for the whole wait, so `bayou up` runs its children with 5 ms there. None: 500.
+    kafka_fetch_wait_ms: int | None = Field(default=None, ge=1, le=10_000)
     topic_partitions: int = Field(default=4, ge=1)
     replication_factor: int = Field(default=1, ge=1)
     default_topic: str = DEFAULT_TOPIC
@@ -286,12 +291,17 @@ class Settings(BaseSettings):
             sessions_topic=self.sessions_topic,
             max_packet_size=self.max_packet_size,
             max_inflight_out=self.max_inflight_messages,
+            fetch_wait_ms=self.fetch_wait_ms(),
             tls_port=self.tls_port,
             tls_certfile=self.tls_certfile,
             tls_keyfile=self.tls_keyfile,
             ws_port=self.ws_port,
             security=self.security_config(),
         )
+
+    def fetch_wait_ms(self) -> int:
+        """BAYOU_KAFKA_FETCH_WAIT_MS, or 500 (librdkafka's own default) when unset."""
+        return 500 if self.kafka_fetch_wait_ms is None else self.kafka_fetch_wait_ms
 
     def worker_config(self, bootstrap: str) -> WorkerConfig:
         """The agent worker's view of the settings."""
@@ -301,6 +311,7 @@ class Settings(BaseSettings):
             metrics_host=self.metrics_host,
             metrics_port=self.worker_metrics_port or None,
             session_timeout_ms=self.worker_session_timeout_ms,
+            fetch_max_wait_ms=self.fetch_wait_ms(),
             processing_guarantee=self.worker_processing_guarantee,
             transaction_timeout_ms=self.worker_transaction_timeout_ms,
             max_clock_skew_seconds=self.worker_max_clock_skew_seconds,

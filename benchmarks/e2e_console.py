@@ -38,7 +38,10 @@ def print_e2e_table(entry: dict[str, Any]) -> None:
         console.print(f"e2e_latency ({entry.get('kafka', 'embedded')} Kafka): no completed run")
         return
     par = entry["parameters"]
-    on = {"real": "3 Apache Kafka brokers, RF 3"}.get(entry.get("kafka", ""), "embedded Tansu")
+    on = "embedded Tansu"
+    if entry.get("kafka") == "real":
+        n = entry.get("kafka_brokers", 3)
+        on = f"{n} Apache Kafka broker{'s' if n > 1 else ''}, RF {entry.get('replication_factor')}"
     table = Table(
         title=f"End-to-end latency on {on}: publish -> agent -> command at the device "
         f"({par['devices']} devices, QoS 1, {par['rate']:,.0f} msg/s asked; latency ms, CPU s "

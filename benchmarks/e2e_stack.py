@@ -58,9 +58,10 @@ def _bayou_env(**extra: str) -> dict[str, str]:
 class E2EStack:
     """Kafka, ``bayou ingress`` and ``bayou worker --agents benchmarks.agents_command``."""
 
-    def __init__(self, workdir: Path, kafka_kind: str = "embedded") -> None:
+    def __init__(self, workdir: Path, kafka_kind: str = "embedded", brokers: int = 3) -> None:
         self.workdir = workdir
         self.kafka_kind = kafka_kind
+        self.brokers = brokers
         self.kafka: BenchKafka | None = None
         self.ingress: subprocess.Popen[bytes] | None = None
         self.worker: subprocess.Popen[bytes] | None = None
@@ -77,7 +78,7 @@ class E2EStack:
         binary = find_bayou()
         t = time.monotonic()
         try:
-            self.kafka = start_kafka(self.kafka_kind, self.workdir, HOST)
+            self.kafka = start_kafka(self.kafka_kind, self.workdir, HOST, self.brokers)
         except RuntimeError as exc:
             raise BrokerError(str(exc)) from None
         self.bootstrap = self.kafka.bootstrap

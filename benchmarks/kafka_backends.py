@@ -64,18 +64,25 @@ class BenchKafka:
 
     def env(self) -> dict[str, str]:
         """The ``BAYOU_*`` settings an ingress or worker needs on this Kafka."""
-        return {
+        env = {
             "BAYOU_KAFKA_BOOTSTRAP": self.bootstrap,
             "BAYOU_REPLICATION_FACTOR": str(self.replication_factor),
         }
+        if self.kind == "embedded":
+            # As `bayou up` on it: the embedded broker holds a fetch for its whole wait.
+            env["BAYOU_KAFKA_FETCH_WAIT_MS"] = "5"
+        return env
 
     def stop(self) -> None:
         self._stop()
 
 
-def start_kafka(kind: str, workdir: Path, host: str = "127.0.0.1") -> BenchKafka:
-    """Start the Kafka of ``kind`` with its files under ``workdir``; raise with its log tail
-    (``RuntimeError``) when it cannot start."""
+def start_kafka(
+    kind: str, workdir: Path, host: str = "127.0.0.1", brokers: int = REAL_BROKERS
+) -> BenchKafka:
+    """Start the Kafka of ``kind`` with its files under ``workdir`` (real: ``brokers`` nodes,
+    replication factor up to 3); raise with its log tail (``RuntimeError``) when it cannot
+    start."""
     workdir.mkdir(parents=True, exist_ok=True)
     if kind == "embedded":
         from bayou.embedded import EmbeddedKafka
@@ -90,7 +97,8 @@ def start_kafka(kind: str, workdir: Path, host: str = "127.0.0.1") -> BenchKafka
     # The test suite's launcher (tests/ is a package; the harness runs from the repository).
     from tests.apache_kafka import ApacheKafka, KafkaStartError
 
-    cluster = ApacheKafka(workdir / "apache-kafka", {}, brokers=REAL_BROKERS, heap="-Xmx512m")
+    cluster = ApacheKafka(workdir / "apache-kafka", {}, brokers=brokers, heap="-Xmx512m")
+    rf = min(3, brokers)
     try:
         cluster.start(timeout=150)
     except KafkaStartError as exc:
@@ -98,14 +106,14 @@ def start_kafka(kind: str, workdir: Path, host: str = "127.0.0.1") -> BenchKafka
     return BenchKafka(
         "real",
         cluster.bootstrap(),
-        REAL_BROKERS,
+        rf,
         cluster.stop,
         lambda: [n.proc.pid for n in cluster.nodes if n.proc is not None],
         {
             "broker": "apache-kafka",
-            "brokers": REAL_BROKERS,
-            "replication_factor": REAL_BROKERS,
-            "min_insync_replicas": 2,
+            "brokers": brokers,
+            "replication_factor": rf,
+            "min_insync_replicas": 2 if rf >= 3 else 1,
             "heap": cluster.heap,
         },
     )

@@ -122,9 +122,9 @@ def run_e2e_scenario(
     """
     runs: list[dict[str, Any]] = []
     at = "" if kafka_kind == "embedded" else f"@{kafka_kind}"
-    kafka_name = "Tansu" if kafka_kind == "embedded" else "Apache Kafka (3 brokers)"
+    kafka_name = "Tansu" if kafka_kind == "embedded" else f"Apache Kafka ({args.kafka_brokers})"
     for rep in range(args.e2e_repeat):
-        stack = E2EStack(workdir / f"e2e_latency{at}-{rep}", kafka_kind)
+        stack = E2EStack(workdir / f"e2e_latency{at}-{rep}", kafka_kind, args.kafka_brokers)
         try:
             say(f"e2e_latency{at} run {rep + 1}: starting {kafka_name}, bayou ingress, worker ...")
             stack.start()
@@ -146,4 +146,8 @@ def run_e2e_scenario(
                 f"{r['duplicates']} duplicates, {r['misrouted']} misrouted; first missing "
                 f"seqs {r['missing_seqs']}"
             )
-    return e2e_entry(runs, args, title, {"kafka": kafka_kind})
+    extra: dict[str, Any] = {"kafka": kafka_kind}
+    if kafka_kind == "real":
+        extra["kafka_brokers"] = args.kafka_brokers
+        extra["replication_factor"] = min(3, args.kafka_brokers)
+    return e2e_entry(runs, args, title, extra)

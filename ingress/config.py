@@ -33,6 +33,9 @@ class IngressConfig(BaseModel):
     producer_linger_ms: int = 2
     max_packet_size: int = 1024 * 1024
     max_inflight_out: int = 1000
+    # Kafka fetch wait of the delivery readers (BAYOU_KAFKA_FETCH_WAIT_MS; 5 suits the
+    # embedded broker, which holds a fetch for the whole wait even when data arrives).
+    fetch_wait_ms: int = 5
     node_id: str = "ingress-1"
     reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC

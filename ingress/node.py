@@ -119,6 +119,7 @@ class IngressNode:
             delivery_topics,
             lambda records: self.live.deliver(records),
             f"delivery-{config.node_id}",
+            fetch_wait_ms=config.fetch_wait_ms,
             security=config.kafka_security,
         )
         self.live = LiveDelivery(

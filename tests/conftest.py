@@ -49,6 +49,8 @@ def bayou_env(**extra: str) -> dict[str, str]:
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("BAYOU_")}
     env["BAYOU_ALLOW_ANONYMOUS"] = "true"
+    # Most tests run on the embedded broker, which holds a fetch for its whole wait.
+    env["BAYOU_KAFKA_FETCH_WAIT_MS"] = "5"
     env.update(extra)
     return env
 
