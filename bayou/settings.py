@@ -99,6 +99,9 @@ class Settings(BaseSettings):
     sessions_topic: str = SESSIONS_TOPIC
     max_packet_size: int = Field(default=1024 * 1024, ge=16, le=268_435_455)
     max_inflight_messages: int = Field(default=1000, ge=1, le=65535)
+    receive_maximum: int = Field(default=65535, ge=1, le=65535)
+    topic_alias_maximum: int = Field(default=64, ge=0, le=65535)
+    max_keep_alive: int = Field(default=0, ge=0, le=65535)
     routes_file: Path | None = Field(
         default=None, description="TOML or YAML file of route rules; unset = the demo routes"
     )
@@ -292,6 +295,9 @@ class Settings(BaseSettings):
             max_packet_size=self.max_packet_size,
             max_inflight_out=self.max_inflight_messages,
             fetch_wait_ms=self.fetch_wait_ms(),
+            receive_maximum=self.receive_maximum,
+            topic_alias_maximum=self.topic_alias_maximum,
+            max_keep_alive=self.max_keep_alive,
             tls_port=self.tls_port,
             tls_certfile=self.tls_certfile,
             tls_keyfile=self.tls_keyfile,

@@ -36,6 +36,12 @@ class IngressConfig(BaseModel):
     # Kafka fetch wait of the delivery readers (BAYOU_KAFKA_FETCH_WAIT_MS; 5 suits the
     # embedded broker, which holds a fetch for the whole wait even when data arrives).
     fetch_wait_ms: int = 5
+    # MQTT 5 (docs/mqtt.md): QoS 1/2 publishes a client may have unacknowledged (Receive
+    # Maximum announced in CONNACK), topic aliases it may set, and the longest keep-alive
+    # accepted (0: the client's; else CONNACK's Server Keep Alive caps it, and replaces 0).
+    receive_maximum: int = 65535
+    topic_alias_maximum: int = 64
+    max_keep_alive: int = 0
     node_id: str = "ingress-1"
     reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC

@@ -65,16 +65,20 @@ class Inbound:
         retain: bool,
         payload: bytes,
         done: DoneCallback | None,
+        extra: Headers | None = None,
     ) -> None:
         """Write one PUBLISH to Kafka; ``done`` (QoS 1/2) runs once for each record written.
 
         A retained publish writes two records (its route's and ``bayou.retained``'s).
+        ``extra``: headers after the contract's (an MQTT 5 PUBLISH's properties).
         """
         route = self.router.route(topic)
         count_in(route.kafka_topic, qos)
         headers = publish_headers(
             topic.encode(), qos, retain, conn.client_id_utf8, time.time_ns() // 1_000_000
         )
+        if extra:
+            headers += extra
         producer = self.producer
         producer.submit(route.kafka_topic, route.key, payload, headers, done)
         if retain:
@@ -84,7 +88,13 @@ class Inbound:
             self._paused.add(conn)
 
     def publish_will(
-        self, client_id: str, topic: str, payload: bytes, qos: int, retain: bool
+        self,
+        client_id: str,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool,
+        extra: Headers | None = None,
     ) -> None:
         """Publish a client's will as if the client had published it (nobody waits for it)."""
         route = self.router.route(topic)
@@ -92,6 +102,8 @@ class Inbound:
         headers = publish_headers(
             topic.encode(), qos, retain, client_id.encode(), time.time_ns() // 1_000_000
         )
+        if extra:
+            headers += extra
         self.producer.submit(route.kafka_topic, route.key, payload, headers, None)
         if retain:
             self.store_retained(topic, payload, qos, headers, None)

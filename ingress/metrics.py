@@ -116,8 +116,9 @@ def count_out(sent: dict[str, list[int]], create: bool = False) -> None:
 
 # The fixed label values of the refusal counters, so every series exists (at 0) from the
 # start: a dashboard shows 0, not "no data", and rate() works from the first event.
+# receive_maximum: an MQTT 5 client sent more unacknowledged QoS 1/2 publishes than allowed.
 PROTOCOL_ERROR_KINDS = ("malformed", "unsupported_protocol", "identifier_rejected",
-                        "keepalive_timeout")  # fmt: skip
+                        "keepalive_timeout", "receive_maximum")  # fmt: skip
 LIMITS = ("max_connections", "connect_rate", "connect_timeout", "write_buffer",
           "max_subscriptions", "publish_rate", "max_payload")  # fmt: skip
 

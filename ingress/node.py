@@ -200,7 +200,7 @@ class IngressNode:
         for listener in self._listeners:
             listener.close()
         for conn in list(self.connections):
-            conn.close()
+            conn.shutdown()
         for task in list(self._tasks):
             task.cancel()
         # Let connection_lost run (it saves sessions) before the producer flushes.

@@ -14,6 +14,7 @@ The manager keeps the session of each connection itself; it knows its node only 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
@@ -72,25 +73,32 @@ class SessionManager:
         """
         assert conn.client_id is not None
         stored = handed if handed is not None else self.store.get(conn.client_id)
-        # [MQTT-3.2.2-1]: always 0 for a clean session.
+        if stored is not None and stored.expired(int(time.time() * 1000)):
+            stored = None  # MQTT 5: gone longer than its Session Expiry Interval
+        # ``clean`` is 3.1.1's Clean Session or MQTT 5's Clean Start: the previous session is
+        # discarded [MQTT-3.1.2-6], and session present is 0 [MQTT-3.2.2-1]. Whether the new
+        # one outlives the connection is ``conn.persistent`` (3.1.1: not clean; MQTT 5: a
+        # Session Expiry Interval above 0).
         present = not clean and stored is not None and not stored.clean
-        if clean:
-            # [MQTT-3.1.2-6]: a clean session discards any previous one; the record written
-            # here only claims the client id for takeover across nodes.
-            state = SessionState(conn.client_id, clean=True)
-        elif present:
+        if present:
             assert stored is not None
             state = stored
             SESSIONS_RESUMED_TOTAL.inc()
-        else:
+        elif conn.persistent:
             state = SessionState(conn.client_id, served=dict(self.node.positions))
             SESSIONS_CREATED_TOTAL.inc()
+        else:
+            # The record written here only claims the client id for takeover across nodes.
+            state = SessionState(conn.client_id, clean=True)
         state.owner = self.owner_of(conn)
+        state.gone_ms = 0
         self._sessions[conn] = state
-        if not clean:
-            conn.resume(state.subscriptions, state.qos2_in)
+        if present or conn.persistent:
+            conn.resume(state.subscriptions, state.qos2_in, state.options)
             if present:
                 self.node.start_catch_up(conn, state.served, state.pending)
+        # A resumed session of an MQTT 5 client with Session Expiry 0 ends with the connection.
+        state.clean = not conn.persistent
         self.save(conn)
         return present
 
@@ -100,10 +108,11 @@ class SessionManager:
         if state is None:
             return
         if not conn.taken_over:
-            if state.clean:
+            # An MQTT 5 DISCONNECT may have set the Session Expiry Interval to 0.
+            if state.clean or not conn.persistent:
                 self.write_session(state.client_id, None)
             else:
-                self.save(conn, owner="")
+                self.save(conn, owner="", gone=True)
         del self._sessions[conn]
 
     def snapshot(self, conn: MQTTConnection) -> SessionState:
@@ -111,6 +120,7 @@ class SessionManager:
         base = self._sessions[conn]
         if base.clean:
             return SessionState(base.client_id, owner=base.owner, clean=True)
+        v5 = conn.v5
         return SessionState(
             client_id=base.client_id,
             subscriptions=dict(conn.filters),
@@ -118,6 +128,8 @@ class SessionManager:
             pending=[Pending(*entry) for entry in conn.outbound.pending()],
             qos2_in=[pid for pid, sent in conn.qos2_in.items() if sent],
             owner=base.owner,
+            expiry_s=None if v5 is None else v5.session_expiry,
+            options={} if v5 is None else v5.options_record(),
         )
 
     def save(
@@ -125,11 +137,15 @@ class SessionManager:
         conn: MQTTConnection,
         owner: str | None = None,
         then: Callable[[BaseException | None], None] | None = None,
+        gone: bool = False,
     ) -> None:
-        """Write the connection's session record; ``then`` runs once Kafka has it (or not)."""
+        """Write the connection's session record; ``then`` runs once Kafka has it (or not).
+        ``gone``: the client has just left (its Session Expiry Interval starts now)."""
         state = self.snapshot(conn)
         if owner is not None:
             state.owner = owner
+        if gone:
+            state.gone_ms = int(time.time() * 1000)
         self.write_session(state.client_id, state.to_bytes(), then)
 
     def save_then_release(self, conn: MQTTConnection) -> None:

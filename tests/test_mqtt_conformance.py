@@ -508,4 +508,5 @@ def test_protocol_error_reasons_are_a_bounded_label_set(ingress: Proc) -> None:
     assert "unsupported_protocol" in kinds
     assert set(kinds) <= {
         "malformed", "unsupported_protocol", "identifier_rejected", "keepalive_timeout",
+        "receive_maximum",
     }, kinds  # fmt: skip

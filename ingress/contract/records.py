@@ -15,6 +15,16 @@ H_MQTT_QOS = "mqtt.qos"
 H_MQTT_RETAIN = "mqtt.retain"
 H_MQTT_CLIENT_ID = "mqtt.client_id"
 H_INGRESS_TS = "bayou.ingress_ts"
+# MQTT 5 PUBLISH properties, kept on the record (docs/mqtt.md, MQTT 5 and Kafka). User
+# properties become headers of their own name; names under these two prefixes are Bayou's.
+H_MQTT_CONTENT_TYPE = "mqtt.content_type"
+H_MQTT_RESPONSE_TOPIC = "mqtt.response_topic"
+H_MQTT_CORRELATION_DATA = "mqtt.correlation_data"  # binary, as the client sent it
+H_MQTT_PAYLOAD_FORMAT = "mqtt.payload_format"  # b"1": UTF-8 text, b"0": unspecified bytes
+# Wall-clock milliseconds after which the message is not delivered (Message Expiry Interval
+# added to the time the node received it); subscribers get the interval that is left.
+H_MQTT_EXPIRES_AT = "mqtt.expires_at_ms"
+RESERVED_HEADER_PREFIXES = ("mqtt.", "bayou.")
 # Deterministic id of an agent result (window, alert, command): duplicates are dropped.
 H_RESULT_ID = "bayou.result_id"
 # On ``bayou.retained`` records only: which node process wrote it, and its write number there,
@@ -104,6 +114,12 @@ class OutboundMessage(BaseModel):
         if ingress_ts_ms is not None:
             out.append((H_INGRESS_TS, str(ingress_ts_ms).encode()))
         return out
+
+
+def is_user_property(name: str) -> bool:
+    """A Kafka header name an MQTT 5 user property may have (and that is delivered as one):
+    any name outside Bayou's own prefixes."""
+    return not name.startswith(RESERVED_HEADER_PREFIXES)
 
 
 def header(headers: Headers | None, name: str) -> bytes | None:

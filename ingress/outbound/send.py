@@ -13,12 +13,16 @@ Kafka, so a resumed session can never receive it twice.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
+from dataclasses import replace
 
 from ingress.contract import (
     H_INGRESS_TS,
     H_MQTT_CLIENT_ID,
+    H_MQTT_EXPIRES_AT,
     H_MQTT_QOS,
+    H_MQTT_RETAIN,
     H_MQTT_TOPIC,
     H_RESULT_ID,
     QOS_OF_VALUE,
@@ -30,7 +34,15 @@ from ingress.security.guard import denied
 from ingress.state.sessions import Pending
 from ingress.wire import codec
 from ingress.wire.connection import MQTTConnection
+from ingress.wire.packets5 import encode_publish5, publish5_head
+from ingress.wire.properties import Properties, encode_properties
+from ingress.wire.v5 import V5Client
+from ingress.wire.v5_headers import outbound_properties
 from kafkaio.reader import Record
+
+# What an MQTT 5 receiver's PUBLISH is built from, once per record: its properties (without
+# subscription identifiers), their encoded block, the publisher's client id, the RETAIN flag.
+Base5 = tuple[Properties, bytes, bytes | None, bool]
 
 # An outbound record as read once for all its receivers: (MQTT topic, QoS of the record,
 # payload, bayou.ingress_ts header or None, from a client: stamped by a node on a client's
@@ -70,7 +82,7 @@ class Sender:
         Most records a node reads have no subscriber on it (every publish comes back through
         the delivery topics), so nothing is built for those.
         """
-        topic_b = qos_b = ts_b = rid = cid_b = None
+        topic_b = qos_b = ts_b = rid = cid_b = exp_b = None
         for k, v in rec.headers:
             if k == H_MQTT_TOPIC:
                 topic_b = v
@@ -82,6 +94,11 @@ class Sender:
                 rid = v
             elif k == H_MQTT_CLIENT_ID:
                 cid_b = v
+            elif k == H_MQTT_EXPIRES_AT:
+                exp_b = v
+        if exp_b is not None and _expired(exp_b):
+            # MQTT 5 Message Expiry: not delivered once the interval is over [MQTT-3.3.2-5].
+            return None
         # Only agents' results are deduplicated: a client's publish carrying a result id (it
         # cannot set one over MQTT 3.1.1, but a Kafka producer could) must not be able to
         # suppress the real result [issue 9: no client forges what only agents write].
@@ -138,12 +155,19 @@ def readable(targets: Targets, topic: str) -> Targets:
     return out
 
 
+def _expired(exp_b: bytes) -> bool:
+    try:
+        return int(exp_b) <= time.time_ns() // 1_000_000
+    except ValueError:
+        return False
+
+
 class Batch:
     """PUBLISH packets collected per connection, written once per connection on flush."""
 
     __slots__ = (
-        "_bound", "_bytes", "_counts", "_heads", "_msg", "_persist", "_qos2", "out", "resent",
-        "sent",
+        "_base5", "_bound", "_bytes", "_counts", "_heads", "_msg", "_persist", "_qos2", "out",
+        "resent", "sent",
     )  # fmt: skip
 
     def __init__(self, persist: Persist, bound: int) -> None:
@@ -156,6 +180,7 @@ class Batch:
         self._qos2: set[MQTTConnection] = set()
         self._msg: Message | None = None
         self._heads: list[bytes | None] = [None, None, None]
+        self._base5: Base5 | None = None
         self._bound = bound
         self._bytes = 0
 
@@ -178,10 +203,14 @@ class Batch:
         if msg is not self._msg:
             self._msg = msg
             self._heads = [None, None, None]
+            self._base5 = None
             counts = self.sent.get(rec.topic)
             if counts is None:
                 counts = self.sent[rec.topic] = [0, 0, 0]
             self._counts = counts
+        if conn.v5 is not None:
+            self._send5(conn, conn.v5, rec, msg, qos)
+            return
         head = self._heads[qos]
         if head is None:
             head = self._heads[qos] = codec.publish_parts(msg[0], msg[2], qos)[0]
@@ -197,6 +226,47 @@ class Batch:
             parts += (head, msg[2])
         self._counts[qos] += 1
 
+    def _send5(
+        self, conn: MQTTConnection, v5: V5Client, rec: Record, msg: Message, qos: int
+    ) -> None:
+        """``send`` to an MQTT 5 client: the record's properties, the identifiers of its
+        matching subscriptions, No Local, Retain As Published, its Maximum Packet Size."""
+        topic, payload = msg[0], msg[2]
+        base = self._base5
+        if base is None:
+            props = outbound_properties(rec.headers, time.time_ns() // 1_000_000)
+            retain = header(rec.headers, H_MQTT_RETAIN) == b"1"
+            block = encode_properties(props, codec.PUBLISH)
+            base = self._base5 = (props, block, header(rec.headers, H_MQTT_CLIENT_ID), retain)
+        props, block, publisher, retain = base
+        if v5.options:
+            if publisher == conn.client_id_utf8 and v5.local_only(topic, conn.filters):
+                return  # No Local [MQTT-3.8.3-3]
+            ids = v5.identifiers(topic)
+            if ids:  # [MQTT-3.3.4-3]
+                block = encode_properties(
+                    replace(props, subscription_identifiers=ids), codec.PUBLISH
+                )
+            retain = retain and v5.retain_as_published(topic, conn.filters)
+        else:
+            retain = False  # live delivery clears RETAIN unless asked [MQTT-3.3.1-12]
+        if not v5.fits(topic, payload, block, qos):
+            return  # larger than the client takes: not sent [MQTT-3.1.2-25]
+        head, block = publish5_head(topic.encode(), qos, block, len(payload))
+        if retain:
+            head = bytes((head[0] | 0x01,)) + head[1:]
+        parts = self.out.get(conn)
+        if parts is None:
+            parts = self.out[conn] = []
+        if qos:
+            pid = conn.outbound.track(rec.topic, rec.partition, rec.offset, qos)
+            parts += (head, pid.to_bytes(2, "big"), block, payload)
+            if qos == 2 and conn.persistent:
+                self._qos2.add(conn)
+        else:
+            parts += (head, block, payload)
+        self._counts[qos] += 1
+
     def resend(self, conn: MQTTConnection, rec: Record, topic: str, p: Pending) -> None:
         """Send a message that was in flight again: same packet id, DUP set [MQTT-4.4.0-1];
         a released QoS 2 message gets its PUBREL again instead."""
@@ -205,6 +275,13 @@ class Batch:
             self._qos2.add(conn)
         if p.released:
             data = codec.encode_ack(codec.PUBREL, p.packet_id)
+        elif conn.v5 is not None:
+            props = outbound_properties(rec.headers, time.time_ns() // 1_000_000)
+            props.subscription_identifiers = conn.v5.identifiers(topic)
+            block = encode_properties(props, codec.PUBLISH)
+            data = encode_publish5(
+                topic, rec.value or b"", p.qos, p.packet_id, False, block, dup=True
+            )
         else:
             data = codec.encode_publish(topic, rec.value or b"", p.qos, p.packet_id)
             data = bytes((data[0] | 0x08,)) + data[1:]

@@ -44,6 +44,18 @@ class SessionState:
     qos2_in: list[int] = field(default_factory=list)
     owner: str = ""  # "<node id>/<connection start ms>" of the connection that owns it
     clean: bool = False  # a clean session's record only claims the client id
+    # MQTT 5: Session Expiry Interval (s; None: 3.1.1, never expires) and, once the client
+    # is gone, when it went (wall-clock ms); subscription options by filter: [no local,
+    # retain as published, subscription identifier or 0].
+    expiry_s: int | None = None
+    gone_ms: int = 0
+    options: dict[str, list[int]] = field(default_factory=dict)
+
+    def expired(self, now_ms: int) -> bool:
+        """The client has been gone longer than its Session Expiry Interval."""
+        if self.expiry_s is None or not self.gone_ms or self.expiry_s == 0xFFFF_FFFF:
+            return False
+        return now_ms - self.gone_ms > self.expiry_s * 1000
 
     def to_bytes(self) -> bytes:
         """The record value written to ``bayou.sessions``."""
@@ -61,6 +73,11 @@ class SessionState:
             "owner": self.owner,
             "clean": self.clean,
         }
+        if self.expiry_s is not None:
+            doc["exp"] = self.expiry_s
+            doc["gone"] = self.gone_ms
+        if self.options:
+            doc["opts"] = self.options
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -85,6 +102,9 @@ class SessionState:
             qos2_in=[int(x) for x in doc["qos2_in"]],
             owner=str(doc.get("owner", "")),
             clean=bool(doc.get("clean", False)),
+            expiry_s=None if doc.get("exp") is None else int(doc["exp"]),
+            gone_ms=int(doc.get("gone", 0)),
+            options={str(k): [int(x) for x in v] for k, v in doc.get("opts", {}).items()},
         )
 
 

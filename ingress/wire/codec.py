@@ -31,7 +31,11 @@ _U16 = struct.Struct(">H")
 
 
 class ProtocolError(Exception):
-    """The peer broke MQTT 3.1.1; the connection is closed."""
+    """The peer broke MQTT (3.1.1 or 5); the connection is closed."""
+
+
+class PacketTooLarge(ProtocolError):
+    """A packet above the node's maximum packet size (MQTT 5: DISCONNECT 0x95)."""
 
 
 @dataclass(slots=True)
@@ -83,7 +87,9 @@ class Framer:
             if length < 0:
                 break
             if length > self.max_size:
-                raise ProtocolError(f"packet of {length} bytes exceeds the maximum {self.max_size}")
+                raise PacketTooLarge(
+                    f"packet of {length} bytes exceeds the maximum {self.max_size}"
+                )
             end = i + length
             if end > n:
                 break
@@ -183,17 +189,17 @@ def encode_suback(packet_id: int, return_codes: list[int]) -> bytes:
 _FIXED_FLAGS = {PUBREL: 0x02, SUBSCRIBE: 0x02, UNSUBSCRIBE: 0x02}
 
 
-def check_fixed_header(pkt: Packet) -> None:
+def check_fixed_header(pkt: Packet, v5: bool = False) -> None:
     """Raise ProtocolError if ``pkt``'s flags are not the ones its type fixes [MQTT-2.2.2-2].
 
-    PINGREQ and DISCONNECT have no body either.
+    PINGREQ has no body, nor has DISCONNECT in MQTT 3.1.1 (in MQTT 5 it may carry a reason).
     """
     if pkt.type == PUBLISH:
         return
     expected = _FIXED_FLAGS.get(pkt.type, 0)
     if pkt.flags != expected:
         raise ProtocolError(f"packet type {pkt.type} with fixed-header flags {pkt.flags:04b}")
-    if pkt.type in (PINGREQ, DISCONNECT) and pkt.body:
+    if (pkt.type == PINGREQ or (pkt.type == DISCONNECT and not v5)) and pkt.body:
         raise ProtocolError(f"packet type {pkt.type} with a body of {len(pkt.body)} bytes")
 
 

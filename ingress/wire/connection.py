@@ -36,14 +36,40 @@ from ingress.security.limits import TokenBucket
 from ingress.state.retained import RetainedStore
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
-from ingress.wire.codec import ProtocolError
+from ingress.wire import reason_codes as rc
+from ingress.wire.codec import PUBLISH, ProtocolError
 from ingress.wire.control_packets import (
     ConnectInfo,
+    connect_level,
     decode_connect,
     decode_subscribe,
     decode_unsubscribe,
 )
 from ingress.wire.outbound_state import OutboundState
+from ingress.wire.packets5 import (
+    Subscription5,
+    decode_ack5,
+    decode_disconnect5,
+    decode_publish5,
+    decode_subscribe5,
+    decode_unsubscribe5,
+    encode_ack5,
+    encode_connack5,
+    encode_disconnect5,
+    encode_publish5,
+    encode_suback5,
+    encode_unsuback5,
+)
+from ingress.wire.properties import AUTH, Properties, encode_properties
+from ingress.wire.v5 import (
+    SHUTDOWN,
+    SubOptions,
+    V5Client,
+    connack_properties,
+    disconnect_code,
+    refusal_code,
+)
+from ingress.wire.v5_headers import ReservedUserProperty, inbound_headers
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +83,18 @@ NOT_AUTHORIZED = 5
 MAX_QOS = 2
 
 
+def _now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def _is_utf8(payload: bytes) -> bool:
+    try:
+        payload.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
 @dataclass(frozen=True, slots=True)
 class Will:
     """A client's will message, published if it goes away without DISCONNECT."""
@@ -65,6 +103,8 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
+    # MQTT 5 will properties as record headers (user properties, content type...).
+    headers: tuple[tuple[str, bytes], ...] = ()
 
 
 class ConnectionNode(Protocol):
@@ -119,7 +159,11 @@ class MQTTConnection(asyncio.Protocol):
         # Subscription filter → granted QoS; the node's subscription table mirrors it.
         self.filters: dict[str, int] = {}
         # QoS 1 publishes awaiting Kafka, in arrival order: PUBACKs leave in that order.
+        # Each is [packet id, Kafka writes outstanding, ack packet type, MQTT 5 reason code].
         self._acks: deque[list[int]] = deque()
+        # QoS 1 publishes in _acks: with the QoS 2 ones before PUBREL (qos2_in), what counts
+        # against MQTT 5's Receive Maximum.
+        self._acks_qos1 = 0
         self._flush_scheduled = False
         self.outbound = OutboundState(node.config.max_inflight_out)
         # clean session = 0 (ingress/session_manager.py keeps its session).
@@ -136,6 +180,9 @@ class MQTTConnection(asyncio.Protocol):
         self.closed = False
         self.peer = "?"
         self.will: Will | None = None
+        # MQTT 5 only (protocol level 5): what the client asked for, its aliases and
+        # subscription options (ingress/wire/v5.py); None for MQTT 3.1.1.
+        self.v5: V5Client | None = None
         # Who authenticated, and the ACL as it applies to them (None: no ACL configured).
         self.identity: Identity | None = None
         self.acl: ClientAcl | None = None
@@ -166,8 +213,9 @@ class MQTTConnection(asyncio.Protocol):
             # takeover [MQTT-3.1.2-8].
             will = self.will
             self.node.inbound.publish_will(
-                self.client_id or "", will.topic, will.payload, will.qos, will.retain
-            )
+                self.client_id or "", will.topic, will.payload, will.qos, will.retain,
+                list(will.headers),
+            )  # fmt: skip
             self.will = None
         self.node.subscriptions.remove_all(self, list(self.filters))
         # Until QoS 2 publishes on their way to Kafka settle, the session is not saved yet.
@@ -176,7 +224,7 @@ class MQTTConnection(asyncio.Protocol):
             self._forget()
 
     def _forget(self) -> None:
-        for pid, left, ack_type in self._acks:
+        for pid, left, ack_type, _code in self._acks:
             if ack_type == codec.PUBREC and left == 0:  # in Kafka, PUBREC not sent yet
                 self.qos2_in[pid] = True
         # The node saves the session (naming ``filters``) and forgets the connection.
@@ -204,7 +252,7 @@ class MQTTConnection(asyncio.Protocol):
         try:
             packets = self.framer.feed(data)
         except ProtocolError as exc:
-            self.abort(str(exc))
+            self.abort(str(exc), exc=exc)
             return
         if self._held_packets is not None:
             # CONNECT is being authenticated: the rest waits for its answer.
@@ -222,13 +270,13 @@ class MQTTConnection(asyncio.Protocol):
                     self._held_packets += packets[i + 1 :]
                     return
         except ProtocolError as exc:
-            self.abort(str(exc))
+            self.abort(str(exc), exc=exc)
 
     # packets ----------------------------------------------------------------------------
 
     def _handle(self, pkt: codec.Packet) -> None:
         t = pkt.type
-        codec.check_fixed_header(pkt)
+        codec.check_fixed_header(pkt, self.v5 is not None)
         if self.client_id is None:
             if t != codec.CONNECT:
                 raise ProtocolError(f"packet type {t} before CONNECT")  # [MQTT-3.1.0-1]
@@ -246,16 +294,28 @@ class MQTTConnection(asyncio.Protocol):
         elif t == codec.UNSUBSCRIBE:
             self._on_unsubscribe(pkt)
         elif t == codec.DISCONNECT:
+            if self.v5 is not None:
+                self._on_disconnect5(pkt)
+                return
             self.will = None  # [MQTT-3.1.2-10]: a clean disconnect discards the will
             self.close()
         elif t == codec.CONNECT:
             raise ProtocolError("second CONNECT")  # [MQTT-3.1.0-2]
+        elif t == AUTH and self.v5 is not None:
+            # Enhanced authentication was not started (no Authentication Method) [MQTT-4.12.0-1].
+            raise ProtocolError("AUTH without an authentication method in CONNECT")
         else:
             raise ProtocolError(f"unsupported packet type {t}")
 
     def _on_connect(self, pkt: codec.Packet) -> None:
-        info = decode_connect(pkt.flags, pkt.body)
-        if info.protocol_name != "MQTT" or info.protocol_level != 4:
+        try:
+            info = decode_connect(pkt.flags, pkt.body)
+        except ProtocolError as exc:
+            if connect_level(pkt.body) == 5:
+                # MQTT 5: say why in a CONNACK before closing [MQTT-4.13.1-1].
+                self.write(encode_connack5(disconnect_code(None, exc), False, Properties()))
+            raise
+        if info.protocol_name != "MQTT" or info.protocol_level not in (4, 5):
             # [MQTT-3.1.2-2]: answer 0x01, then close.
             self.write(codec.encode_connack(CONNACK_BAD_PROTOCOL))
             self.abort(
@@ -265,7 +325,13 @@ class MQTTConnection(asyncio.Protocol):
             return
         if info.reserved_flag:
             raise ProtocolError("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
-        if info.client_id_was_empty and not info.clean_session:
+        if info.properties is not None:
+            self.v5 = V5Client.from_connect(info.properties)
+            if info.properties.authentication_method is not None:
+                # Enhanced authentication (§4.12): Bayou supports no method.
+                self._refuse(rc.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
+                return
+        elif info.client_id_was_empty and not info.clean_session:
             self.write(codec.encode_connack(CONNACK_IDENTIFIER_REJECTED))  # [MQTT-3.1.3-8]
             self.abort("empty client id without clean session", "identifier_rejected")
             return
@@ -277,7 +343,15 @@ class MQTTConnection(asyncio.Protocol):
                 raise ProtocolError(f"invalid will topic: {exc}") from exc
             if info.will_qos > 2:
                 raise ProtocolError("will QoS 3")  # [MQTT-3.1.2-14]
-            will = Will(info.will_topic, info.will_message or b"", info.will_qos, info.will_retain)
+            headers: tuple[tuple[str, bytes], ...] = ()
+            if info.will_properties is not None:
+                try:
+                    headers = tuple(inbound_headers(info.will_properties, _now_ms()))
+                except ReservedUserProperty as exc:
+                    raise ProtocolError(str(exc)) from exc
+            will = Will(
+                info.will_topic, info.will_message or b"", info.will_qos, info.will_retain, headers
+            )
         # An assigned id names the node too: ids must not collide across nodes (takeover).
         client_id = info.client_id or self.node.assign_client_id()
         guard = self.node.guard
@@ -327,9 +401,14 @@ class MQTTConnection(asyncio.Protocol):
         self._process(held)
 
     def _refuse(self, code: int, reason: str) -> None:
-        """CONNACK ``code`` and close; no will is published: the client never connected."""
+        """CONNACK ``code`` (a 3.1.1 return code, or an MQTT 5 reason code from 0x80) and
+        close; no will is published: the client never connected."""
         self._held_packets = None
-        self.write(codec.encode_connack(code))
+        if self.v5 is not None:
+            v5_code = code if code >= 0x80 else refusal_code(code)
+            self.write(encode_connack5(v5_code, False, Properties()))
+        else:
+            self.write(codec.encode_connack(code))
         self.abort(reason, None)
 
     def _connected(
@@ -351,16 +430,58 @@ class MQTTConnection(asyncio.Protocol):
         self.will = will
         self.client_id = client_id
         self.client_id_utf8 = client_id.encode()
-        self.persistent = not info.clean_session
         self.keep_alive = info.keep_alive
         self.connected_ms = int(time.time() * 1000)
+        v5 = self.v5
+        if v5 is None:
+            self.persistent = not info.clean_session
+            present = self.node.client_connected(self, info.clean_session)
+            # A resumed session's catch-up runs as a task, so its messages follow this CONNACK.
+            self.write(codec.encode_connack(CONNACK_ACCEPTED, session_present=present))
+            return True
+        config = self.node.config
+        # MQTT 5: the session outlives the connection only for a Session Expiry Interval.
+        self.persistent = v5.session_expiry > 0
+        self.outbound.max_inflight = min(self.outbound.max_inflight, v5.receive_maximum)
+        server_keep_alive = None
+        if config.max_keep_alive and not 0 < info.keep_alive <= config.max_keep_alive:
+            server_keep_alive = self.keep_alive = config.max_keep_alive  # [MQTT-3.2.2-21]
         present = self.node.client_connected(self, info.clean_session)
-        # A resumed session's catch-up runs as a task, so its messages follow this CONNACK.
-        self.write(codec.encode_connack(CONNACK_ACCEPTED, session_present=present))
+        props = connack_properties(
+            assigned_id=client_id if info.client_id_was_empty else None,
+            receive_maximum=config.receive_maximum,
+            max_packet_size=config.max_packet_size,
+            topic_alias_maximum=config.topic_alias_maximum,
+            server_keep_alive=server_keep_alive,
+        )
+        self.write(encode_connack5(rc.SUCCESS, present, props))
         return True
 
     def _on_publish(self, pkt: codec.Packet) -> None:
-        topic, qos, pid, retain, _dup, payload = codec.decode_publish(pkt.flags, pkt.body)
+        v5 = self.v5
+        extra: list[tuple[str, bytes]] | None = None
+        refused = 0  # MQTT 5: the reason code of a publish refused, not written
+        if v5 is None:
+            topic, qos, pid, retain, _dup, payload = codec.decode_publish(pkt.flags, pkt.body)
+        else:
+            pub = decode_publish5(pkt.flags, pkt.body)
+            props = pub.properties
+            qos, pid, retain, payload = pub.qos, pub.packet_id, pub.retain, pub.payload
+            if props.subscription_identifiers:
+                raise ProtocolError("PUBLISH from a client with a subscription identifier")
+            topic = v5.topic_of(pub.topic, props.topic_alias, self.node.config.topic_alias_maximum)
+            if qos and pid not in self.qos2_in:
+                if self._acks_qos1 + len(self.qos2_in) >= self.node.config.receive_maximum:
+                    # [MQTT-3.3.4-8]: more unacknowledged publishes than Receive Maximum.
+                    self.abort("Receive Maximum exceeded", "receive_maximum")
+                    return
+            try:
+                extra = inbound_headers(props, _now_ms())
+            except ReservedUserProperty as exc:
+                refused = rc.IMPLEMENTATION_SPECIFIC_ERROR
+                log.info("client %s: publish to %s refused: %s", self.client_id, topic, exc)
+            if props.payload_format_indicator == 1 and not refused and not _is_utf8(payload):
+                refused = rc.PAYLOAD_FORMAT_INVALID  # a receiver may check it (§3.3.2.3.2)
         try:
             validate_topic_name(topic)
         except TopicError as exc:
@@ -383,27 +504,31 @@ class MQTTConnection(asyncio.Protocol):
             if self.qos2_in[pid]:
                 self.write(codec.encode_ack(codec.PUBREC, pid))
             return
-        allowed = self.acl is None or self.acl.publish(topic)
-        if not allowed:
-            # Not written to Kafka; acknowledged all the same, as MQTT 3.1.1 has no way to
-            # refuse a PUBLISH (mosquitto does the same).
+        allowed = not refused and (self.acl is None or self.acl.publish(topic))
+        if not allowed and not refused:
+            # Not written to Kafka; acknowledged all the same in MQTT 3.1.1, which has no way
+            # to refuse a PUBLISH (mosquitto does the same); MQTT 5 says 0x87.
             denied("publish")
+            refused = rc.NOT_AUTHORIZED
         if qos == 0:
             if allowed:
-                self.node.inbound.publish(self, topic, 0, retain, payload, None)
+                self.node.inbound.publish(self, topic, 0, retain, payload, None, extra)
             return
-        # [packet id, Kafka writes outstanding, ack packet type]
         writes = (2 if retain else 1) if allowed else 0
-        slot = [pid, writes, codec.PUBACK if qos == 1 else codec.PUBREC]
+        slot = [pid, writes, codec.PUBACK if qos == 1 else codec.PUBREC, refused]
         if qos == 2:
-            self.qos2_in[pid] = False
+            # MQTT 5: a refused QoS 2 publish ends at its PUBREC (a reason code from 0x80).
+            if not refused or v5 is None:
+                self.qos2_in[pid] = False
+        else:
+            self._acks_qos1 += 1
         self._acks.append(slot)
         if not allowed:
             # Its acknowledgement still waits for the publishes before it [MQTT-4.6.0-2].
             self._schedule_flush()
             return
         done = lambda exc: self._acked(slot, exc)  # noqa: E731
-        self.node.inbound.publish(self, topic, qos, retain, payload, done)
+        self.node.inbound.publish(self, topic, qos, retain, payload, done, extra)
 
     def _throttle(self) -> None:
         """Take a token for this PUBLISH; out of tokens, stop reading the socket until the
@@ -475,88 +600,169 @@ class MQTTConnection(asyncio.Protocol):
         self._flush_scheduled = False
         acks = self._acks
         out = bytearray()
+        v5 = self.v5
         while acks and acks[0][1] == 0:
-            pid, _, ack_type = acks.popleft()
+            pid, _, ack_type, code = acks.popleft()
             if ack_type == codec.PUBREC:
-                self.qos2_in[pid] = True
-            out += codec.encode_ack(ack_type, pid)
+                if pid in self.qos2_in:
+                    self.qos2_in[pid] = True
+            else:
+                self._acks_qos1 -= 1
+            if v5 is None:
+                out += codec.encode_ack(ack_type, pid)
+            else:
+                reason = v5.reason(rc.name(code)) if code else None
+                out += encode_ack5(ack_type, pid, code, reason)
         if out:
             self.write(bytes(out))
 
     def _on_pubrel(self, pkt: codec.Packet) -> None:
         if pkt.flags != 0x02:
             raise ProtocolError("PUBREL with fixed-header flags other than 0010")
-        pid = codec.decode_packet_id(pkt.body)
+        v5 = self.v5
+        if v5 is None:
+            pid = codec.decode_packet_id(pkt.body)
+        else:
+            pid, _code = decode_ack5(pkt.body, codec.PUBREL)
         if self.qos2_in.get(pid) is False:
             # PUBREC not sent yet (Kafka has not acknowledged): a conforming client never
             # sends PUBREL before PUBREC.
             raise ProtocolError("PUBREL before PUBREC")
-        self.qos2_in.pop(pid, None)
-        self.write(codec.encode_ack(codec.PUBCOMP, pid))  # [MQTT-4.3.3-2]
+        known = self.qos2_in.pop(pid, None) is not None
+        if v5 is None or known:
+            self.write(codec.encode_ack(codec.PUBCOMP, pid))  # [MQTT-4.3.3-2]
+        else:
+            code = rc.PACKET_IDENTIFIER_NOT_FOUND
+            self.write(encode_ack5(codec.PUBCOMP, pid, code, v5.reason(rc.name(code))))
 
     def _on_outbound_ack(self, pkt: codec.Packet) -> None:
-        pid = codec.decode_packet_id(pkt.body)
-        if pkt.type == codec.PUBREC:
+        code = 0
+        if self.v5 is None:
+            pid = codec.decode_packet_id(pkt.body)
+        else:
+            pid, code = decode_ack5(pkt.body, pkt.type)
+        if pkt.type == codec.PUBREC and code < 0x80:
             self.outbound.pubrec(pid)
             self.write(codec.encode_ack(codec.PUBREL, pid))
-        elif self.outbound.complete(pid):  # PUBACK or PUBCOMP ends the flow
+        elif self.outbound.complete(pid):
+            # PUBACK or PUBCOMP ends the flow, and so does a PUBREC refusing the message.
             self.node.window_opened(self)
 
     def _on_subscribe(self, pkt: codec.Packet) -> None:
-        pid, topics = decode_subscribe(pkt.flags, pkt.body)
+        v5 = self.v5
+        sub_id: int | None = None
+        wanted: list[tuple[str, int, Subscription5 | None]]
+        if v5 is None:
+            pid, topics = decode_subscribe(pkt.flags, pkt.body)
+            wanted = [(filt, qos, None) for filt, qos in topics]
+        else:
+            pid, props, subs = decode_subscribe5(pkt.body)
+            if props.subscription_identifiers:
+                sub_id = props.subscription_identifiers[0]
+            wanted = [(sub.topic_filter, sub.qos, sub) for sub in subs]
+        # MQTT 3.1.1 has one failure code, 0x80; MQTT 5 says why.
+        failure = 0x80 if v5 is None else 0
         codes: list[int] = []
         granted_filters: list[tuple[str, int]] = []
-        for filt, qos in topics:
+        for filt, qos, opts in wanted:
             if qos > 2:
                 raise ProtocolError("SUBSCRIBE with QoS 3")  # [MQTT-3-8.3-4]
             try:
                 validate_topic_filter(filt)
             except TopicError:
-                codes.append(0x80)
+                codes.append(failure or rc.TOPIC_FILTER_INVALID)
+                continue
+            if v5 is not None and filt.startswith("$share/"):
+                codes.append(rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
                 continue
             if self.acl is not None and not self.acl.subscribe(filt):
                 denied("subscribe")
-                codes.append(0x80)
+                codes.append(failure or rc.NOT_AUTHORIZED)
                 continue
-            if (
-                self._max_subscriptions
-                and filt not in self.filters
-                and len(self.filters) >= self._max_subscriptions
-            ):
+            new = filt not in self.filters
+            if self._max_subscriptions and new and len(self.filters) >= self._max_subscriptions:
                 LIMIT_REFUSALS_TOTAL.labels("max_subscriptions").inc()
-                codes.append(0x80)
+                codes.append(failure or rc.QUOTA_EXCEEDED)
                 continue
             granted = min(qos, MAX_QOS)
-            if filt not in self.filters:
+            if new:
                 # A replaced subscription stays as old as it was [MQTT-3.8.4-3].
                 self.fresh[filt] = int(time.time() * 1000)
             self.filters[filt] = granted
             self.node.subscriptions.subscribe(self, filt, granted)
             codes.append(granted)
-            granted_filters.append((filt, granted))
-        self.write(codec.encode_suback(pid, codes))
+            handling = 0
+            if v5 is not None and opts is not None:
+                v5.options[filt] = SubOptions(opts.no_local, opts.retain_as_published, sub_id)
+                handling = opts.retain_handling
+            # Retain Handling: 0 sends retained messages, 1 only for a new subscription, 2
+            # never [MQTT-3.3.1-9, -10, -11]; MQTT 3.1.1 always sends them.
+            if handling == 0 or (handling == 1 and new):
+                granted_filters.append((filt, granted))
+        if v5 is None:
+            self.write(codec.encode_suback(pid, codes))
+        else:
+            self.write(encode_suback5(pid, codes))
         # Retained messages matching a new subscription follow its SUBACK [MQTT-3.3.1-6].
+        ids = [] if sub_id is None else [sub_id]
         for filt, granted in granted_filters:
             for topic, payload, qos in self.node.retained.matching(filt):
                 if self.acl is not None and not self.acl.receive(topic):
                     denied("receive")
                     continue
-                self.send_publish(topic, payload, min(qos, granted), retain=True)
+                self.send_publish(topic, payload, min(qos, granted), retain=True, sub_ids=ids)
         self.node.subscriptions_changed()
 
     def _on_unsubscribe(self, pkt: codec.Packet) -> None:
-        pid, topics = decode_unsubscribe(pkt.flags, pkt.body)
+        v5 = self.v5
+        if v5 is None:
+            pid, topics = decode_unsubscribe(pkt.flags, pkt.body)
+        else:
+            pid, topics = decode_unsubscribe5(pkt.body)
+        codes: list[int] = []
         for filt in topics:
             if self.filters.pop(filt, None) is not None:
                 self.node.subscriptions.unsubscribe(self, filt)
-        self.write(codec.encode_ack(codec.UNSUBACK, pid))
+                codes.append(rc.SUCCESS)
+            else:
+                codes.append(rc.NO_SUBSCRIPTION_EXISTED)
+            if v5 is not None:
+                v5.options.pop(filt, None)
+        if v5 is None:
+            self.write(codec.encode_ack(codec.UNSUBACK, pid))
+        else:
+            self.write(encode_unsuback5(pid, codes))
         self.node.subscriptions_changed()
+
+    def _on_disconnect5(self, pkt: codec.Packet) -> None:
+        """An MQTT 5 client's DISCONNECT: its reason code says whether the will is sent, and
+        it may change the Session Expiry Interval."""
+        assert self.v5 is not None
+        code, props = decode_disconnect5(pkt.body)
+        expiry = props.session_expiry_interval
+        if expiry is not None:
+            if self.v5.session_expiry == 0 and expiry > 0:
+                # [MQTT-3.14.2-2]: a session that was to end may not be kept at the end.
+                raise ProtocolError("DISCONNECT sets a Session Expiry Interval after 0")
+            self.v5.session_expiry = expiry
+            self.persistent = expiry > 0
+        if code != rc.DISCONNECT_WITH_WILL:
+            self.will = None  # [MQTT-3.14.4-3]
+        self.close()
 
     # session ----------------------------------------------------------------------------
 
-    def resume(self, subscriptions: Mapping[str, int], qos2_in: list[int]) -> None:
-        """Take the subscriptions and inbound QoS 2 ids of a resumed session."""
+    def resume(
+        self,
+        subscriptions: Mapping[str, int],
+        qos2_in: list[int],
+        options: dict[str, list[int]] | None = None,
+    ) -> None:
+        """Take the subscriptions, inbound QoS 2 ids and (MQTT 5) subscription options of a
+        resumed session."""
         self.qos2_in = dict.fromkeys(qos2_in, True)
+        if self.v5 is not None and options:
+            self.v5.restore_options(options)
         for filt, qos in subscriptions.items():
             self.filters[filt] = qos
             self.node.subscriptions.subscribe(self, filt, qos)
@@ -564,6 +770,14 @@ class MQTTConnection(asyncio.Protocol):
     def take_over(self) -> None:
         """Close: the client id connected again, on this node or another one."""
         self.taken_over = True
+        if self.v5 is not None:
+            self.write(encode_disconnect5(rc.SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3]
+        self.close()
+
+    def shutdown(self) -> None:
+        """Close because the node stops (MQTT 5: DISCONNECT 0x8B first)."""
+        if self.v5 is not None and self.client_id is not None:
+            self.write(encode_disconnect5(SHUTDOWN))
         self.close()
 
     def forget_fresh(self, wall_ms: float) -> None:
@@ -574,10 +788,25 @@ class MQTTConnection(asyncio.Protocol):
 
     # outbound ---------------------------------------------------------------------------
 
-    def send_publish(self, topic: str, payload: bytes, qos: int, retain: bool = False) -> None:
+    def send_publish(
+        self,
+        topic: str,
+        payload: bytes,
+        qos: int,
+        retain: bool = False,
+        sub_ids: list[int] | None = None,
+    ) -> None:
         """Send one PUBLISH outside the batched delivery path (retained messages)."""
+        v5 = self.v5
+        if v5 is None:
+            pid = self.outbound.track(None, 0, 0, qos) if qos else 0
+            self.write(codec.encode_publish(topic, payload, qos, pid, retain))
+            return
+        block = encode_properties(Properties(subscription_identifiers=sub_ids or []), PUBLISH)
+        if not v5.fits(topic, payload, block):
+            return  # [MQTT-3.1.2-25]: not sent to a client that could not take it
         pid = self.outbound.track(None, 0, 0, qos) if qos else 0
-        self.write(codec.encode_publish(topic, payload, qos, pid, retain))
+        self.write(encode_publish5(topic, payload, qos, pid, retain, block))
 
     def published_before_subscribing(self, topic: str, received_ms: int) -> bool:
         """True if every filter matching ``topic`` was subscribed after ``received_ms``.
@@ -631,14 +860,20 @@ class MQTTConnection(asyncio.Protocol):
             self.closed = True
             self.transport.close()
 
-    def abort(self, reason: str, kind: str | None = "malformed") -> None:
-        """Close this one client because of ``reason``; log one line.
+    def abort(
+        self, reason: str, kind: str | None = "malformed", exc: BaseException | None = None
+    ) -> None:
+        """Close this one client because of ``reason`` (or ``exc``); log one line.
 
         ``kind`` is the metric label, from a fixed set (the reason text carries client
         input, which must not create metric series); None: not a client error, not counted.
+        An MQTT 5 client that was accepted gets a DISCONNECT saying why first [MQTT-4.13.1-1].
         """
         if self.closed:
             return
+        if self.v5 is not None and self.client_id is not None:
+            code = disconnect_code(kind, exc)
+            self.write(encode_disconnect5(code, self.v5.reason(reason[:200])))
         if kind is not None:
             PROTOCOL_ERRORS_TOTAL.labels(kind).inc()
             log.warning("closing client %s (%s): %s", self.client_id or "-", self.peer, reason)

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ingress.wire.codec import ProtocolError
+from ingress.wire.codec import CONNECT, ProtocolError
+from ingress.wire.properties import WILL, MalformedPacket, Properties, decode_properties
 from ingress.wire.validate import (
     CLEAN_SESSION_FLAG,
     PASSWORD_FLAG,
@@ -35,8 +36,10 @@ from ingress.wire.validate import (
 class ConnectInfo:
     """What Bayou needs of a CONNECT.
 
-    For a protocol other than MQTT 3.1.1 only the protocol fields are read (the connection
-    answers CONNACK 0x01 [MQTT-3.1.2-2]); the rest is left empty.
+    For a protocol other than MQTT 3.1.1 (level 4) and MQTT 5 (level 5) only the protocol
+    fields are read (the connection answers CONNACK 0x01 [MQTT-3.1.2-2]); the rest is left
+    empty. ``clean_session`` is MQTT 5's Clean Start; ``properties`` and ``will_properties``
+    are MQTT 5's (None for 3.1.1).
     """
 
     protocol_name: str
@@ -52,6 +55,8 @@ class ConnectInfo:
     will_qos: int = 0
     will_retain: bool = False
     reserved_flag: bool = False
+    properties: Properties | None = None
+    will_properties: Properties | None = None
 
 
 def _check_flags(flags: int, expected: int, name: str) -> None:
@@ -68,9 +73,17 @@ def decode_connect(flags: int, body: bytes) -> ConnectInfo:
     name = raw_name.decode("utf-8", "replace")  # only compared with "MQTT"
     level, cflags = body[pos], body[pos + 1]
     keep_alive, pos = read_u16(body, pos + 2, "CONNECT keep alive")
-    if name != "MQTT" or level != 4:
+    if name != "MQTT" or level not in (4, 5):
         return ConnectInfo(name, level)
-    check_connect_flags(cflags)
+    v5 = level == 5
+    try:
+        check_connect_flags(cflags)
+    except ProtocolError as exc:
+        # MQTT 5 classes a broken CONNECT flag as a Malformed Packet [MQTT-3.1.2-3 and on].
+        raise (MalformedPacket(str(exc)) if v5 else exc) from None
+    props = None
+    if v5:
+        props, pos = decode_properties(body, pos, CONNECT)
     client_id, pos = read_string(body, pos, "client id")  # [MQTT-3.1.3-4]
     info = ConnectInfo(
         protocol_name=name,
@@ -80,8 +93,11 @@ def decode_connect(flags: int, body: bytes) -> ConnectInfo:
         clean_session=bool(cflags & CLEAN_SESSION_FLAG),
         keep_alive=keep_alive,
         reserved_flag=bool(cflags & RESERVED_FLAG),
+        properties=props,
     )
     if cflags & WILL_FLAG:
+        if v5:
+            info.will_properties, pos = decode_properties(body, pos, WILL)
         # [MQTT-3.1.2-9]: with the will flag, will topic and will message MUST be present.
         info.will_topic, pos = read_string(body, pos, "will topic")
         info.will_message, pos = read_binary(body, pos, "will message")
@@ -93,6 +109,15 @@ def decode_connect(flags: int, body: bytes) -> ConnectInfo:
         info.password, pos = read_binary(body, pos, "password")  # [MQTT-3.1.2-21]
     check_packet_end(body, pos, "CONNECT")
     return info
+
+
+def connect_level(body: bytes) -> int | None:
+    """The protocol level of a CONNECT body, if it can be read (to answer a CONNECT that
+    failed to decode in its own protocol version's terms)."""
+    if len(body) < 2:
+        return None
+    pos = 2 + ((body[0] << 8) | body[1])
+    return body[pos] if pos < len(body) else None
 
 
 def decode_subscribe(flags: int, body: bytes) -> tuple[int, list[tuple[str, int]]]:

@@ -1,0 +1,402 @@
+"""MQTT 5 on Bayou's listener, beside MQTT 3.1.1 (issue 12, item 1 and the Kafka mapping).
+
+Real clients over real sockets: paho-mqtt in MQTT 5 mode (tests/mqtt5_client.Mqtt5), a raw
+socket for what a client library never sends (tests/mqtt5_client.Raw5), mosquitto 2's
+clients with ``-V mqttv5``; the session's `bayou ingress` on the embedded Kafka, and nodes of
+their own where a setting differs. Tests are named after the OASIS MQTT 5.0 statement they
+check where there is one.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.reasoncodes import ReasonCode
+
+from bayou.embedded import EmbeddedKafka
+from bayou.processes import stop_process
+from ingress.wire import codec
+from ingress.wire import reason_codes as rc
+from ingress.wire.codec import PUBLISH, encode_remaining_length
+from ingress.wire.packets5 import encode_publish5
+from ingress.wire.properties import Properties, decode_properties, encode_properties
+from tests.conftest import Proc, start_ingress
+from tests.helpers import Mqtt, headers, read_topic
+from tests.mqtt5_client import Mqtt5, Raw5
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
+
+
+def _uid() -> str:
+    return uuid.uuid4().hex[:10]
+
+
+@pytest.fixture
+def clients() -> Iterator[list[Mqtt5 | Mqtt]]:
+    made: list[Mqtt5 | Mqtt] = []
+    yield made
+    for c in made:
+        c.close()
+
+
+def _v5(port: int, made: list[Mqtt5 | Mqtt], client_id: str = "", **kw: object) -> Mqtt5:
+    c = Mqtt5(port, client_id or f"v5-{_uid()}", **kw)  # type: ignore[arg-type]
+    made.append(c)
+    return c
+
+
+def _connack_props(pkt: codec.Packet) -> Properties:
+    return decode_properties(pkt.body, 2, codec.CONNACK)[0]
+
+
+def test_connack_says_what_the_node_allows(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    code, present, p = _v5(ingress.mqtt_port, clients).connect()
+    assert (code, present) == (rc.SUCCESS, False)
+    assert p.MaximumPacketSize == 1024 * 1024  # BAYOU_MAX_PACKET_SIZE
+    assert p.TopicAliasMaximum == 64
+    assert p.SharedSubscriptionAvailable == 0
+    assert not hasattr(p, "AssignedClientIdentifier")
+
+
+def test_mqtt_3_1_3_7_empty_client_id_gets_an_assigned_identifier(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    raw = Raw5(ingress.mqtt_port, "")
+    try:
+        assert raw.connack.body[1] == rc.SUCCESS
+        assigned = _connack_props(raw.connack).assigned_client_identifier
+        assert assigned and assigned.startswith("bayou-")
+    finally:
+        raw.close()
+
+
+def test_properties_travel_through_kafka_both_ways(
+    ingress: Proc, kafka: EmbeddedKafka, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    topic = f"v5/{_uid()}/req"
+    sub = _v5(ingress.mqtt_port, clients)
+    sub.connect()
+    assert sub.subscribe(topic) == [1]
+    old = Mqtt(ingress.mqtt_port, f"v311-{_uid()}")
+    clients.append(old)
+    old.connect()
+    old.subscribe(topic)
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    info = pub.publish(
+        topic, b'{"x": 1}', qos=1,
+        UserProperty=[("trace", "abc"), ("trace", "def"), ("site", "n\u00e8")],
+        ContentType="application/json", CorrelationData=b"\x00\x01corr",
+        ResponseTopic=f"{topic}/reply", PayloadFormatIndicator=1,
+    )  # fmt: skip
+    info.wait_for_publish(10)
+    got = sub.expect()
+    assert got.payload == b'{"x": 1}'
+    # [MQTT-3.3.2-17] user properties unaltered, in order, repeats kept
+    assert got.user_properties == [("trace", "abc"), ("trace", "def"), ("site", "n\u00e8")]
+    assert got.content_type == "application/json"  # [MQTT-3.3.2-20]
+    assert got.correlation_data == b"\x00\x01corr"
+    assert got.response_topic == f"{topic}/reply"  # [MQTT-3.3.2-15]
+    assert got.payload_format == 1  # [MQTT-3.3.2-4]
+    # A 3.1.1 subscriber on the same topic gets the message (without properties).
+    assert old.expect(lambda m: m.topic == topic).payload == b'{"x": 1}'
+    # In Kafka: the contract's headers, then the properties as headers.
+    recs = [r for r in read_topic(kafka.bootstrap, "bayou.messages")
+            if headers(r).get("mqtt.topic") == topic.encode()]  # fmt: skip
+    assert len(recs) == 1
+    h = recs[0].headers
+    assert ("trace", b"abc") in h and ("trace", b"def") in h and ("site", "n\u00e8".encode()) in h
+    assert headers(recs[0])["mqtt.content_type"] == b"application/json"
+    assert headers(recs[0])["mqtt.correlation_data"] == b"\x00\x01corr"
+    assert headers(recs[0])["mqtt.response_topic"] == f"{topic}/reply".encode()
+    assert headers(recs[0])["mqtt.payload_format"] == b"1"
+
+
+def test_a_311_publish_reaches_an_mqtt5_subscriber(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    topic = f"v5/{_uid()}/from311"
+    sub = _v5(ingress.mqtt_port, clients)
+    sub.connect()
+    sub.subscribe(topic, qos=2)
+    old = Mqtt(ingress.mqtt_port, f"v311-{_uid()}")
+    clients.append(old)
+    old.connect()
+    old.publish(topic, b"hello", qos=2).wait_for_publish(10)
+    got = sub.expect()
+    assert (got.payload, got.qos, got.user_properties) == (b"hello", 2, [])
+
+
+def test_reserved_user_property_names_are_refused(
+    ingress: Proc, kafka: EmbeddedKafka, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    """A client may not set what only Bayou writes (a result id forges an agent's output)."""
+    topic = f"v5/{_uid()}/forged"
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}")
+    try:
+        block = encode_properties(Properties(user_properties=[("bayou.result_id", "x")]), PUBLISH)
+        raw.send(encode_publish5(topic, b"forged", 1, 7, False, block))
+        ack = raw.read()
+        assert ack.type == codec.PUBACK
+        assert ack.body[:3] == b"\x00\x07" + bytes((rc.IMPLEMENTATION_SPECIFIC_ERROR,))
+    finally:
+        raw.close()
+    recs = [r for r in read_topic(kafka.bootstrap, "bayou.messages", timeout=2)
+            if headers(r).get("mqtt.topic") == topic.encode()]  # fmt: skip
+    assert recs == []
+
+
+def test_subscription_options_and_identifiers(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    base = f"v5/{_uid()}"
+    me = _v5(ingress.mqtt_port, clients)
+    me.connect()
+    # No Local: my own publishes do not come back on this subscription [MQTT-3.8.3-3].
+    assert me.subscribe(f"{base}/local", no_local=True) == [1]
+    # Subscription identifiers on delivery [MQTT-3.3.4-3].
+    assert me.subscribe(f"{base}/ids/#", sub_id=7) == [1]
+    assert me.subscribe(f"{base}/ids/+/x", sub_id=9) == [1]
+    other = _v5(ingress.mqtt_port, clients)
+    other.connect()
+    me.publish(f"{base}/local", b"mine").wait_for_publish(10)
+    other.publish(f"{base}/local", b"theirs").wait_for_publish(10)
+    got = me.expect()
+    assert got.payload == b"theirs"
+    other.publish(f"{base}/ids/a/x", b"both").wait_for_publish(10)
+    assert sorted(me.expect().subscription_ids) == [7, 9]
+    # Retain As Published keeps RETAIN on live delivery [MQTT-3.3.1-12]; without it, 0.
+    assert me.subscribe(f"{base}/rap", retain_as_published=True) == [1]
+    assert other.subscribe(f"{base}/rap") == [1]
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    pub.publish(f"{base}/rap", b"kept", retain=True).wait_for_publish(10)
+    assert me.expect().retain is True
+    assert other.expect().retain is False
+    # Retain Handling 2: no retained message at subscribe [MQTT-3.3.1-11]; 0: sent.
+    late = _v5(ingress.mqtt_port, clients)
+    late.connect()
+    assert late.subscribe(f"{base}/rap", retain_handling=2) == [1]
+    assert late.nothing(1.0)
+    assert late.subscribe(f"{base}/rap/#", retain_handling=0) == [1]
+    assert late.expect().payload == b"kept"
+    # UNSUBACK says whether there was a subscription.
+    assert late.unsubscribe(f"{base}/nothing-here") == [rc.NO_SUBSCRIPTION_EXISTED]
+    assert late.unsubscribe(f"{base}/rap") == [rc.SUCCESS]
+    pub.publish(f"{base}/rap", b"", retain=True).wait_for_publish(10)  # clear it
+
+
+def test_shared_subscriptions_are_refused_until_supported(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    c = _v5(ingress.mqtt_port, clients)
+    c.connect()
+    assert c.subscribe(f"$share/g/{_uid()}") == [rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
+
+
+def _alias(n: int) -> bytes:
+    return encode_properties(Properties(topic_alias=n), PUBLISH)
+
+
+def test_mqtt_3_3_2_12_topic_alias_set_then_used(ingress: Proc) -> None:
+    topic = f"v5/{_uid()}/alias"
+    sub = Mqtt5(ingress.mqtt_port, f"s-{_uid()}")
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}")
+    try:
+        sub.connect()
+        sub.subscribe(topic)
+        raw.send(encode_publish5(topic, b"one", 1, 1, False, _alias(3)))
+        raw.send(encode_publish5("", b"two", 1, 2, False, _alias(3)))
+        assert [raw.read().type, raw.read().type] == [codec.PUBACK, codec.PUBACK]
+        assert [sub.expect().payload, sub.expect().payload] == [b"one", b"two"]
+        # Above the maximum announced in CONNACK: DISCONNECT 0x94 [MQTT-3.3.2-9].
+        raw.send(encode_publish5("", b"three", 1, 3, False, _alias(65)))
+        assert raw.disconnect_reason() == rc.TOPIC_ALIAS_INVALID
+        with pytest.raises(ConnectionError):
+            raw.read(5)
+    finally:
+        sub.close()
+        raw.close()
+
+
+def test_malformed_packet_closes_that_client_with_0x81(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    topic = f"v5/{_uid()}/survivor"
+    ok = _v5(ingress.mqtt_port, clients)
+    ok.connect()
+    ok.subscribe(topic)
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}")
+    try:
+        # A property length that runs past the packet.
+        body = b"\x00\x01t\x00\x01" + b"\x09\x01"
+        raw.send(bytes((0x32,)) + encode_remaining_length(len(body)) + body)
+        assert raw.disconnect_reason() == rc.MALFORMED_PACKET
+    finally:
+        raw.close()
+    ok.publish(topic, b"still here").wait_for_publish(10)
+    assert ok.expect().payload == b"still here"
+
+
+def test_enhanced_authentication_is_answered_not_supported(ingress: Proc) -> None:
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}", Properties(authentication_method="SCRAM"))
+    try:
+        assert raw.connack.body[1] == rc.BAD_AUTHENTICATION_METHOD
+        with pytest.raises(ConnectionError):
+            raw.read(5)
+    finally:
+        raw.close()
+
+
+def test_mqtt_3_1_4_3_takeover_sends_disconnect_0x8e(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    cid = f"take-{_uid()}"
+    first = Raw5(ingress.mqtt_port, cid)
+    try:
+        second = _v5(ingress.mqtt_port, clients, cid)
+        assert second.connect()[0] == rc.SUCCESS
+        assert first.disconnect_reason() == rc.SESSION_TAKEN_OVER
+    finally:
+        first.close()
+
+
+def test_message_expiry_is_checked_at_delivery_and_forwarded(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    topic = f"v5/{_uid()}/expiry"
+    cid = f"offline-{_uid()}"
+    away = _v5(ingress.mqtt_port, clients, cid, clean_start=True, session_expiry=300)
+    away.connect()
+    away.subscribe(topic)
+    live = _v5(ingress.mqtt_port, clients)
+    live.connect()
+    live.subscribe(topic)
+    away.close()
+    clients.remove(away)
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    pub.publish(topic, b"short", MessageExpiryInterval=1).wait_for_publish(10)
+    pub.publish(topic, b"long", MessageExpiryInterval=120).wait_for_publish(10)
+    # Live: the remaining interval is forwarded [MQTT-3.3.2-6].
+    got = {m.payload: m.message_expiry for m in (live.expect(), live.expect())}
+    assert got[b"short"] is not None and got[b"short"] <= 1
+    assert got[b"long"] is not None and 100 <= got[b"long"] <= 120
+    time.sleep(2.2)
+    # Catch-up after the short one expired: only the long one [MQTT-3.3.2-5].
+    back = _v5(ingress.mqtt_port, clients, cid, clean_start=False, session_expiry=300)
+    code, present, _ = back.connect()
+    assert (code, present) == (rc.SUCCESS, True)
+    assert back.expect().payload == b"long"
+    assert back.nothing(1.5)
+
+
+def test_session_expiry_interval(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    keep, short, gone = (f"{n}-{_uid()}" for n in ("keep", "short", "gone"))
+    for cid, expiry in ((keep, 300), (short, 1), (gone, 0)):
+        c = Mqtt5(ingress.mqtt_port, cid, session_expiry=expiry)
+        c.connect()
+        c.subscribe(f"v5/{cid}")
+        c.close()
+    time.sleep(2.5)
+    results = {}
+    for cid in (keep, short, gone):
+        c = _v5(ingress.mqtt_port, clients, cid, clean_start=False, session_expiry=300)
+        results[cid] = c.connect()[1]
+    # [MQTT-3.1.2-23]: kept while the interval runs; expired after it; 0 ends with the
+    # connection.
+    assert results == {keep: True, short: False, gone: False}
+
+
+def test_disconnect_with_will_sends_the_will(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    will_topic = f"v5/{_uid()}/will"
+    watcher = _v5(ingress.mqtt_port, clients)
+    watcher.connect()
+    watcher.subscribe(will_topic)
+    c = Mqtt5(ingress.mqtt_port, f"w-{_uid()}")
+    c.client.will_set(will_topic, b"bye", qos=1)
+    c.connect()
+    c.client.disconnect(reasoncode=_reason(rc.DISCONNECT_WITH_WILL))
+    c.client.loop_stop()
+    c.client._reset_sockets(sockpair_only=True)
+    assert watcher.expect().payload == b"bye"  # [MQTT-3.14.4-3] unless 0x04: here 0x04
+
+
+def _reason(code: int) -> ReasonCode:
+    return ReasonCode(PacketTypes.DISCONNECT, identifier=code)
+
+
+@pytest.fixture
+def small_node(kafka: EmbeddedKafka, tmp_path: Path) -> Iterator[Proc]:
+    """A node with Receive Maximum 2 and a 300-byte maximum packet size."""
+    p = start_ingress(
+        kafka.bootstrap, tmp_path / "small.log", BAYOU_RECEIVE_MAXIMUM="2",
+        BAYOU_MAX_PACKET_SIZE="300",
+    )  # fmt: skip
+    yield p
+    stop_process(p.proc)
+
+
+def test_mqtt_3_3_4_8_receive_maximum_exceeded_disconnects_0x93(small_node: Proc) -> None:
+    raw = Raw5(small_node.mqtt_port, f"raw-{_uid()}")
+    try:
+        assert _connack_props(raw.connack).receive_maximum == 2
+        topic = f"v5/{_uid()}/flood"
+        # Three QoS 1 publishes in one write: the third arrives before any PUBACK.
+        raw.send(b"".join(encode_publish5(topic, b"x", 1, pid, False) for pid in (1, 2, 3)))
+        assert raw.disconnect_reason() == rc.RECEIVE_MAXIMUM_EXCEEDED
+    finally:
+        raw.close()
+
+
+def test_maximum_packet_size_both_ways(small_node: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    topic = f"v5/{_uid()}/size"
+    # The client's maximum: a larger message is not sent to it [MQTT-3.1.2-25].
+    tiny = _v5(small_node.mqtt_port, clients, connect_properties={"MaximumPacketSize": 64})
+    tiny.connect()
+    tiny.subscribe(topic)
+    pub = _v5(small_node.mqtt_port, clients)
+    pub.connect()
+    pub.publish(topic, b"x" * 100).wait_for_publish(10)
+    pub.publish(topic, b"small").wait_for_publish(10)
+    assert tiny.expect().payload == b"small"
+    # The node's maximum (300 bytes): a larger packet is answered DISCONNECT 0x95.
+    raw = Raw5(small_node.mqtt_port, f"raw-{_uid()}")
+    try:
+        raw.send(encode_publish5(topic, b"y" * 400, 0, 0, False))
+        assert raw.disconnect_reason() == rc.PACKET_TOO_LARGE
+    finally:
+        raw.close()
+
+
+def test_mosquitto_clients_speak_mqtt5(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    """mosquitto_pub and mosquitto_sub 2.x with ``-V mqttv5``, user property included."""
+    topic = f"v5/{_uid()}/mosq"
+    sub = subprocess.Popen(
+        ["mosquitto_sub", "-V", "mqttv5", "-p", str(ingress.mqtt_port), "-h", "127.0.0.1",
+         "-t", topic, "-C", "1", "-F", "%p|%P", "-W", "20"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        v5 = _v5(ingress.mqtt_port, clients)
+        v5.connect()
+        v5.subscribe(topic)
+        time.sleep(1.0)  # mosquitto_sub has subscribed
+        out = subprocess.run(
+            ["mosquitto_pub", "-V", "mqttv5", "-p", str(ingress.mqtt_port), "-h", "127.0.0.1",
+             "-t", topic, "-m", "from mosquitto", "-q", "1", "-D", "publish", "user-property",
+             "origin", "mosq"],
+            capture_output=True, text=True, timeout=20,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        got = v5.expect()
+        assert (got.payload, got.user_properties) == (b"from mosquitto", [("origin", "mosq")])
+        stdout, stderr = sub.communicate(timeout=25)
+        assert sub.returncode == 0, stderr
+        assert stdout.decode().strip() == "from mosquitto|origin:mosq"
+    finally:
+        stop_process(sub)
