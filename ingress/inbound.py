@@ -15,7 +15,7 @@ import logging
 import time
 from typing import Protocol
 
-from ingress.contract import H_RETAINED_WRITE, Headers, publish_headers
+from ingress.contract import H_RETAINED_WRITE, Headers, property_headers, publish_headers
 from ingress.kafka.producer import DoneCallback, IngestProducer
 from ingress.metrics import WILLS_TOTAL, count_in
 from ingress.routing.rules import Router
@@ -121,7 +121,7 @@ class Inbound:
         late (:class:`~ingress.state.retained.RetainedStore`).
         """
         store = self.retained
-        w = store.written(topic, payload, qos)
+        w = store.written(topic, payload, qos, property_headers(headers))
         if done is None:
             # QoS 0 (or a will): nobody waits for Kafka, so a subscriber right after the
             # publish must find it already.

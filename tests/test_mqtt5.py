@@ -400,3 +400,28 @@ def test_mosquitto_clients_speak_mqtt5(ingress: Proc, clients: list[Mqtt5 | Mqtt
         assert stdout.decode().strip() == "from mosquitto|origin:mosq"
     finally:
         stop_process(sub)
+
+
+def test_retained_messages_keep_their_properties_and_expire(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    topic = f"v5/{_uid()}/retained"
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    pub.publish(topic, b"kept", retain=True, UserProperty=[("k", "v")],
+                ContentType="text/plain").wait_for_publish(10)  # fmt: skip
+    pub.publish(f"{topic}/short", b"soon gone", retain=True,
+                MessageExpiryInterval=1).wait_for_publish(10)  # fmt: skip
+    time.sleep(2.2)
+    sub = _v5(ingress.mqtt_port, clients)
+    sub.connect()
+    assert sub.subscribe(f"{topic}/#", sub_id=5) == [1]
+    got = sub.expect()
+    # [MQTT-3.3.2-17]/[-20]: properties kept with the retained message; its subscription's id.
+    assert (got.payload, got.retain, got.user_properties, got.content_type) == (
+        b"kept", True, [("k", "v")], "text/plain",
+    )  # fmt: skip
+    assert got.subscription_ids == [5]
+    assert sub.nothing(1.0)  # the expired one is not sent [MQTT-3.3.2-5]
+    for t in (topic, f"{topic}/short"):
+        pub.publish(t, b"", retain=True).wait_for_publish(10)

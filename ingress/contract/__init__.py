@@ -28,6 +28,7 @@ from ingress.contract.records import (
     H_MQTT_TOPIC,
     H_RESULT_ID,
     H_RETAINED_WRITE,
+    MQTT5_PROPERTY_HEADERS,
     OUTBOUND_TOPIC,
     QOS_OF_VALUE,
     QOS_VALUES,
@@ -40,6 +41,7 @@ from ingress.contract.records import (
     OutboundMessage,
     header,
     is_user_property,
+    property_headers,
     publish_headers,
 )
 
@@ -64,6 +66,7 @@ __all__ = [
     "H_MQTT_TOPIC",
     "H_RESULT_ID",
     "H_RETAINED_WRITE",
+    "MQTT5_PROPERTY_HEADERS",
     "OUTBOUND_TOPIC",
     "QOS_OF_VALUE",
     "QOS_VALUES",
@@ -76,5 +79,6 @@ __all__ = [
     "OutboundMessage",
     "header",
     "is_user_property",
+    "property_headers",
     "publish_headers",
 ]

@@ -25,6 +25,11 @@ H_MQTT_PAYLOAD_FORMAT = "mqtt.payload_format"  # b"1": UTF-8 text, b"0": unspeci
 # added to the time the node received it); subscribers get the interval that is left.
 H_MQTT_EXPIRES_AT = "mqtt.expires_at_ms"
 RESERVED_HEADER_PREFIXES = ("mqtt.", "bayou.")
+# The headers that carry an MQTT 5 PUBLISH's properties (with the user properties).
+MQTT5_PROPERTY_HEADERS = frozenset(
+    (H_MQTT_CONTENT_TYPE, H_MQTT_RESPONSE_TOPIC, H_MQTT_CORRELATION_DATA, H_MQTT_PAYLOAD_FORMAT,
+     H_MQTT_EXPIRES_AT)
+)  # fmt: skip
 # Deterministic id of an agent result (window, alert, command): duplicates are dropped.
 H_RESULT_ID = "bayou.result_id"
 # On ``bayou.retained`` records only: which node process wrote it, and its write number there,
@@ -120,6 +125,12 @@ def is_user_property(name: str) -> bool:
     """A Kafka header name an MQTT 5 user property may have (and that is delivered as one):
     any name outside Bayou's own prefixes."""
     return not name.startswith(RESERVED_HEADER_PREFIXES)
+
+
+def property_headers(headers: Headers) -> tuple[tuple[str, bytes], ...]:
+    """The headers of a record that are MQTT 5 properties: the v5 ones and the user
+    properties (every name outside Bayou's prefixes), in order."""
+    return tuple((k, v) for k, v in headers if k in MQTT5_PROPERTY_HEADERS or is_user_property(k))
 
 
 def header(headers: Headers | None, name: str) -> bytes | None:

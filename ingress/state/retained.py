@@ -24,35 +24,41 @@ import itertools
 import os
 from collections import deque
 
-from ingress.contract import H_MQTT_QOS, H_RETAINED_WRITE, header
+from ingress.contract import H_MQTT_QOS, H_RETAINED_WRITE, header, property_headers
 from ingress.contract.topics import matches
 from ingress.metrics import RETAINED
 from kafkaio.reader import Record
+
+# An MQTT 5 retained message's properties, as the headers that carry them (() for none).
+Extra = tuple[tuple[str, bytes], ...]
+# What a subscription gets of a retained message: topic, payload, QoS, properties.
+Retained = tuple[str, bytes, int, Extra]
 
 
 class LocalWrite:
     """One retained write of this node that its reader has not read back yet."""
 
-    __slots__ = ("applied", "id", "payload", "qos")
+    __slots__ = ("applied", "extra", "id", "payload", "qos")
 
-    def __init__(self, write_id: bytes, payload: bytes, qos: int) -> None:
+    def __init__(self, write_id: bytes, payload: bytes, qos: int, extra: Extra = ()) -> None:
         self.id = write_id
         self.payload = payload
         self.qos = qos
+        self.extra = extra
         # In the store already: made at QoS 0, or acknowledged.
         self.applied = False
 
 
 class RetainedStore:
-    """MQTT topic → (payload, qos) of its retained message."""
+    """MQTT topic → (payload, qos, MQTT 5 properties) of its retained message."""
 
     def __init__(self) -> None:
-        self._by_topic: dict[str, tuple[bytes, int]] = {}
+        self._by_topic: dict[str, tuple[bytes, int, Extra]] = {}
         # Topic → this node's writes not yet read back, oldest first.
         self._unread: dict[str, deque[LocalWrite]] = {}
         # Topic → the last record read while writes of ours were unread: it counts if those
         # writes fail.
-        self._skipped: dict[str, tuple[bytes, int]] = {}
+        self._skipped: dict[str, tuple[bytes, int, Extra]] = {}
         # Random, not the node id: a restarted node must not take its last run's records
         # for writes of this one.
         self._token = os.urandom(8).hex().encode()
@@ -61,25 +67,25 @@ class RetainedStore:
     def __len__(self) -> int:
         return len(self._by_topic)
 
-    def put(self, topic: str, payload: bytes | None, qos: int) -> None:
+    def put(self, topic: str, payload: bytes | None, qos: int, extra: Extra = ()) -> None:
         """Store or (empty payload) clear the retained message of ``topic`` [MQTT-3.3.1-10]."""
         if payload:
-            self._by_topic[topic] = (payload, qos)
+            self._by_topic[topic] = (payload, qos, extra)
         else:
             self._by_topic.pop(topic, None)
         RETAINED.set(len(self._by_topic))
 
-    def written(self, topic: str, payload: bytes, qos: int) -> LocalWrite:
+    def written(self, topic: str, payload: bytes, qos: int, extra: Extra = ()) -> LocalWrite:
         """Note a write of this node, just before it is submitted to Kafka with
         ``(H_RETAINED_WRITE, w.id)`` among its headers."""
-        w = LocalWrite(b"%s:%d" % (self._token, next(self._numbers)), payload, qos)
+        w = LocalWrite(b"%s:%d" % (self._token, next(self._numbers)), payload, qos, extra)
         self._unread.setdefault(topic, deque()).append(w)
         return w
 
     def apply_now(self, topic: str, w: LocalWrite) -> None:
         """Apply ``w`` before Kafka has it (QoS 0: nobody waits for Kafka)."""
         w.applied = True
-        self.put(topic, w.payload, w.qos)
+        self.put(topic, w.payload, w.qos, w.extra)
 
     def acknowledged(self, topic: str, w: LocalWrite) -> None:
         """Kafka has ``w``: apply it, unless a newer write is applied or the reader passed it.
@@ -92,7 +98,7 @@ class RetainedStore:
             if u is w:
                 if not newer:
                     w.applied = True
-                    self.put(topic, w.payload, w.qos)
+                    self.put(topic, w.payload, w.qos, w.extra)
                 return
             newer = newer or u.applied
 
@@ -116,9 +122,10 @@ class RetainedStore:
             topic = rec.key.decode("utf-8", "replace")
             qos = int(header(rec.headers, H_MQTT_QOS) or b"0")
             value = rec.value or b""
+            extra = property_headers(rec.headers)
             unread = self._unread.get(topic)
             if not unread:
-                self.put(topic, value, qos)
+                self.put(topic, value, qos, extra)
                 continue
             write_id = header(rec.headers, H_RETAINED_WRITE)
             mine = next((i for i, w in enumerate(unread) if w.id == write_id), None)
@@ -129,15 +136,15 @@ class RetainedStore:
                     unread.popleft()
             if unread:
                 # Our unread writes are newer in the log: they win.
-                self._skipped[topic] = (value, qos)
+                self._skipped[topic] = (value, qos, extra)
                 continue
             del self._unread[topic]
             self._skipped.pop(topic, None)
-            self.put(topic, value, qos)
+            self.put(topic, value, qos, extra)
 
-    def matching(self, filt: str) -> list[tuple[str, bytes, int]]:
+    def matching(self, filt: str) -> list[Retained]:
         """Retained messages whose topic matches subscription filter ``filt``."""
         if "+" not in filt and "#" not in filt:
             hit = self._by_topic.get(filt)
             return [(filt, *hit)] if hit else []
-        return [(t, p, q) for t, (p, q) in self._by_topic.items() if matches(filt, t)]
+        return [(t, p, q, x) for t, (p, q, x) in self._by_topic.items() if matches(filt, t)]

@@ -69,7 +69,12 @@ from ingress.wire.v5 import (
     disconnect_code,
     refusal_code,
 )
-from ingress.wire.v5_headers import ReservedUserProperty, inbound_headers
+from ingress.wire.v5_headers import (
+    ReservedUserProperty,
+    expires_at,
+    inbound_headers,
+    outbound_properties,
+)
 
 log = logging.getLogger(__name__)
 
@@ -706,11 +711,11 @@ class MQTTConnection(asyncio.Protocol):
         # Retained messages matching a new subscription follow its SUBACK [MQTT-3.3.1-6].
         ids = [] if sub_id is None else [sub_id]
         for filt, granted in granted_filters:
-            for topic, payload, qos in self.node.retained.matching(filt):
+            for topic, payload, qos, extra in self.node.retained.matching(filt):
                 if self.acl is not None and not self.acl.receive(topic):
                     denied("receive")
                     continue
-                self.send_publish(topic, payload, min(qos, granted), retain=True, sub_ids=ids)
+                self.send_publish(topic, payload, min(qos, granted), True, ids, extra)
         self.node.subscriptions_changed()
 
     def _on_unsubscribe(self, pkt: codec.Packet) -> None:
@@ -795,14 +800,21 @@ class MQTTConnection(asyncio.Protocol):
         qos: int,
         retain: bool = False,
         sub_ids: list[int] | None = None,
+        extra: tuple[tuple[str, bytes], ...] = (),
     ) -> None:
-        """Send one PUBLISH outside the batched delivery path (retained messages)."""
+        """Send one PUBLISH outside the batched delivery path (retained messages, with
+        their MQTT 5 properties as ``extra`` headers)."""
+        now_ms = _now_ms()
+        if extra and (exp := expires_at(extra)) is not None and exp <= now_ms:
+            return  # an expired retained message is not sent [MQTT-3.3.2-5]
         v5 = self.v5
         if v5 is None:
             pid = self.outbound.track(None, 0, 0, qos) if qos else 0
             self.write(codec.encode_publish(topic, payload, qos, pid, retain))
             return
-        block = encode_properties(Properties(subscription_identifiers=sub_ids or []), PUBLISH)
+        props = outbound_properties(extra, now_ms) if extra else Properties()
+        props.subscription_identifiers = sub_ids or []
+        block = encode_properties(props, PUBLISH)
         if not v5.fits(topic, payload, block):
             return  # [MQTT-3.1.2-25]: not sent to a client that could not take it
         pid = self.outbound.track(None, 0, 0, qos) if qos else 0

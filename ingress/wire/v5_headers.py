@@ -13,27 +13,19 @@ what only Bayou writes (a result id, an ingress time).
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from ingress.contract import (
     H_MQTT_CONTENT_TYPE,
     H_MQTT_CORRELATION_DATA,
     H_MQTT_EXPIRES_AT,
     H_MQTT_PAYLOAD_FORMAT,
     H_MQTT_RESPONSE_TOPIC,
+    MQTT5_PROPERTY_HEADERS,
     Headers,
     is_user_property,
 )
 from ingress.wire.properties import Properties
-
-# Headers that are v5 properties, by name: what :func:`outbound_properties` looks for.
-PROPERTY_HEADERS = frozenset(
-    (
-        H_MQTT_CONTENT_TYPE,
-        H_MQTT_RESPONSE_TOPIC,
-        H_MQTT_CORRELATION_DATA,
-        H_MQTT_PAYLOAD_FORMAT,
-        H_MQTT_EXPIRES_AT,
-    )
-)
 
 
 class ReservedUserProperty(ValueError):
@@ -66,7 +58,7 @@ def inbound_headers(props: Properties, received_ms: int) -> Headers:
     return out
 
 
-def expires_at(headers: Headers) -> int | None:
+def expires_at(headers: Iterable[tuple[str, bytes]]) -> int | None:
     """The record's expiry (wall-clock ms), or None when it never expires."""
     for k, v in headers:
         if k == H_MQTT_EXPIRES_AT:
@@ -77,14 +69,14 @@ def expires_at(headers: Headers) -> int | None:
     return None
 
 
-def outbound_properties(headers: Headers, now_ms: int) -> Properties:
+def outbound_properties(headers: Iterable[tuple[str, bytes]], now_ms: int) -> Properties:
     """The properties of the PUBLISH an MQTT 5 subscriber gets for a record with ``headers``:
     the v5 ones, the remaining expiry interval (rounded up, at least 1 s), and every other
     header outside Bayou's prefixes as a user property (headers whose name or value is not
     UTF-8 text cannot be one and are left out)."""
     props = Properties()
     for k, v in headers:
-        if k in PROPERTY_HEADERS:
+        if k in MQTT5_PROPERTY_HEADERS:
             if k == H_MQTT_CONTENT_TYPE:
                 props.content_type = _text(v)
             elif k == H_MQTT_RESPONSE_TOPIC:
