@@ -25,7 +25,7 @@ import gc
 import logging
 import signal
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from prometheus_client import start_http_server
 
@@ -147,6 +147,10 @@ class IngressNode:
         ]
         self._tasks: set[asyncio.Task[None]] = set()
         self._assigned = 0
+        # MQTT 5 wills waiting out their Will Delay Interval, by client id.
+        self._delayed_wills: dict[str, tuple[asyncio.TimerHandle, Callable[[], None]]] = {}
+        self.sessions.store.owner_listeners.append(self._owner_seen)
+        self._stopping = False
         self._server: asyncio.Server | None = None
         self._keepalive_task: asyncio.Task[None] | None = None
         self._listeners: list[Listener] = []
@@ -199,8 +203,13 @@ class IngressNode:
             self._server.close()
         for listener in self._listeners:
             listener.close()
+        self._stopping = True
         for conn in list(self.connections):
             conn.shutdown()
+        for handle, publish in self._delayed_wills.values():
+            handle.cancel()
+            publish()
+        self._delayed_wills.clear()
         for task in list(self._tasks):
             task.cancel()
         # Let connection_lost run (it saves sessions) before the producer flushes.
@@ -264,6 +273,7 @@ class IngressNode:
         node the older one hands its session over directly, across nodes through Kafka.
         """
         assert conn.client_id is not None
+        self._cancel_will(conn.client_id)
         old = self.clients.get(conn.client_id)
         handed = None
         if old is not None and old is not conn:
@@ -287,6 +297,32 @@ class IngressNode:
             if self.clients.get(conn.client_id) is conn:
                 del self.clients[conn.client_id]
         CONNECTIONS.set(len(self.connections))
+
+    def delay_will(self, client_id: str, seconds: float, publish: Callable[[], None]) -> None:
+        """Publish a will in ``seconds`` unless the client connects again first: here
+        (``client_connected``) or on another node (its ownership record, ``_owner_seen``)."""
+        self._cancel_will(client_id)
+        if self._stopping:
+            # A stopping node cannot wait out a Will Delay Interval: the will goes now.
+            publish()
+            return
+
+        def due() -> None:
+            self._delayed_wills.pop(client_id, None)
+            publish()
+
+        handle = asyncio.get_running_loop().call_later(seconds, due)
+        self._delayed_wills[client_id] = (handle, publish)
+
+    def _cancel_will(self, client_id: str) -> None:
+        pending = self._delayed_wills.pop(client_id, None)
+        if pending is not None:
+            pending[0].cancel()
+
+    def _owner_seen(self, client_id: str, owner: str) -> None:
+        # A connection of the client on another node: its delayed will is not sent.
+        if client_id in self._delayed_wills and not owner.startswith(f"{self.config.node_id}/"):
+            self._cancel_will(client_id)
 
     def assign_client_id(self) -> str:
         """A client id for a CONNECT with an empty one [MQTT-3.1.3-6], unique across nodes."""

@@ -17,7 +17,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from ingress.wire import codec
 from ingress.wire.codec import CONNECT, Framer, Packet, encode_remaining_length
-from ingress.wire.properties import Properties, encode_properties
+from ingress.wire.properties import WILL, Properties, encode_properties
 
 
 @dataclass
@@ -163,15 +163,28 @@ class Mqtt5:
 class Raw5:
     """An MQTT 5 client on a plain socket: send any bytes, read packets back."""
 
-    def __init__(self, port: int, client_id: str, connect_props: Properties | None = None):
+    def __init__(
+        self,
+        port: int,
+        client_id: str,
+        connect_props: Properties | None = None,
+        will: tuple[str, bytes, Properties] | None = None,
+        clean_start: bool = True,
+    ):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=10)
         self.framer = Framer(16 * 1024 * 1024)
         self._pending: list[Packet] = []
         block = encode_properties(connect_props or Properties(), CONNECT)
         cid = client_id.encode()
-        body = (
-            b"\x00\x04MQTT\x05\x02\x00\x3c" + block + len(cid).to_bytes(2, "big") + cid
-        )  # clean start, keep-alive 60 s
+        flags = (0x02 if clean_start else 0) | (0x04 if will else 0)
+        payload = len(cid).to_bytes(2, "big") + cid
+        if will is not None:
+            topic, message, will_props = will
+            payload += encode_properties(will_props, WILL)
+            payload += len(topic.encode()).to_bytes(2, "big") + topic.encode()
+            payload += len(message).to_bytes(2, "big") + message
+        # keep-alive 60 s
+        body = b"\x00\x04MQTT\x05" + bytes((flags,)) + b"\x00\x3c" + block + payload
         self.send(bytes((0x10,)) + encode_remaining_length(len(body)) + body)
         self.connack = self.read()
         assert self.connack.type == codec.CONNACK, self.connack

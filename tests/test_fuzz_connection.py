@@ -96,6 +96,9 @@ class MemoryNode:
     def window_opened(self, conn: MQTTConnection) -> None:
         pass
 
+    def delay_will(self, client_id: str, seconds: float, publish: Any) -> None:
+        publish()
+
 
 class RecordingTransport(asyncio.Transport):
     """Records writes; ``close`` calls ``connection_lost`` on the next loop turn, as asyncio."""

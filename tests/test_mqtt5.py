@@ -425,3 +425,30 @@ def test_retained_messages_keep_their_properties_and_expire(
     assert sub.nothing(1.0)  # the expired one is not sent [MQTT-3.3.2-5]
     for t in (topic, f"{topic}/short"):
         pub.publish(t, b"", retain=True).wait_for_publish(10)
+
+
+def test_mqtt_3_1_3_9_will_delay_interval(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    """The will goes out once the delay has passed; a reconnect within it cancels it."""
+    base = f"v5/{_uid()}/delayed"
+    watcher = _v5(ingress.mqtt_port, clients)
+    watcher.connect()
+    watcher.subscribe(f"{base}/#")
+    session = Properties(session_expiry_interval=60)
+    late = Raw5(ingress.mqtt_port, f"late-{_uid()}", session,
+                (f"{base}/late", b"late will", Properties(will_delay_interval=2)))  # fmt: skip
+    back_id = f"back-{_uid()}"
+    back = Raw5(ingress.mqtt_port, back_id, session,
+                (f"{base}/back", b"never", Properties(will_delay_interval=3)))  # fmt: skip
+    late.close()  # no DISCONNECT: the wills are due
+    back.close()
+    t0 = time.monotonic()
+    again = Raw5(ingress.mqtt_port, back_id, session, clean_start=False)
+    try:
+        assert again.connack.body[0] == 1  # session present
+        assert watcher.nothing(1.0)  # not before its delay
+        got = watcher.expect(timeout=10)
+        assert (got.topic, got.payload) == (f"{base}/late", b"late will")
+        assert time.monotonic() - t0 >= 1.9
+        assert watcher.nothing(2.5)  # the reconnected client's will never comes
+    finally:
+        again.close()

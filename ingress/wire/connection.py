@@ -15,7 +15,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -110,6 +110,9 @@ class Will:
     retain: bool
     # MQTT 5 will properties as record headers (user properties, content type...).
     headers: tuple[tuple[str, bytes], ...] = ()
+    # MQTT 5 Will Delay Interval (s): published that long after the connection ends, unless
+    # the client connects again first [MQTT-3.1.3-9].
+    delay: int = 0
 
 
 class ConnectionNode(Protocol):
@@ -147,6 +150,10 @@ class ConnectionNode(Protocol):
 
     def window_opened(self, conn: MQTTConnection) -> None:
         """A connection catching up has room in its in-flight window again."""
+
+    def delay_will(self, client_id: str, seconds: float, publish: Callable[[], None]) -> None:
+        """Run ``publish`` in ``seconds`` unless ``client_id`` connects again first (here or
+        on another node)."""
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -217,10 +224,22 @@ class MQTTConnection(asyncio.Protocol):
             # Closed without DISCONNECT: socket loss, keep-alive timeout, protocol error or
             # takeover [MQTT-3.1.2-8].
             will = self.will
-            self.node.inbound.publish_will(
-                self.client_id or "", will.topic, will.payload, will.qos, will.retain,
-                list(will.headers),
-            )  # fmt: skip
+            client_id = self.client_id or ""
+
+            def publish(inbound: Inbound = self.node.inbound) -> None:
+                inbound.publish_will(
+                    client_id, will.topic, will.payload, will.qos, will.retain,
+                    list(will.headers),
+                )  # fmt: skip
+
+            delay = will.delay
+            if delay and self.v5 is not None:
+                # The will waits no longer than the session lasts [MQTT-3.1.3-9].
+                delay = min(delay, self.v5.session_expiry) if self.persistent else 0
+            if not delay:
+                publish()
+            elif not self.taken_over:  # taken over: the client is back already, no will
+                self.node.delay_will(client_id, delay, publish)
             self.will = None
         self.node.subscriptions.remove_all(self, list(self.filters))
         # Until QoS 2 publishes on their way to Kafka settle, the session is not saved yet.
@@ -354,9 +373,13 @@ class MQTTConnection(asyncio.Protocol):
                     headers = tuple(inbound_headers(info.will_properties, _now_ms()))
                 except ReservedUserProperty as exc:
                     raise ProtocolError(str(exc)) from exc
+            delay = 0
+            if info.will_properties is not None:
+                delay = info.will_properties.will_delay_interval or 0
             will = Will(
-                info.will_topic, info.will_message or b"", info.will_qos, info.will_retain, headers
-            )
+                info.will_topic, info.will_message or b"", info.will_qos, info.will_retain,
+                headers, delay,
+            )  # fmt: skip
         # An assigned id names the node too: ids must not collide across nodes (takeover).
         client_id = info.client_id or self.node.assign_client_id()
         guard = self.node.guard
