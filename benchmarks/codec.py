@@ -1,13 +1,18 @@
-"""Minimal MQTT 3.1.1 codec for the load generator: pre-encoded packets and a fast parser.
+"""Minimal MQTT 3.1.1 and 5 codec for the load generator: pre-encoded packets and a fast parser.
 
 Pure functions over ``bytes``; no sockets. Only what the generator needs: CONNECT (with or
 without a username and password), SUBSCRIBE, PUBLISH (QoS 0/1/2), PUBACK, PUBREC/PUBREL/PUBCOMP,
 DISCONNECT, and an incremental parser for whatever comes back.
+
+MQTT 5 (``protocol=5``): the generator sends no properties, so its CONNECT, SUBSCRIBE and
+PUBLISH carry an empty property block (``\x00``); what the broker sends may carry properties,
+which the parsers skip. Its own acks stay 2 bytes, valid in MQTT 5 for reason code 0.
 """
 
 from __future__ import annotations
 
 import struct
+from collections.abc import Callable
 from dataclasses import dataclass
 
 CONNECT = 1
@@ -24,6 +29,12 @@ PINGRESP = 13
 DISCONNECT = 14
 
 MAX_REMAINING_LENGTH = 268_435_455
+
+MQTT311 = 4  # protocol level of MQTT 3.1.1
+MQTT5 = 5
+PROTOCOLS = (MQTT311, MQTT5)
+# An empty MQTT 5 property block: property length 0.
+NO_PROPERTIES = b"\x00"
 
 # Payload header: send timestamp (CLOCK_MONOTONIC ns, shared by all processes of the host)
 # and a sequence number; the rest of the payload is padding.
@@ -67,6 +78,28 @@ def decode_remaining_length(buf: bytes | bytearray | memoryview, pos: int) -> tu
     raise ValueError("malformed remaining length (more than 4 bytes)")
 
 
+def _check_protocol(protocol: int) -> None:
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"no such MQTT protocol level: {protocol}")
+
+
+def _props(protocol: int) -> bytes:
+    """The property block the generator sends: none in 3.1.1, an empty one in MQTT 5."""
+    _check_protocol(protocol)
+    return NO_PROPERTIES if protocol == MQTT5 else b""
+
+
+def skip_properties(buf: bytes | bytearray | memoryview, pos: int) -> int:
+    """The position after the MQTT 5 property block that starts at ``buf[pos]``.
+
+    Raises ValueError when the property length is malformed or not all in ``buf``.
+    """
+    length, used = decode_remaining_length(buf, pos)
+    if not used or pos + used + length > len(buf):
+        raise ValueError("truncated MQTT 5 property block")
+    return pos + used + length
+
+
 def _utf8(s: str) -> bytes:
     raw = s.encode()
     return len(raw).to_bytes(2, "big") + raw
@@ -82,12 +115,15 @@ def encode_connect(
     clean_session: bool = True,
     username: str | None = None,
     password: bytes | None = None,
+    protocol: int = MQTT311,
 ) -> bytes:
-    """CONNECT for MQTT 3.1.1 without will, optionally with a username and password.
+    """CONNECT without will for MQTT 3.1.1 (``protocol`` 4) or 5, optionally with a username
+    and password; MQTT 5's carries no properties.
 
-    A password needs a username ([MQTT-3.1.2-22]).
+    In 3.1.1 a password needs a username ([MQTT-3.1.2-22]).
     """
-    if password is not None and username is None:
+    props = _props(protocol)
+    if password is not None and username is None and protocol == MQTT311:
         raise ValueError("MQTT 3.1.1 allows a password only with a username")
     flags = 0x02 if clean_session else 0x00
     tail = b""
@@ -97,13 +133,20 @@ def encode_connect(
     if password is not None:
         flags |= 0x40
         tail += len(password).to_bytes(2, "big") + password  # binary data, not a UTF-8 string
-    body = _utf8("MQTT") + bytes([4, flags]) + keepalive.to_bytes(2, "big") + _utf8(client_id)
+    body = (
+        _utf8("MQTT")
+        + bytes([protocol, flags])
+        + keepalive.to_bytes(2, "big")
+        + props
+        + _utf8(client_id)
+    )
     return _packet(CONNECT << 4, body + tail)
 
 
-def encode_subscribe(packet_id: int, topic_filter: str, qos: int) -> bytes:
-    """SUBSCRIBE with one topic filter."""
-    body = packet_id.to_bytes(2, "big") + _utf8(topic_filter) + bytes([qos])
+def encode_subscribe(packet_id: int, topic_filter: str, qos: int, protocol: int = MQTT311) -> bytes:
+    """SUBSCRIBE with one topic filter; in MQTT 5 with no properties and the subscription
+    options byte = ``qos`` (no local, retain as published and retain handling all 0)."""
+    body = packet_id.to_bytes(2, "big") + _props(protocol) + _utf8(topic_filter) + bytes([qos])
     return _packet((SUBSCRIBE << 4) | 0x02, body)
 
 
@@ -164,20 +207,27 @@ class PublishTemplate:
         return len(self.packet)
 
 
-def publish_template(topic: str, qos: int, payload_size: int = 100) -> PublishTemplate:
-    """Build the template for PUBLISH packets on ``topic`` with ``payload_size``-byte payloads."""
+def publish_template(
+    topic: str, qos: int, payload_size: int = 100, protocol: int = MQTT311
+) -> PublishTemplate:
+    """Build the template for PUBLISH packets on ``topic`` with ``payload_size``-byte payloads.
+
+    MQTT 5 (``protocol`` 5): an empty property block after the packet id, so the payload
+    starts one byte later; :func:`fill_batch` patches by the offsets and needs no change.
+    """
     if qos not in (0, 1, 2):
         raise ValueError(f"no such QoS: {qos}")
     if payload_size < PAYLOAD_HEADER.size:
         raise ValueError(f"payload must hold the {PAYLOAD_HEADER.size}-byte header")
+    props = _props(protocol)
     variable = _utf8(topic)
     pid_len = 2 if qos else 0
-    remaining = len(variable) + pid_len + payload_size
+    remaining = len(variable) + pid_len + len(props) + payload_size
     fixed = bytes([(PUBLISH << 4) | (qos << 1)]) + encode_remaining_length(remaining)
     packet_id_offset = len(fixed) + len(variable) if qos else -1
-    payload_offset = len(fixed) + len(variable) + pid_len
+    payload_offset = len(fixed) + len(variable) + pid_len + len(props)
     payload = bytes(PAYLOAD_HEADER.size) + b"x" * (payload_size - PAYLOAD_HEADER.size)
-    packet = fixed + variable + bytes(pid_len) + payload
+    packet = fixed + variable + bytes(pid_len) + props + payload
     return PublishTemplate(packet, packet_id_offset, payload_offset)
 
 
@@ -217,10 +267,16 @@ def next_packet_id(packet_id: int, step: int) -> int:
 
 
 def encode_publish(
-    topic: str, payload: bytes, qos: int = 0, packet_id: int = 0, retain: bool = False
+    topic: str,
+    payload: bytes,
+    qos: int = 0,
+    packet_id: int = 0,
+    retain: bool = False,
+    protocol: int = MQTT311,
 ) -> bytes:
-    """A single PUBLISH packet (slow path; the hot path uses templates)."""
-    variable = _utf8(topic) + (packet_id.to_bytes(2, "big") if qos else b"")
+    """A single PUBLISH packet (slow path; the hot path uses templates); MQTT 5's has no
+    properties."""
+    variable = _utf8(topic) + (packet_id.to_bytes(2, "big") if qos else b"") + _props(protocol)
     first = (PUBLISH << 4) | (qos << 1) | (1 if retain else 0)
     return _packet(first, variable + payload)
 
@@ -237,8 +293,10 @@ class Publish:
     payload: bytes
 
 
-def parse_publish(flags: int, body: bytes | memoryview) -> Publish:
-    """Parse a PUBLISH body given the low nibble of its first byte."""
+def parse_publish(flags: int, body: bytes | memoryview, protocol: int = MQTT311) -> Publish:
+    """Parse a PUBLISH body given the low nibble of its first byte; in MQTT 5 (``protocol``
+    5) its properties are skipped."""
+    _check_protocol(protocol)
     qos = (flags >> 1) & 0x03
     tlen = int.from_bytes(body[0:2], "big")
     topic = bytes(body[2 : 2 + tlen]).decode()
@@ -247,6 +305,8 @@ def parse_publish(flags: int, body: bytes | memoryview) -> Publish:
     if qos:
         packet_id = int.from_bytes(body[pos : pos + 2], "big")
         pos += 2
+    if protocol == MQTT5:
+        pos = skip_properties(body, pos)
     return Publish(topic, qos, bool(flags & 1), bool(flags & 8), packet_id, bytes(body[pos:]))
 
 
@@ -280,8 +340,42 @@ def split_packets(buf: bytearray) -> tuple[list[tuple[int, int, int]], int]:
 
 
 def payload_header(buf: bytes | bytearray, publish_body_start: int, qos: int) -> tuple[int, int]:
-    """(timestamp_ns, seq) from a PUBLISH body at ``publish_body_start`` inside ``buf``."""
+    """(timestamp_ns, seq) from an MQTT 3.1.1 PUBLISH body at ``publish_body_start`` in ``buf``."""
     tlen = (buf[publish_body_start] << 8) | buf[publish_body_start + 1]
     pos = publish_body_start + 2 + tlen + (2 if qos else 0)
     ts, seq = PAYLOAD_HEADER.unpack_from(buf, pos)
     return int(ts), int(seq)
+
+
+def payload_header_v5(buf: bytes | bytearray, publish_body_start: int, qos: int) -> tuple[int, int]:
+    """(timestamp_ns, seq) from an MQTT 5 PUBLISH body: as :func:`payload_header`, past the
+    properties.
+
+    A function of its own rather than a parameter, so the 3.1.1 hot loop keeps its one
+    branch-free call; the generator picks one of the two per connection.
+    """
+    tlen = (buf[publish_body_start] << 8) | buf[publish_body_start + 1]
+    pos = publish_body_start + 2 + tlen + (2 if qos else 0)
+    plen = buf[pos]
+    if plen < 0x80:  # fast path: a one-byte property length (always, for small blocks)
+        pos += 1 + plen
+    else:
+        pos = skip_properties(buf, pos)
+    ts, seq = PAYLOAD_HEADER.unpack_from(buf, pos)
+    return int(ts), int(seq)
+
+
+def payload_header_for(protocol: int) -> Callable[[bytes | bytearray, int, int], tuple[int, int]]:
+    """The payload header reader for PUBLISH packets of ``protocol`` (4 or 5)."""
+    _check_protocol(protocol)
+    return payload_header_v5 if protocol == MQTT5 else payload_header
+
+
+def suback_codes(body: bytes, protocol: int = MQTT311) -> bytes:
+    """The return (3.1.1) or reason (5) codes of a SUBACK body: after the packet id and, in
+    MQTT 5, its properties. 3.1.1 refuses with 0x80, MQTT 5 with any code >= 0x80."""
+    _check_protocol(protocol)
+    pos = 2
+    if protocol == MQTT5:
+        pos = skip_properties(body, pos)
+    return body[pos:]

@@ -48,6 +48,7 @@ class WorkerParams:
     rate: float = 0.0  # messages/s for this worker; 0 = as fast as the window allows
     stall_s: float = 5.0
     client_prefix: str = "bench"
+    protocol: int = codec.MQTT311  # MQTT protocol level of both connections: 4 (3.1.1) or 5
 
 
 @dataclass
@@ -99,18 +100,30 @@ class BufferedSocket:
 
 
 class MqttConn(BufferedSocket):
-    """An MQTT client connection: connected and CONNACKed (blocking), then non-blocking."""
+    """An MQTT client connection: connected and CONNACKed (blocking), then non-blocking.
 
-    def __init__(self, host: str, port: int, client_id: str, timeout: float = 10.0) -> None:
+    ``protocol`` 5 connects with MQTT 5; its CONNACK carries properties, so only the reason
+    code (byte 1, where 3.1.1 has its return code) is checked.
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        client_id: str,
+        timeout: float = 10.0,
+        protocol: int = codec.MQTT311,
+    ) -> None:
         sock = socket.create_connection((host, port), timeout=timeout)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1 << 20)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)
         super().__init__(sock)
-        self.sock.sendall(codec.encode_connect(client_id, keepalive=120))
+        self.sock.sendall(codec.encode_connect(client_id, keepalive=120, protocol=protocol))
         _first, body = self.expect(codec.CONNACK, timeout)
-        if body[1] != 0:
-            raise ConnectionError(f"CONNACK refused {client_id!r}: return code {body[1]}")
+        if body[1:2] != b"\x00":  # return code (3.1.1) or reason code (5); 0 = accepted
+            code = body[1] if len(body) > 1 else None
+            raise ConnectionError(f"CONNACK refused {client_id!r}: return code {code}")
         self.sock.setblocking(False)
 
     def expect(self, packet_type: int, timeout: float) -> tuple[int, bytes]:
@@ -149,17 +162,22 @@ class _Pump:
 
     def __init__(self, p: WorkerParams) -> None:
         self.p = p
-        self.tpl = codec.publish_template(p.topic, p.qos, p.payload_size)
+        # Chosen once per protocol, so the hot loop has no per-message protocol branch.
+        self.tpl = codec.publish_template(p.topic, p.qos, p.payload_size, p.protocol)
+        self.payload_header = codec.payload_header_for(p.protocol)
         self.sub: MqttConn | None = None
         if p.with_subscriber:
-            self.sub = MqttConn(p.host, p.port, f"{p.client_prefix}-sub-{p.index}")
+            self.sub = MqttConn(
+                p.host, p.port, f"{p.client_prefix}-sub-{p.index}", protocol=p.protocol
+            )
             self.sub.sock.setblocking(True)
-            self.sub.sock.sendall(codec.encode_subscribe(1, p.topic, p.qos))
+            self.sub.sock.sendall(codec.encode_subscribe(1, p.topic, p.qos, p.protocol))
             _, body = self.sub.expect(codec.SUBACK, 10.0)
-            if body[-1] == 0x80:
-                raise ConnectionError(f"SUBACK refused {p.topic!r}")
+            codes = codec.suback_codes(body, p.protocol)
+            if not codes or codes[0] >= 0x80:
+                raise ConnectionError(f"SUBACK refused {p.topic!r}: {codes.hex()}")
             self.sub.sock.setblocking(False)
-        self.pub = MqttConn(p.host, p.port, f"{p.client_prefix}-pub-{p.index}")
+        self.pub = MqttConn(p.host, p.port, f"{p.client_prefix}-pub-{p.index}", protocol=p.protocol)
         self.packet_id = 1
         self.seq = 0
         self.send_ts = [0] * 65536  # by packet id, for publish -> PUBACK latency
@@ -176,6 +194,7 @@ class _Pump:
         pub, sub = self.pub, self.sub
         lat = self.lat
         send_ts = self.send_ts
+        payload_header = self.payload_header
         monotonic_ns = time.monotonic_ns
         seq_base = self.seq
         sent = acks = delivered = 0
@@ -236,6 +255,8 @@ class _Pump:
                 packets, used = codec.split_packets(inbuf)
                 if conn is pub:
                     rels = []
+                    # Only the packet id is read: an MQTT 5 ack may go on with a reason code
+                    # and properties.
                     for first, start, _end in packets:
                         if first == done_byte:
                             acks += 1
@@ -263,7 +284,7 @@ class _Pump:
                             acks_out.append(
                                 (b"\x40\x02" if qos == 1 else b"\x50\x02") + inbuf[pos : pos + 2]
                             )
-                        ts, seq = codec.payload_header(inbuf, start, qos)
+                        ts, seq = payload_header(inbuf, start, qos)
                         if seq < seq_base:
                             continue  # a straggler from the warm-up
                         delivered += 1
@@ -300,7 +321,8 @@ class _Pump:
                     if reply is None:
                         continue
                     if first >> 4 == codec.PUBLISH:
-                        pid = codec.parse_publish(first & 0x0F, bytes(c.inbuf[start:end])).packet_id
+                        body = bytes(c.inbuf[start:end])
+                        pid = codec.parse_publish(first & 0x0F, body, self.p.protocol).packet_id
                     else:
                         pid = (c.inbuf[start] << 8) | c.inbuf[start + 1]
                     c.out += codec.encode_ack(reply, pid)

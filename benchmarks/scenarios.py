@@ -17,6 +17,8 @@ class Scenario:
     with_subscriber: bool
     # "pubsub", "fanout", "idle", "reconnect", "auth", "offline", "agent", "e2e"
     kind: str = "pubsub"
+    # MQTT protocol level of the generator's connections ("pubsub" only): 4 = 3.1.1, 5 = MQTT 5.
+    protocol: int = 4
 
 
 SCENARIOS = [
@@ -26,6 +28,12 @@ SCENARIOS = [
     Scenario("fanout_1000", "one publisher -> 1,000 subscribers", 1, True, "fanout"),
     Scenario("qos2_pub_sub", "QoS 2 publisher -> subscriber", 2, True),
     Scenario("qos2_puback", "QoS 2 publish -> PUBCOMP, no subscriber", 2, False),
+    # The QoS 1 pair again with every generator connection on MQTT 5; after the scenarios of the
+    # bayou-<N>p and bayou-kafka variants, so those are stopped by then.
+    Scenario("qos1_pub_sub_v5", "QoS 1 publisher -> subscriber, MQTT 5", 1, True, protocol=5),
+    Scenario(
+        "qos1_puback_v5", "QoS 1 publish -> PUBACK, no subscriber, MQTT 5", 1, False, protocol=5
+    ),
     Scenario("reconnect_1000", "1,000 persistent sessions reconnect at once", 1, True, "reconnect"),
     Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
     # Opt-in; restarts each broker with authentication on, then back to anonymous access.
