@@ -72,7 +72,10 @@ def test_publish5_round_trip_with_properties() -> None:
     assert t == codec.PUBLISH
     pub = decode_publish5(flags, body)
     assert (pub.topic, pub.qos, pub.packet_id, pub.retain, pub.dup) == ("t/1", 1, 9, True, True)
+    assert pub.properties is not None
     assert pub.properties.topic_alias == 2 and pub.properties.content_type == "a/b"
+    plain = decode_publish5(0x00, b"\x00\x01t\x00body")
+    assert (plain.topic, plain.properties, plain.payload) == ("t", None, b"body")
     assert pub.payload == b"payload"
 
 

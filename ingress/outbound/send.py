@@ -25,8 +25,10 @@ from ingress.contract import (
     H_MQTT_RETAIN,
     H_MQTT_TOPIC,
     H_RESULT_ID,
+    MQTT5_PROPERTY_HEADERS,
     QOS_OF_VALUE,
     header,
+    is_user_property,
 )
 from ingress.outbound.dedup import ResultDedup
 from ingress.routing.rules import EgressRouter
@@ -34,7 +36,7 @@ from ingress.security.guard import denied
 from ingress.state.sessions import Pending
 from ingress.wire import codec
 from ingress.wire.connection import MQTTConnection
-from ingress.wire.packets5 import encode_publish5, publish5_head
+from ingress.wire.packets5 import NO_PROPERTIES, encode_publish5, publish5_head
 from ingress.wire.properties import Properties, encode_properties
 from ingress.wire.v5 import V5Client
 from ingress.wire.v5_headers import outbound_properties
@@ -155,6 +157,25 @@ def readable(targets: Targets, topic: str) -> Targets:
     return out
 
 
+def _base5(headers: list[tuple[str, bytes]]) -> Base5:
+    """What every MQTT 5 receiver of a record shares, in one pass over its headers: most
+    records carry no property at all, and then no Properties are built or encoded."""
+    publisher = None
+    retain = False
+    props = False
+    for k, v in headers:
+        if k == H_MQTT_CLIENT_ID:
+            publisher = v
+        elif k == H_MQTT_RETAIN:
+            retain = v == b"1"
+        elif not props and (k in MQTT5_PROPERTY_HEADERS or is_user_property(k)):
+            props = True
+    if not props:
+        return Properties(), NO_PROPERTIES, publisher, retain
+    p = outbound_properties(headers, time.time_ns() // 1_000_000)
+    return p, encode_properties(p, codec.PUBLISH), publisher, retain
+
+
 def _expired(exp_b: bytes) -> bool:
     try:
         return int(exp_b) <= time.time_ns() // 1_000_000
@@ -166,8 +187,8 @@ class Batch:
     """PUBLISH packets collected per connection, written once per connection on flush."""
 
     __slots__ = (
-        "_base5", "_bound", "_bytes", "_counts", "_heads", "_msg", "_persist", "_qos2", "out",
-        "resent", "sent",
+        "_base5", "_bound", "_bytes", "_counts", "_heads", "_heads5", "_msg", "_persist", "_qos2",
+        "out", "resent", "sent",
     )  # fmt: skip
 
     def __init__(self, persist: Persist, bound: int) -> None:
@@ -181,6 +202,9 @@ class Batch:
         self._msg: Message | None = None
         self._heads: list[bytes | None] = [None, None, None]
         self._base5: Base5 | None = None
+        # MQTT 5 heads of the current record by (QoS, RETAIN), for receivers whose PUBLISH
+        # carries the shared property block (no subscription identifier of their own).
+        self._heads5: dict[tuple[int, bool], bytes] = {}
         self._bound = bound
         self._bytes = 0
 
@@ -204,6 +228,7 @@ class Batch:
             self._msg = msg
             self._heads = [None, None, None]
             self._base5 = None
+            self._heads5 = {}
             counts = self.sent.get(rec.topic)
             if counts is None:
                 counts = self.sent[rec.topic] = [0, 0, 0]
@@ -234,16 +259,15 @@ class Batch:
         topic, payload = msg[0], msg[2]
         base = self._base5
         if base is None:
-            props = outbound_properties(rec.headers, time.time_ns() // 1_000_000)
-            retain = header(rec.headers, H_MQTT_RETAIN) == b"1"
-            block = encode_properties(props, codec.PUBLISH)
-            base = self._base5 = (props, block, header(rec.headers, H_MQTT_CLIENT_ID), retain)
+            base = self._base5 = _base5(rec.headers)
         props, block, publisher, retain = base
+        shared = True  # the record's own property block, no identifier added
         if v5.options:
             if publisher == conn.client_id_utf8 and v5.local_only(topic, conn.filters):
                 return  # No Local [MQTT-3.8.3-3]
             ids = v5.identifiers(topic)
             if ids:  # [MQTT-3.3.4-3]
+                shared = False
                 block = encode_properties(
                     replace(props, subscription_identifiers=ids), codec.PUBLISH
                 )
@@ -252,9 +276,13 @@ class Batch:
             retain = False  # live delivery clears RETAIN unless asked [MQTT-3.3.1-12]
         if not v5.fits(topic, payload, block, qos):
             return  # larger than the client takes: not sent [MQTT-3.1.2-25]
-        head, block = publish5_head(topic.encode(), qos, block, len(payload))
-        if retain:
-            head = bytes((head[0] | 0x01,)) + head[1:]
+        head = self._heads5.get((qos, retain)) if shared else None
+        if head is None:
+            head = publish5_head(topic.encode(), qos, block, len(payload))[0]
+            if retain:
+                head = bytes((head[0] | 0x01,)) + head[1:]
+            if shared:
+                self._heads5[(qos, retain)] = head
         parts = self.out.get(conn)
         if parts is None:
             parts = self.out[conn] = []

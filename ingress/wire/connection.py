@@ -88,6 +88,9 @@ NOT_AUTHORIZED = 5
 MAX_QOS = 2
 
 
+_PLAIN = SubOptions()
+
+
 def _now_ms() -> int:
     return time.time_ns() // 1_000_000
 
@@ -495,21 +498,28 @@ class MQTTConnection(asyncio.Protocol):
             pub = decode_publish5(pkt.flags, pkt.body)
             props = pub.properties
             qos, pid, retain, payload = pub.qos, pub.packet_id, pub.retain, pub.payload
-            if props.subscription_identifiers:
-                raise ProtocolError("PUBLISH from a client with a subscription identifier")
-            topic = v5.topic_of(pub.topic, props.topic_alias, self.node.config.topic_alias_maximum)
+            topic = pub.topic
+            if props is not None:
+                if props.subscription_identifiers:
+                    raise ProtocolError("PUBLISH from a client with a subscription identifier")
+                if props.topic_alias is not None or not topic:
+                    topic = v5.topic_of(
+                        topic, props.topic_alias, self.node.config.topic_alias_maximum
+                    )
+                try:
+                    extra = inbound_headers(props, _now_ms())
+                except ReservedUserProperty as exc:
+                    refused = rc.IMPLEMENTATION_SPECIFIC_ERROR
+                    log.info("client %s: publish to %s refused: %s", self.client_id, topic, exc)
+                if props.payload_format_indicator == 1 and not refused and not _is_utf8(payload):
+                    refused = rc.PAYLOAD_FORMAT_INVALID  # a receiver may check it (§3.3.2.3.2)
+            elif not topic:
+                raise ProtocolError("PUBLISH with an empty topic and no topic alias")
             if qos and pid not in self.qos2_in:
                 if self._acks_qos1 + len(self.qos2_in) >= self.node.config.receive_maximum:
                     # [MQTT-3.3.4-8]: more unacknowledged publishes than Receive Maximum.
                     self.abort("Receive Maximum exceeded", "receive_maximum")
                     return
-            try:
-                extra = inbound_headers(props, _now_ms())
-            except ReservedUserProperty as exc:
-                refused = rc.IMPLEMENTATION_SPECIFIC_ERROR
-                log.info("client %s: publish to %s refused: %s", self.client_id, topic, exc)
-            if props.payload_format_indicator == 1 and not refused and not _is_utf8(payload):
-                refused = rc.PAYLOAD_FORMAT_INVALID  # a receiver may check it (§3.3.2.3.2)
         try:
             validate_topic_name(topic)
         except TopicError as exc:
@@ -721,7 +731,13 @@ class MQTTConnection(asyncio.Protocol):
             codes.append(granted)
             handling = 0
             if v5 is not None and opts is not None:
-                v5.options[filt] = SubOptions(opts.no_local, opts.retain_as_published, sub_id)
+                o = SubOptions(opts.no_local, opts.retain_as_published, sub_id)
+                # Only options that change delivery are kept: a client without any costs
+                # delivery nothing more than a 3.1.1 one.
+                if o == _PLAIN:
+                    v5.options.pop(filt, None)
+                else:
+                    v5.options[filt] = o
                 handling = opts.retain_handling
             # Retain Handling: 0 sends retained messages, 1 only for a new subscription, 2
             # never [MQTT-3.3.1-9, -10, -11]; MQTT 3.1.1 always sends them.

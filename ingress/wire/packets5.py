@@ -53,7 +53,8 @@ class Publish5:
     packet_id: int
     retain: bool
     dup: bool
-    properties: Properties
+    # None: the PUBLISH has no property (most do; nothing is built for them).
+    properties: Properties | None
     payload: bytes
 
 
@@ -78,21 +79,37 @@ def _packet(first: int, body: bytes) -> bytes:
 
 def decode_publish5(flags: int, body: bytes) -> Publish5:
     """PUBLISH body of an MQTT 5 client (topic, packet id, properties, payload)."""
+    # On the hot path, as codec.decode_publish: no per-field helper calls.
     qos = (flags >> 1) & 0x03
     if qos == 3:
         raise MalformedPacket("PUBLISH with QoS 3")  # [MQTT-3.3.1-4]
     if qos == 0 and flags & 0x08:
         raise MalformedPacket("QoS 0 PUBLISH with DUP set")  # [MQTT-3.3.1-2]
+    n = len(body)
+    if n < 2:
+        raise MalformedPacket("PUBLISH too short for a topic")
+    pos = 2 + ((body[0] << 8) | body[1])
+    if pos > n:
+        raise MalformedPacket("PUBLISH topic runs past the packet")
     try:
-        topic, pos = read_string(body, 0, "PUBLISH topic")
-    except ProtocolError as exc:
-        raise MalformedPacket(str(exc)) from exc
+        topic = body[2:pos].decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedPacket("PUBLISH topic is not UTF-8") from exc  # [MQTT-1.5.4-1]
+    if "\x00" in topic:
+        raise MalformedPacket("PUBLISH topic contains U+0000")  # [MQTT-1.5.4-2]
     pid = 0
     if qos:
-        pid, pos = read_u16(body, pos, "PUBLISH packet identifier")
+        if pos + 2 > n:
+            raise MalformedPacket("PUBLISH without a packet identifier")
+        pid = (body[pos] << 8) | body[pos + 1]
         if pid == 0:
             raise ProtocolError("PUBLISH with packet identifier 0")  # [MQTT-2.2.1-3]
-    props, pos = decode_properties(body, pos, PUBLISH)
+        pos += 2
+    props: Properties | None = None
+    if pos < n and body[pos] == 0:
+        pos += 1
+    else:
+        props, pos = decode_properties(body, pos, PUBLISH)
     return Publish5(topic, qos, pid, bool(flags & 0x01), bool(flags & 0x08), props, body[pos:])
 
 
@@ -141,6 +158,8 @@ def encode_ack5(
 
 def decode_ack5(body: bytes, packet_type: int) -> tuple[int, int]:
     """PUBACK/PUBREC/PUBREL/PUBCOMP of an MQTT 5 client → (packet id, reason code)."""
+    if len(body) == 2:  # success, no properties: what nearly every ack is
+        return (body[0] << 8) | body[1], 0
     pid, pos = read_u16(body, 0, "acknowledgement packet identifier")
     if pos == len(body):
         return pid, 0
