@@ -42,6 +42,8 @@ from pydantic import BaseModel
 
 from agents.alerting import Alerter, AlertEvent, AlertRule
 from agents.global_tables import GlobalTable
+from agents.mqtt5 import Properties as Mqtt5Properties
+from agents.mqtt5 import headers_for, properties_of
 from agents.reducers import ReducerLike
 from agents.windowing import WindowedAggregator, WindowResult, WindowSpec
 from ingress.contract.topics import TopicError, matches, validate_topic_filter
@@ -88,6 +90,8 @@ class Output:
     ingress_ts_ms: int | None = None
     command: bool = False
     headers: tuple[tuple[str, str], ...] = ()
+    # ``"mqtt"``: MQTT 5 properties as the record headers that carry them (agents.mqtt5).
+    properties: tuple[tuple[str, bytes], ...] = ()
     retries: int | None = None
     timeout: float | None = None
     callback: bool = False
@@ -160,10 +164,13 @@ class Out:
         qos: int = 0,
         retain: bool = False,
         result_id: str | None = None,
+        **properties: Any,
     ) -> None:
         """Publish to MQTT subscribers of ``mqtt_topic`` (via ``bayou.outbound``); a dict
-        payload is sent as JSON."""
-        self._publish(mqtt_topic, payload, qos, retain, result_id, command=False)
+        payload is sent as JSON. ``properties``: MQTT 5 properties for MQTT 5 subscribers
+        (``user_properties``, ``content_type``, ``response_topic``, ``correlation_data``,
+        ``message_expiry`` in seconds: :func:`agents.mqtt5.headers_for`)."""
+        self._publish(mqtt_topic, payload, qos, retain, result_id, properties, command=False)
 
     def _publish(
         self,
@@ -172,15 +179,18 @@ class Out:
         qos: int,
         retain: bool,
         result_id: str | None,
+        properties: Mapping[str, Any],
         *,
         command: bool,
     ) -> None:
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
+        props = headers_for(**properties) if properties else ()
         rid = self._rid(payload, result_id)
         self._sink.append(
             Output("mqtt", mqtt_topic, _encode(payload), _key_bytes(self._key), qos, retain, rid,
-                   agent=self._source, ingress_ts_ms=self._ingress_ts, command=command)
+                   agent=self._source, ingress_ts_ms=self._ingress_ts, command=command,
+                   properties=props)
         )  # fmt: skip
 
     def command(
@@ -190,9 +200,10 @@ class Out:
         *,
         retain: bool = False,
         result_id: str | None = None,
+        **properties: Any,
     ) -> None:
-        """Send a command to a device: :meth:`publish` with QoS 1."""
-        self._publish(mqtt_topic, payload, 1, retain, result_id, command=True)
+        """Send a command to a device: :meth:`publish` with QoS 1 (and its ``properties``)."""
+        self._publish(mqtt_topic, payload, 1, retain, result_id, properties, command=True)
 
     def produce(
         self,
@@ -246,7 +257,7 @@ class Out:
 class Context(Out):
     """What an agent gets with each record: its key, event time, topic, and output actions."""
 
-    __slots__ = ("key", "mqtt_topic", "params", "ts")
+    __slots__ = ("_headers", "_properties", "key", "mqtt_topic", "params", "ts")
 
     def __init__(
         self,
@@ -259,8 +270,11 @@ class Context(Out):
         cause_id: str,
         ingress_ts_ms: int | None,
         source: str = "",
+        headers: Iterable[tuple[str, bytes]] = (),
     ) -> None:
         # Out.__init__ inlined: this runs once per record.
+        self._headers = headers
+        self._properties: Mqtt5Properties | None = None
         self._sink = sink
         self._key = key
         self._cause_id = cause_id
@@ -274,6 +288,26 @@ class Context(Out):
         self.mqtt_topic = mqtt_topic
         self.params = params
         """The pattern's named levels: ``{"device": "dev-1"}`` for ``sensors/{device}/...``."""
+
+    @property
+    def properties(self) -> Mqtt5Properties:
+        """The record's MQTT 5 properties (user properties, content type, response topic,
+        correlation data...); empty for a 3.1.1 publish. Read from its headers on first use."""
+        if self._properties is None:
+            self._properties = properties_of(self._headers)
+        return self._properties
+
+    def reply(
+        self, payload: Payload, *, qos: int = 1, result_id: str | None = None, **properties: Any
+    ) -> None:
+        """Answer an MQTT 5 request: publish to its Response Topic with its Correlation Data.
+        AppError when the record has no response topic."""
+        p = self.properties
+        if p.response_topic is None:
+            raise AppError(f"reply: the record on {self.mqtt_topic!r} has no response topic")
+        if p.correlation_data is not None:
+            properties.setdefault("correlation_data", p.correlation_data)
+        self._publish(p.response_topic, payload, qos, False, result_id, properties, command=False)
 
 
 AgentFn = Callable[[Any, Context], Awaitable[None]]

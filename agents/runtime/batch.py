@@ -66,7 +66,8 @@ def _to_record(o: Output, config: WorkerConfig) -> tuple[str, bytes | None, byte
     rid = (H_RESULT_ID, o.result_id.encode())
     if o.kind == "mqtt":
         msg = OutboundMessage(mqtt_topic=o.topic, payload=b"", qos=o.qos, retain=o.retain)
-        return config.outbound_topic, o.key, o.payload, [*msg.headers(o.ingress_ts_ms), rid]
+        out: Headers = [*msg.headers(o.ingress_ts_ms), rid, *o.properties]
+        return config.outbound_topic, o.key, o.payload, out
     if o.kind == "kafka":
         return o.topic, o.key, o.payload, [rid]
     if o.callback:  # a window result or alert event whose callback raised: no input record

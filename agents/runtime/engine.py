@@ -283,7 +283,7 @@ class AppEngine:
             mark = len(out)
             ctx = Context(
                 out, key=key, ts=ts, mqtt_topic=mqtt_topic, params=params, cause_id=cause,
-                ingress_ts_ms=ingress_ts, source=agent.source,
+                ingress_ts_ms=ingress_ts, source=agent.source, headers=rec.headers() or (),
             )  # fmt: skip
             self.app._current_agent = agent.name
             try:
