@@ -55,6 +55,10 @@ SESSIONS_STORED = Gauge("bayou_ingress_sessions_stored", "Persistent sessions kn
 SESSIONS_RESUMED_TOTAL = Counter(
     "bayou_ingress_sessions_resumed_total", "Connections that resumed a stored session"
 )
+SESSIONS_EXPIRED_TOTAL = Counter(
+    "bayou_ingress_sessions_expired_total",
+    "MQTT 5 sessions deleted after their Session Expiry Interval (by this node)",
+)
 SESSIONS_CREATED_TOTAL = Counter(
     "bayou_ingress_sessions_created_total", "Persistent sessions created"
 )

@@ -351,6 +351,8 @@ class IngressNode:
             ticks += 1
             if ticks % 5 == 0:
                 self.sessions.checkpoint()
+            if ticks % 25 == 0:
+                self.sessions.expire(int(time.time() * 1000))
             if ticks % 150 == 0:
                 # Every 30 s: memory freed by closed connections goes back to the system.
                 release_free_memory(collect=False)

@@ -20,7 +20,12 @@ from typing import Protocol
 
 from ingress.config import IngressConfig
 from ingress.kafka.producer import IngestProducer
-from ingress.metrics import SESSIONS_CREATED_TOTAL, SESSIONS_RESUMED_TOTAL, TAKEOVERS_TOTAL
+from ingress.metrics import (
+    SESSIONS_CREATED_TOTAL,
+    SESSIONS_EXPIRED_TOTAL,
+    SESSIONS_RESUMED_TOTAL,
+    TAKEOVERS_TOTAL,
+)
 from ingress.state.sessions import Pending, SessionState, SessionStore
 from ingress.wire.connection import MQTTConnection
 from kafkaio.reader import TP
@@ -185,6 +190,20 @@ class SessionManager:
             s = self._sessions.get(conn)
             if s is not None and not s.clean and not conn.closed:
                 self.save(conn)
+
+    def expire(self, now_ms: int) -> int:
+        """Delete (tombstone) the stored MQTT 5 sessions whose client has been gone longer
+        than their Session Expiry Interval; how many. Every node does it for the sessions it
+        sees, so some tombstones are written twice (harmless in a compacted topic). A client
+        that reconnected on another node meanwhile gets its session record back at that
+        node's next checkpoint (within a second)."""
+        n = 0
+        for client_id, state in self.store.expiring():
+            if state.expired(now_ms) and client_id not in self.node.clients:
+                self.write_session(client_id, None)
+                SESSIONS_EXPIRED_TOTAL.inc()
+                n += 1
+        return n
 
     # takeover across nodes ---------------------------------------------------------------
 

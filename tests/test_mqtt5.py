@@ -452,3 +452,26 @@ def test_mqtt_3_1_3_9_will_delay_interval(ingress: Proc, clients: list[Mqtt5 | M
         assert watcher.nothing(2.5)  # the reconnected client's will never comes
     finally:
         again.close()
+
+
+def test_expired_sessions_are_deleted_from_kafka(ingress: Proc, kafka: EmbeddedKafka) -> None:
+    """An expired session's record is tombstoned in bayou.sessions (every 5 s a node looks),
+    so the compacted topic and every node's index forget it; a live one is kept."""
+    gone, kept = f"exp-{_uid()}", f"kept-{_uid()}"
+    for cid, expiry in ((gone, 1), (kept, 300)):
+        c = Mqtt5(ingress.mqtt_port, cid, session_expiry=expiry)
+        c.connect()
+        c.subscribe(f"v5/{cid}")
+        c.close()
+
+    def last_value(cid: str) -> bytes | str | None:
+        recs = [r for r in read_topic(kafka.bootstrap, "bayou.sessions", timeout=3)
+                if r.key == cid.encode()]  # fmt: skip
+        return recs[-1].value if recs else "none"
+
+    deadline = time.monotonic() + 20
+    while last_value(gone) is not None:
+        assert time.monotonic() < deadline, "expired session not deleted"
+        time.sleep(1.0)
+    kept_value = last_value(kept)
+    assert isinstance(kept_value, bytes) and b'"exp":300' in kept_value

@@ -163,6 +163,17 @@ class SessionStore:
         SESSIONS_STORED.set(len(self._raw))
         return owner
 
+    def expiring(self) -> list[tuple[str, SessionState]]:
+        """The stored sessions that have a Session Expiry Interval (MQTT 5), parsed."""
+        out: list[tuple[str, SessionState]] = []
+        for client_id, raw in self._raw.items():
+            if b'"exp"' in raw:  # cheap: most sessions are 3.1.1 ones
+                try:
+                    out.append((client_id, SessionState.from_bytes(client_id, raw)))
+                except ValueError:
+                    continue
+        return out
+
     def apply(self, records: list[Record]) -> None:
         """Apply records of the sessions topic, in log order."""
         for rec in records:
