@@ -102,6 +102,7 @@ class Settings(BaseSettings):
     receive_maximum: int = Field(default=65535, ge=1, le=65535)
     topic_alias_maximum: int = Field(default=64, ge=0, le=65535)
     max_keep_alive: int = Field(default=0, ge=0, le=65535)
+    replay_max_seconds: int = Field(default=86_400, ge=0)
     routes_file: Path | None = Field(
         default=None, description="TOML or YAML file of route rules; unset = the demo routes"
     )
@@ -298,6 +299,7 @@ class Settings(BaseSettings):
             receive_maximum=self.receive_maximum,
             topic_alias_maximum=self.topic_alias_maximum,
             max_keep_alive=self.max_keep_alive,
+            replay_max_seconds=self.replay_max_seconds,
             tls_port=self.tls_port,
             tls_certfile=self.tls_certfile,
             tls_keyfile=self.tls_keyfile,

@@ -42,6 +42,8 @@ class IngressConfig(BaseModel):
     receive_maximum: int = 65535
     topic_alias_maximum: int = 64
     max_keep_alive: int = 0
+    # How far back an MQTT 5 replay subscription may ask for history (s; 0: no replays).
+    replay_max_seconds: int = 86_400
     node_id: str = "ingress-1"
     reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC

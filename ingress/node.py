@@ -41,7 +41,7 @@ from ingress.metrics import (
     TAKEOVERS_TOTAL,
     init_label_values,
 )
-from ingress.outbound.catch_up import CatchUp
+from ingress.outbound.catch_up import CatchUp, Replay
 from ingress.outbound.dedup import ResultDedup
 from ingress.outbound.live import LiveDelivery
 from ingress.outbound.send import Sender
@@ -54,7 +54,7 @@ from ingress.state.sessions import Pending
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire.connection import MQTTConnection
 from ingress.wire.listeners import Listener, ListenerError, close_listeners, start_extra_listeners
-from kafkaio.reader import TP
+from kafkaio.reader import TP, PartitionReader
 
 log = logging.getLogger(__name__)
 
@@ -342,6 +342,33 @@ class IngressNode:
     ) -> None:
         """Take ``conn`` off live delivery and bring it up to date from Kafka."""
         self.catch_up.start(conn, served, pending)
+
+    def replay_offsets(self, since_ms: int) -> asyncio.Future[dict[TP, int]]:
+        """Per delivery partition, the first offset at or after ``since_ms`` (on a thread:
+        it asks Kafka)."""
+        partitions = list(self.positions)
+        config = self.config
+
+        def lookup() -> dict[TP, int]:
+            reader = PartitionReader(
+                config.kafka_bootstrap, f"replay-{config.node_id}", security=config.kafka_security
+            )
+            try:
+                return reader.offsets_for_time(partitions, since_ms)
+            finally:
+                reader.close()
+
+        return asyncio.get_running_loop().run_in_executor(None, lookup)
+
+    def start_replay(
+        self, conn: MQTTConnection, filters: list[str], starts: Mapping[TP, int], since_ms: int
+    ) -> bool:
+        """Send ``conn`` the history of ``filters`` since ``since_ms`` from ``starts``, then
+        live: catch-up up to the node's positions now, where the subscription's live
+        delivery begins (no gap, no duplicate). False if it is catching up already."""
+        boundary = dict(self.positions)
+        served = {k: min(o, boundary.get(k, o)) for k, o in starts.items()}
+        return self.catch_up.start(conn, served, [], Replay(tuple(filters), boundary, since_ms))
 
     async def _keepalive_sweep(self) -> None:
         # One sweep a second instead of a timer per connection: idle clients cost nothing.

@@ -99,6 +99,14 @@ class MemoryNode:
     def delay_will(self, client_id: str, seconds: float, publish: Any) -> None:
         publish()
 
+    def replay_offsets(self, since_ms: int) -> asyncio.Future[dict[tuple[str, int], int]]:
+        future: asyncio.Future[dict[tuple[str, int], int]] = asyncio.Future()
+        future.set_result({})
+        return future
+
+    def start_replay(self, conn: MQTTConnection, filters: Any, starts: Any, since: int) -> bool:
+        return True
+
 
 class RecordingTransport(asyncio.Transport):
     """Records writes; ``close`` calls ``connection_lost`` on the next loop turn, as asyncio."""

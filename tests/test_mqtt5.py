@@ -17,6 +17,7 @@ from pathlib import Path
 
 import pytest
 from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties as PahoProperties
 from paho.mqtt.reasoncodes import ReasonCode
 
 from bayou.embedded import EmbeddedKafka
@@ -28,7 +29,7 @@ from ingress.wire.packets5 import encode_publish5
 from ingress.wire.properties import Properties, decode_properties, encode_properties
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt, headers, read_topic
-from tests.mqtt5_client import Mqtt5, Raw5
+from tests.mqtt5_client import Mqtt5, Raw5, props
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -475,3 +476,48 @@ def test_expired_sessions_are_deleted_from_kafka(ingress: Proc, kafka: EmbeddedK
         time.sleep(1.0)
     kept_value = last_value(kept)
     assert isinstance(kept_value, bytes) and b'"exp":300' in kept_value
+
+
+def test_replay_subscription_sends_history_then_live_once(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    """SUBSCRIBE with user property ``replay-since``: the filter's history since then, read
+    from Kafka, then live, with no gap and no duplicate; the client's other subscription is
+    not sent its messages again."""
+    base = f"v5/{_uid()}"
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    me = _v5(ingress.mqtt_port, clients)
+    me.connect()
+    assert me.subscribe(f"{base}/other") == [1]
+    pub.publish(f"{base}/h", b"old").wait_for_publish(10)
+    time.sleep(0.3)
+    since = int(time.time() * 1000)
+    time.sleep(0.05)
+    for i in range(3):
+        pub.publish(f"{base}/h", f"h{i}".encode()).wait_for_publish(10)
+    pub.publish(f"{base}/other", b"o1").wait_for_publish(10)
+    assert me.expect().payload == b"o1"  # live, before the replay
+    me.client.subscribe(
+        f"{base}/h", qos=1,
+        properties=_sub_props(UserProperty=[("replay-since", str(since))]),
+    )  # fmt: skip
+    assert me._subacks.get(timeout=10) == [1]
+    pub.publish(f"{base}/h", b"live").wait_for_publish(10)
+    got = [me.expect().payload for _ in range(4)]
+    assert got == [b"h0", b"h1", b"h2", b"live"]  # history in order, then live
+    assert me.nothing(1.5)  # not o1 again, nothing twice
+
+
+def test_replay_since_must_be_a_time(ingress: Proc, clients: list[Mqtt5 | Mqtt]) -> None:
+    me = _v5(ingress.mqtt_port, clients)
+    me.connect()
+    for bad in ("yesterday", str(int(time.time() * 1000) + 600_000), "2026-01-01T00:00:00"):
+        me.client.subscribe(
+            f"v5/{_uid()}", qos=1, properties=_sub_props(UserProperty=[("replay-since", bad)])
+        )
+        assert me._subacks.get(timeout=10) == [rc.IMPLEMENTATION_SPECIFIC_ERROR], bad
+
+
+def _sub_props(**values: object) -> PahoProperties:
+    return props(PacketTypes.SUBSCRIBE, **values)

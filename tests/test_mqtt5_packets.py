@@ -220,3 +220,20 @@ def test_reserved_user_properties_are_refused() -> None:
     for name in ("bayou.result_id", "mqtt.topic"):
         with pytest.raises(ReservedUserProperty):
             inbound_headers(Properties(user_properties=[(name, "x")]), 0)
+
+
+def test_replay_since_values() -> None:
+    from ingress.wire.v5 import replay_since_ms
+
+    now = 1_800_000_000_000
+    assert replay_since_ms(str(now - 5000), now, 3600) == now - 5000
+    # now is 2027-01-15T08:00:00Z
+    assert replay_since_ms("2027-01-15T07:59:00+00:00", now, 3600) == now - 60_000
+    assert replay_since_ms("2027-01-15T09:59:00+02:00", now, 3600) == now - 60_000
+    # Bounded by BAYOU_REPLAY_MAX_SECONDS.
+    assert replay_since_ms("0", now, 60) == now - 60_000
+    for bad in ("soon", str(now + 1), "2026-01-01T00:00:00"):
+        with pytest.raises(ValueError):
+            replay_since_ms(bad, now, 60)
+    with pytest.raises(ValueError):
+        replay_since_ms("0", now, 0)

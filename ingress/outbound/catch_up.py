@@ -19,9 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Protocol
 
 from ingress.config import IngressConfig
+from ingress.contract.topics import matches
 from ingress.kafka.ranges import read_ranges
 from ingress.metrics import CATCH_UP_SENT_TOTAL, CATCH_UPS_TOTAL, count_out
 from ingress.outbound.send import Sender
@@ -33,6 +35,24 @@ from kafkaio.reader import TP
 log = logging.getLogger(__name__)
 
 Where = tuple[str, int, int]
+
+
+@dataclass(frozen=True, slots=True)
+class Replay:
+    """History a subscription asked for (MQTT 5 ``replay-since``): before ``boundary`` (the
+    node's positions when it subscribed) only records of ``filters`` published at or after
+    ``since_ms`` go to the connection; from ``boundary`` on, catch-up as usual."""
+
+    filters: tuple[str, ...]
+    boundary: dict[TP, int]
+    since_ms: int
+
+    def skips(self, key: TP, offset: int, topic: str, timestamp_ms: int) -> bool:
+        """The record is history this replay does not send (another subscription's, or older
+        than asked: the embedded broker answers a time lookup with the log start)."""
+        if offset >= self.boundary.get(key, 0):
+            return False
+        return timestamp_ms < self.since_ms or not any(matches(f, topic) for f in self.filters)
 
 
 class CatchUpNode(Protocol):
@@ -61,27 +81,42 @@ class CatchUp:
     def __init__(self, node: CatchUpNode) -> None:
         self.node = node
         self.pending: dict[MQTTConnection, dict[Where, Pending]] = {}
+        self.replays: dict[MQTTConnection, Replay] = {}
         self._task: asyncio.Task[None] | None = None
         self._wake = asyncio.Event()
 
-    def start(self, conn: MQTTConnection, served: Mapping[TP, int], pending: list[Pending]) -> None:
-        """Take ``conn`` off live delivery and bring it up to date from Kafka.
+    def start(
+        self,
+        conn: MQTTConnection,
+        served: Mapping[TP, int],
+        pending: list[Pending],
+        replay: Replay | None = None,
+    ) -> bool:
+        """Take ``conn`` off live delivery and bring it up to date from Kafka; False if it
+        was catching up already.
 
         ``served``: per partition, the offset before which every record was handled for this
         connection. ``pending``: messages sent before and not completed, resent with their
-        packet ids (they may lie before ``served``).
+        packet ids (they may lie before ``served``). ``replay``: ``served`` goes back to the
+        history a subscription asked for, and records before its boundary are its only.
         """
         entries = [
             (x.topic, x.partition, x.offset, x.packet_id, x.qos, x.released) for x in pending
         ]
         if not conn.outbound.start_catch_up(served, self.node.positions, entries):
-            return
+            return False
+        if replay is not None:
+            self.replays[conn] = replay
+            # Its session record never goes back before the boundary: a resume after a
+            # crash mid-replay must not send the other subscriptions' records again.
+            conn.outbound.floor = dict(replay.boundary)
         CATCH_UPS_TOTAL.inc()
         self.pending[conn] = {(x.topic, x.partition, x.offset): x for x in pending}
         self._wake.set()
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._run(), name="bayou-catch-up")
             self.node.track(self._task)
+        return True
 
     def wake(self) -> None:
         """A waiting connection's window opened: run another pass soon."""
@@ -93,6 +128,7 @@ class CatchUp:
             while self.pending:
                 for conn in [c for c in self.pending if c.closed]:
                     del self.pending[conn]
+                    self.replays.pop(conn, None)
                 active = [c for c in self.pending if not c.outbound.window_full]
                 upto = dict(self.node.positions)
                 behind = []
@@ -103,6 +139,7 @@ class CatchUp:
                         # Up to date, and nothing can arrive before this returns: live again.
                         conn.outbound.rejoin_live()
                         del self.pending[conn]
+                        self.replays.pop(conn, None)
                 if not behind:
                     if self.pending:  # only connections waiting for acknowledgements
                         self._wake.clear()
@@ -114,6 +151,7 @@ class CatchUp:
             for conn in list(self.pending):
                 conn.abort("catch-up failed", None)
             self.pending.clear()
+            self.replays.clear()
         finally:
             CATCH_UP_SENT_TOTAL.inc(sent)
 
@@ -162,6 +200,7 @@ class CatchUp:
                 resends.setdefault(where, []).append(conn)
         sender = self.node.sender
         config = self.node.config
+        replays = self.replays
         async for records in read_ranges(
             config.kafka_bootstrap, ranges, name, security=config.kafka_security
         ):
@@ -185,6 +224,9 @@ class CatchUp:
                 for conn, granted in hit:
                     out = conn.outbound
                     if conn in stalled or rec.offset < out.cursor.get(key, 0):
+                        continue
+                    rep = replays.get(conn) if replays else None
+                    if rep is not None and rep.skips(key, rec.offset, msg[0], rec.timestamp_ms):
                         continue
                     if out.window_full:
                         # Window full: it goes on from here in a later pass.

@@ -62,12 +62,14 @@ from ingress.wire.packets5 import (
 )
 from ingress.wire.properties import AUTH, Properties, encode_properties
 from ingress.wire.v5 import (
+    REPLAY_SINCE,
     SHUTDOWN,
     SubOptions,
     V5Client,
     connack_properties,
     disconnect_code,
     refusal_code,
+    replay_since_ms,
 )
 from ingress.wire.v5_headers import (
     ReservedUserProperty,
@@ -157,6 +159,18 @@ class ConnectionNode(Protocol):
     def delay_will(self, client_id: str, seconds: float, publish: Callable[[], None]) -> None:
         """Run ``publish`` in ``seconds`` unless ``client_id`` connects again first (here or
         on another node)."""
+
+    def replay_offsets(self, since_ms: int) -> asyncio.Future[dict[tuple[str, int], int]]:
+        """Per delivery partition, the first offset at or after ``since_ms``."""
+
+    def start_replay(
+        self,
+        conn: MQTTConnection,
+        filters: list[str],
+        starts: Mapping[tuple[str, int], int],
+        since_ms: int,
+    ) -> bool:
+        """Send ``conn`` the history of ``filters`` from ``starts``, then live."""
 
 
 class MQTTConnection(asyncio.Protocol):
@@ -692,16 +706,73 @@ class MQTTConnection(asyncio.Protocol):
         wanted: list[tuple[str, int, Subscription5 | None]]
         if v5 is None:
             pid, topics = decode_subscribe(pkt.flags, pkt.body)
-            wanted = [(filt, qos, None) for filt, qos in topics]
+            self._subscribe(pid, [(filt, qos, None) for filt, qos in topics], None)
+            return
+        pid, props, subs = decode_subscribe5(pkt.body)
+        if props.subscription_identifiers:
+            sub_id = props.subscription_identifiers[0]
+        wanted = [(sub.topic_filter, sub.qos, sub) for sub in subs]
+        since = next((v for k, v in props.user_properties if k == REPLAY_SINCE), None)
+        if since is None:
+            self._subscribe(pid, wanted, sub_id)
+            return
+        try:
+            since_ms = replay_since_ms(since, _now_ms(), self.node.config.replay_max_seconds)
+        except ValueError as exc:
+            self._refuse_subscribe(pid, len(wanted), f"{REPLAY_SINCE}: {exc}")
+            return
+        if self.outbound.catching_up:
+            self._refuse_subscribe(pid, len(wanted), "catching up: ask for a replay later")
+            return
+        # The offsets are Kafka's answer: the client's later packets wait for it, as they do
+        # for a password check.
+        self._held_packets = []
+        if self.transport is not None:
+            self.transport.pause_reading()
+        future = self.node.replay_offsets(since_ms)
+        future.add_done_callback(lambda f: self._replay_ready(f, pid, wanted, sub_id, since_ms))
+
+    def _replay_ready(
+        self,
+        future: asyncio.Future[dict[tuple[str, int], int]],
+        pid: int,
+        wanted: list[tuple[str, int, Subscription5 | None]],
+        sub_id: int | None,
+        since_ms: int,
+    ) -> None:
+        if self.closed:
+            return
+        held, self._held_packets = self._held_packets or [], None
+        exc = future.exception()
+        if exc is not None:
+            log.warning("client %s: replay lookup failed: %s", self.client_id, exc)
+            self._refuse_subscribe(pid, len(wanted), "replay: Kafka did not answer")
         else:
-            pid, props, subs = decode_subscribe5(pkt.body)
-            if props.subscription_identifiers:
-                sub_id = props.subscription_identifiers[0]
-            wanted = [(sub.topic_filter, sub.qos, sub) for sub in subs]
+            self._subscribe(pid, wanted, sub_id, (future.result(), since_ms))
+        if self.transport is not None:
+            self.transport.resume_reading()
+        self._process(held)
+
+    def _refuse_subscribe(self, pid: int, n: int, reason: str) -> None:
+        assert self.v5 is not None
+        code = rc.IMPLEMENTATION_SPECIFIC_ERROR
+        self.write(encode_suback5(pid, [code] * n, self.v5.reason(reason)))
+
+    def _subscribe(
+        self,
+        pid: int,
+        wanted: list[tuple[str, int, Subscription5 | None]],
+        sub_id: int | None,
+        replay: tuple[Mapping[tuple[str, int], int], int] | None = None,
+    ) -> None:
+        """Subscribe to ``wanted`` and answer SUBACK; with ``replay`` (start offsets, since),
+        the granted filters get their history first (then live)."""
+        v5 = self.v5
         # MQTT 3.1.1 has one failure code, 0x80; MQTT 5 says why.
         failure = 0x80 if v5 is None else 0
         codes: list[int] = []
         granted_filters: list[tuple[str, int]] = []
+        replayed: list[str] = []
         for filt, qos, opts in wanted:
             if qos > 2:
                 raise ProtocolError("SUBSCRIBE with QoS 3")  # [MQTT-3-8.3-4]
@@ -740,8 +811,10 @@ class MQTTConnection(asyncio.Protocol):
                     v5.options[filt] = o
                 handling = opts.retain_handling
             # Retain Handling: 0 sends retained messages, 1 only for a new subscription, 2
-            # never [MQTT-3.3.1-9, -10, -11]; MQTT 3.1.1 always sends them.
-            if handling == 0 or (handling == 1 and new):
+            # never [MQTT-3.3.1-9, -10, -11]; MQTT 3.1.1 always sends them. A replay sends
+            # the history instead.
+            replayed.append(filt)
+            if replay is None and (handling == 0 or (handling == 1 and new)):
                 granted_filters.append((filt, granted))
         if v5 is None:
             self.write(codec.encode_suback(pid, codes))
@@ -755,6 +828,10 @@ class MQTTConnection(asyncio.Protocol):
                     denied("receive")
                     continue
                 self.send_publish(topic, payload, min(qos, granted), True, ids, extra)
+        if replay is not None and replayed:
+            for filt in replayed:
+                self.fresh.pop(filt, None)  # live delivery from the boundary on, all of it
+            self.node.start_replay(self, replayed, replay[0], replay[1])
         self.node.subscriptions_changed()
 
     def _on_unsubscribe(self, pkt: codec.Packet) -> None:

@@ -25,7 +25,9 @@ class OutboundState:
     ``inflight`` and ``cursor`` are read by others; only the methods here change them.
     """
 
-    __slots__ = ("_next_pid", "blocked", "catching_up", "cursor", "inflight", "max_inflight")
+    __slots__ = (
+        "_next_pid", "blocked", "catching_up", "cursor", "floor", "inflight", "max_inflight",
+    )  # fmt: skip
 
     def __init__(self, max_inflight: int) -> None:
         # Packet id → the message in flight: sent and not yet completed by the client.
@@ -35,6 +37,8 @@ class OutboundState:
         self.catching_up = False
         # While catching up: per partition, the offset before which everything was handled.
         self.cursor: dict[PartitionKey, int] = {}
+        # A replay's boundary: the session record is served at least up to it.
+        self.floor: dict[PartitionKey, int] = {}
         self._next_pid = 0
         # More than max_write_buffer bytes wait in the transport (the client does not read):
         # nothing more is queued in memory until it drains (ingress/outbound/live.py).
@@ -128,7 +132,12 @@ class OutboundState:
     def rejoin_live(self) -> None:
         """Up to date: live delivery serves the connection again."""
         self.catching_up = False
+        self.floor = {}
 
     def served(self, positions: Mapping[PartitionKey, int]) -> dict[PartitionKey, int]:
         """Per partition, where the connection was served up to (live: the node's positions)."""
-        return dict(self.cursor if self.catching_up else positions)
+        if not self.catching_up:
+            return dict(positions)
+        if not self.floor:
+            return dict(self.cursor)
+        return {k: max(o, self.floor.get(k, o)) for k, o in self.cursor.items()}

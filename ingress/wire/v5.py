@@ -9,6 +9,7 @@ connection (``conn.v5``; None for a 3.1.1 client). The packet codecs are in
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import datetime
 
 from ingress.contract.topics import matches
 from ingress.wire import reason_codes as rc
@@ -18,6 +19,8 @@ from ingress.wire.properties import MalformedPacket, Properties
 # The largest Session Expiry Interval: the session never expires (§3.1.2.11.2).
 NEVER_EXPIRES = 0xFFFF_FFFF
 SHUTDOWN = rc.SERVER_SHUTTING_DOWN
+# The SUBSCRIBE user property that asks for history (docs/mqtt.md, "Replay subscriptions").
+REPLAY_SINCE = "replay-since"
 
 # CONNACK return codes of MQTT 3.1.1 (what the security layer answers) → MQTT 5 reason codes.
 _REFUSALS = {
@@ -37,6 +40,26 @@ _DISCONNECTS = {
     "quota": rc.QUOTA_EXCEEDED,
     "kafka": rc.UNSPECIFIED_ERROR,
 }
+
+
+def replay_since_ms(value: str, now_ms: int, max_seconds: int) -> int:
+    """The wall-clock ms a ``replay-since`` value names: epoch milliseconds, or an ISO 8601
+    time with its offset; no earlier than ``max_seconds`` ago. ValueError otherwise."""
+    if value.isdigit():
+        ms = int(value)
+    else:
+        try:
+            when = datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError(f"{value!r} is neither epoch milliseconds nor ISO 8601") from None
+        if when.tzinfo is None:
+            raise ValueError(f"{value!r} has no time zone offset")
+        ms = int(when.timestamp() * 1000)
+    if ms > now_ms:
+        raise ValueError(f"{value!r} is in the future")
+    if max_seconds <= 0:
+        raise ValueError("replays are off (BAYOU_REPLAY_MAX_SECONDS=0)")
+    return max(ms, now_ms - max_seconds * 1000)
 
 
 def refusal_code(code: int) -> int:
