@@ -521,3 +521,13 @@ def test_replay_since_must_be_a_time(ingress: Proc, clients: list[Mqtt5 | Mqtt])
 
 def _sub_props(**values: object) -> PahoProperties:
     return props(PacketTypes.SUBSCRIBE, **values)
+
+
+def test_mqtt_3_3_2_14_response_topic_with_a_wildcard_is_a_protocol_error(ingress: Proc) -> None:
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}")
+    try:
+        block = encode_properties(Properties(response_topic="replies/#"), PUBLISH)
+        raw.send(encode_publish5(f"v5/{_uid()}", b"x", 1, 1, False, block))
+        assert raw.disconnect_reason() == rc.PROTOCOL_ERROR
+    finally:
+        raw.close()

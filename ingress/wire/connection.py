@@ -516,6 +516,11 @@ class MQTTConnection(asyncio.Protocol):
             if props is not None:
                 if props.subscription_identifiers:
                     raise ProtocolError("PUBLISH from a client with a subscription identifier")
+                if props.response_topic is not None:
+                    try:
+                        validate_topic_name(props.response_topic)  # [MQTT-3.3.2-14]
+                    except TopicError as exc:
+                        raise ProtocolError(f"Response Topic: {exc}") from exc
                 if props.topic_alias is not None or not topic:
                     topic = v5.topic_of(
                         topic, props.topic_alias, self.node.config.topic_alias_maximum
