@@ -531,3 +531,41 @@ def test_mqtt_3_3_2_14_response_topic_with_a_wildcard_is_a_protocol_error(ingres
         assert raw.disconnect_reason() == rc.PROTOCOL_ERROR
     finally:
         raw.close()
+
+
+@pytest.fixture
+def node_b(kafka: EmbeddedKafka, tmp_path: Path) -> Iterator[Proc]:
+    """A second ingress node on the same Kafka."""
+    p = start_ingress(kafka.bootstrap, tmp_path / "b.log")
+    yield p
+    stop_process(p.proc)
+
+
+def test_an_mqtt5_session_resumes_on_another_node_with_its_options(
+    ingress: Proc, node_b: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    """Subscription identifiers and No Local live in the session record in Kafka: a session
+    resumed on another node keeps them; the takeover across nodes is a DISCONNECT 0x8E."""
+    base = f"v5/{_uid()}"
+    cid = f"roam-{_uid()}"
+    first = Raw5(ingress.mqtt_port, cid, Properties(session_expiry_interval=300))
+    try:
+        sub = encode_properties(Properties(subscription_identifiers=[11]), codec.SUBSCRIBE)
+        f = f"{base}/#".encode()
+        body = b"\x00\x01" + sub + len(f).to_bytes(2, "big") + f + bytes((0x05,))  # QoS 1, NL
+        first.send(bytes((0x82,)) + encode_remaining_length(len(body)) + body)
+        assert first.read().type == codec.SUBACK
+        time.sleep(1.5)  # the session record (with the options) is checkpointed
+        again = _v5(node_b.mqtt_port, clients, cid, clean_start=False, session_expiry=300)
+        code, present, _ = again.connect()
+        assert (code, present) == (rc.SUCCESS, True)
+        assert first.disconnect_reason() == rc.SESSION_TAKEN_OVER  # [MQTT-3.1.4-3]
+    finally:
+        first.close()
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    pub.publish(f"{base}/x", b"to the roamer").wait_for_publish(10)
+    got = again.expect()
+    assert (got.payload, got.subscription_ids) == (b"to the roamer", [11])
+    again.publish(f"{base}/mine", b"no local").wait_for_publish(10)
+    assert again.nothing(1.5)  # No Local kept across nodes
