@@ -569,3 +569,14 @@ def test_an_mqtt5_session_resumes_on_another_node_with_its_options(
     assert (got.payload, got.subscription_ids) == (b"to the roamer", [11])
     again.publish(f"{base}/mine", b"no local").wait_for_publish(10)
     assert again.nothing(1.5)  # No Local kept across nodes
+
+
+def test_a_will_with_a_reserved_user_property_is_refused_in_connack(ingress: Proc) -> None:
+    will = (f"v5/{_uid()}/w", b"x", Properties(user_properties=[("bayou.result_id", "f")]))
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}", will=will)
+    try:
+        assert raw.connack.body[1] == rc.PROTOCOL_ERROR
+        with pytest.raises(ConnectionError):
+            raw.read(5)
+    finally:
+        raw.close()

@@ -321,7 +321,14 @@ class MQTTConnection(asyncio.Protocol):
         if self.client_id is None:
             if t != codec.CONNECT:
                 raise ProtocolError(f"packet type {t} before CONNECT")  # [MQTT-3.1.0-1]
-            self._on_connect(pkt)
+            try:
+                self._on_connect(pkt)
+            except ProtocolError as exc:
+                if self.v5 is not None and self.client_id is None:
+                    # An MQTT 5 CONNECT refused for what it holds (a will topic, a reserved
+                    # user property): CONNACK says why before the close [MQTT-4.13.1-1].
+                    self.write(encode_connack5(disconnect_code(None, exc), False, Properties()))
+                raise
         elif t == codec.PUBLISH:
             self._on_publish(pkt)
         elif t in (codec.PUBACK, codec.PUBREC, codec.PUBCOMP):
