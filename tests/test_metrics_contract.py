@@ -44,6 +44,7 @@ INGRESS = {
     "bayou_ingress_sessions_stored": ("gauge", ()),
     "bayou_ingress_sessions_created": ("counter", ()),
     "bayou_ingress_sessions_resumed": ("counter", ()),
+    "bayou_ingress_sessions_expired": ("counter", ()),
     "bayou_ingress_retained_messages": ("gauge", ()),
     "bayou_ingress_catch_ups": ("counter", ()),
     "bayou_ingress_replayed_messages": ("counter", ()),

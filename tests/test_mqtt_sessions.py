@@ -247,6 +247,10 @@ def test_qos2_outbound_exactly_once_across_reconnects(ingress: Proc) -> None:
     assert s.recv(4) == b"\x20\x02\x01\x00"
     assert s.recv(4) == b"\x62\x02" + pid.to_bytes(2, "big")  # PUBREL again, no PUBLISH
     s.sendall(codec.encode_ack(codec.PUBCOMP, pid))
+    # PINGRESP after PUBCOMP on the same socket: the node has read the PUBCOMP. Without it a
+    # loaded node may take the next connection over first, and then rightly resend PUBREL.
+    s.sendall(b"\xc0\x00")
+    assert s.recv(2) == codec.PINGRESP_BYTES
     s.close()
 
     s = socket.create_connection(("127.0.0.1", ingress.mqtt_port), timeout=10)
