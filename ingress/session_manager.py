@@ -135,6 +135,7 @@ class SessionManager:
             owner=base.owner,
             expiry_s=None if v5 is None else v5.session_expiry,
             options={} if v5 is None else v5.options_record(),
+            seen_ms=int(time.time() * 1000),
         )
 
     def save(

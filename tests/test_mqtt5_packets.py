@@ -237,3 +237,43 @@ def test_replay_since_values() -> None:
             replay_since_ms(bad, now, 60)
     with pytest.raises(ValueError):
         replay_since_ms("0", now, 0)
+
+
+def test_mqtt5_allows_a_password_without_a_user_name() -> None:
+    """§3.1.2.9: unlike 3.1.1 [MQTT-3.1.2-22], MQTT 5 lets a token come as the password alone."""
+    info = decode_connect(0, _connect5(0x42, b"\x00\x02id\x00\x03tok"))
+    assert (info.username, info.password) == (None, b"tok")
+    with pytest.raises(ProtocolError):
+        decode_connect(0, b"\x00\x04MQTT\x04\x42\x00\x3c\x00\x02id\x00\x03tok")
+
+
+def test_sessions_of_a_node_that_died_expire_from_their_last_checkpoint() -> None:
+    from ingress.state.sessions import SessionState
+
+    left = SessionState("a", expiry_s=10, gone_ms=1_000)
+    assert not left.expired(10_999) and left.expired(11_001)
+    crashed = SessionState("b", expiry_s=10, seen_ms=1_000)  # no disconnect written
+    assert not crashed.expired(40_000) and crashed.expired(41_001)  # + 30 s grace
+    again = SessionState.from_bytes("b", crashed.to_bytes())
+    assert (again.expiry_s, again.seen_ms, again.gone_ms) == (10, 1_000, 0)
+    assert not SessionState("c").expired(10**12)  # 3.1.1: never
+    assert not SessionState("d", expiry_s=0xFFFF_FFFF, gone_ms=1).expired(10**12)
+
+
+def test_reason_strings_give_way_to_the_clients_maximum_packet_size() -> None:
+    assert V5Client().reason("x" * 300) == "x" * 300
+    assert V5Client(max_packet_size=64).reason("x" * 60) is None
+    assert V5Client(max_packet_size=64).reason("short") == "short"
+    assert V5Client(problem_info=False).reason("x") is None
+    _, _, body = _body(encode_disconnect5(rc.PROTOCOL_ERROR, "y" * 100_000))
+    code, props = decode_disconnect5(body)  # cut to a few hundred characters, still sent
+    assert code == rc.PROTOCOL_ERROR and props.reason_string is not None
+    assert len(props.reason_string) <= 256
+
+
+def test_a_record_no_mqtt_packet_can_carry_loses_only_that_property() -> None:
+    record = [("big", b"x" * 70_000), ("ok", b"1"), ("mqtt.expires_at_ms", b"%d" % 10**15)]
+    out = outbound_properties(record, 0)
+    assert out.user_properties == [("ok", "1")]
+    assert out.message_expiry_interval == 0xFFFF_FFFF
+    encode_properties(out, codec.PUBLISH)  # encodes

@@ -13,6 +13,7 @@ Kafka, so a resumed session can never receive it twice.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -41,6 +42,8 @@ from ingress.wire.properties import Properties, encode_properties
 from ingress.wire.v5 import V5Client
 from ingress.wire.v5_headers import outbound_properties
 from kafkaio.reader import Record
+
+log = logging.getLogger(__name__)
 
 # What an MQTT 5 receiver's PUBLISH is built from, once per record: its properties (without
 # subscription identifiers), their encoded block, the publisher's client id, the RETAIN flag.
@@ -173,7 +176,11 @@ def _base5(headers: list[tuple[str, bytes]]) -> Base5:
     if not props:
         return Properties(), NO_PROPERTIES, publisher, retain
     p = outbound_properties(headers, time.time_ns() // 1_000_000)
-    return p, encode_properties(p, codec.PUBLISH), publisher, retain
+    try:
+        return p, encode_properties(p, codec.PUBLISH), publisher, retain
+    except ValueError as exc:  # a user property no MQTT packet can carry, say
+        log.warning("record's properties cannot be sent (%s): sent without them", exc)
+        return Properties(), NO_PROPERTIES, publisher, retain
 
 
 def _expired(exp_b: bytes) -> bool:

@@ -19,6 +19,8 @@ from ingress.metrics import SESSIONS_STORED
 from kafkaio.reader import Record
 
 PartitionKey = tuple[str, int]
+# How long past its last checkpoint a session with no disconnect is taken for connected.
+_GRACE_MS = 30_000
 
 
 @dataclass(slots=True)
@@ -49,13 +51,19 @@ class SessionState:
     # retain as published, subscription identifier or 0].
     expiry_s: int | None = None
     gone_ms: int = 0
+    # When a node last checkpointed it while connected (ms): a session whose node died
+    # (no record with ``gone_ms``) expires counted from then, after a grace period.
+    seen_ms: int = 0
     options: dict[str, list[int]] = field(default_factory=dict)
 
     def expired(self, now_ms: int) -> bool:
         """The client has been gone longer than its Session Expiry Interval."""
-        if self.expiry_s is None or not self.gone_ms or self.expiry_s == 0xFFFF_FFFF:
+        if self.expiry_s is None or self.expiry_s == 0xFFFF_FFFF:
             return False
-        return now_ms - self.gone_ms > self.expiry_s * 1000
+        if self.gone_ms:
+            return now_ms - self.gone_ms > self.expiry_s * 1000
+        # No disconnect written: gone with its node, at most a checkpoint after seen_ms.
+        return bool(self.seen_ms) and now_ms - self.seen_ms > self.expiry_s * 1000 + _GRACE_MS
 
     def to_bytes(self) -> bytes:
         """The record value written to ``bayou.sessions``."""
@@ -76,6 +84,7 @@ class SessionState:
         if self.expiry_s is not None:
             doc["exp"] = self.expiry_s
             doc["gone"] = self.gone_ms
+            doc["seen"] = self.seen_ms
         if self.options:
             doc["opts"] = self.options
         return json.dumps(doc, separators=(",", ":")).encode()
@@ -104,6 +113,7 @@ class SessionState:
             clean=bool(doc.get("clean", False)),
             expiry_s=None if doc.get("exp") is None else int(doc["exp"]),
             gone_ms=int(doc.get("gone", 0)),
+            seen_ms=int(doc.get("seen", 0)),
             options={str(k): [int(x) for x in v] for k, v in doc.get("opts", {}).items()},
         )
 

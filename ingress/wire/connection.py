@@ -113,8 +113,9 @@ class Will:
     payload: bytes
     qos: int
     retain: bool
-    # MQTT 5 will properties as record headers (user properties, content type...).
-    headers: tuple[tuple[str, bytes], ...] = ()
+    # MQTT 5 will properties (user properties, content type...): record headers when it is
+    # published, so its Message Expiry Interval counts from then (§3.1.3.2.4).
+    properties: Properties | None = None
     # MQTT 5 Will Delay Interval (s): published that long after the connection ends, unless
     # the client connects again first [MQTT-3.1.3-9].
     delay: int = 0
@@ -193,6 +194,9 @@ class MQTTConnection(asyncio.Protocol):
         # QoS 1 publishes in _acks: with the QoS 2 ones before PUBREL (qos2_in), what counts
         # against MQTT 5's Receive Maximum.
         self._acks_qos1 = 0
+        # QoS 2 publishes of THIS connection before PUBREL: Receive Maximum is not carried
+        # over from an earlier connection of the session (§4.9).
+        self._qos2_here: set[int] = set()
         self._flush_scheduled = False
         self.outbound = OutboundState(node.config.max_inflight_out)
         # clean session = 0 (ingress/session_manager.py keeps its session).
@@ -244,10 +248,12 @@ class MQTTConnection(asyncio.Protocol):
             client_id = self.client_id or ""
 
             def publish(inbound: Inbound = self.node.inbound) -> None:
+                extra = None
+                if will.properties is not None:
+                    extra = inbound_headers(will.properties, _now_ms())
                 inbound.publish_will(
-                    client_id, will.topic, will.payload, will.qos, will.retain,
-                    list(will.headers),
-                )  # fmt: skip
+                    client_id, will.topic, will.payload, will.qos, will.retain, extra
+                )
 
             delay = will.delay
             if delay and self.v5 is not None:
@@ -265,8 +271,9 @@ class MQTTConnection(asyncio.Protocol):
             self._forget()
 
     def _forget(self) -> None:
-        for pid, left, ack_type, _code in self._acks:
-            if ack_type == codec.PUBREC and left == 0:  # in Kafka, PUBREC not sent yet
+        for pid, left, ack_type, code in self._acks:
+            # In Kafka, PUBREC not sent yet (a refused one was never written: not kept).
+            if ack_type == codec.PUBREC and left == 0 and not code:
                 self.qos2_in[pid] = True
         # The node saves the session (naming ``filters``) and forgets the connection.
         self.node.connection_closed(self)
@@ -391,10 +398,9 @@ class MQTTConnection(asyncio.Protocol):
                 raise ProtocolError(f"invalid will topic: {exc}") from exc
             if info.will_qos > 2:
                 raise ProtocolError("will QoS 3")  # [MQTT-3.1.2-14]
-            headers: tuple[tuple[str, bytes], ...] = ()
             if info.will_properties is not None:
-                try:
-                    headers = tuple(inbound_headers(info.will_properties, _now_ms()))
+                try:  # checked now: a will the node could not publish refuses the CONNECT
+                    inbound_headers(info.will_properties, 0)
                 except ReservedUserProperty as exc:
                     raise ProtocolError(str(exc)) from exc
             delay = 0
@@ -402,7 +408,7 @@ class MQTTConnection(asyncio.Protocol):
                 delay = info.will_properties.will_delay_interval or 0
             will = Will(
                 info.will_topic, info.will_message or b"", info.will_qos, info.will_retain,
-                headers, delay,
+                info.will_properties, delay,
             )  # fmt: skip
         # An assigned id names the node too: ids must not collide across nodes (takeover).
         client_id = info.client_id or self.node.assign_client_id()
@@ -542,7 +548,7 @@ class MQTTConnection(asyncio.Protocol):
             elif not topic:
                 raise ProtocolError("PUBLISH with an empty topic and no topic alias")
             if qos and pid not in self.qos2_in:
-                if self._acks_qos1 + len(self.qos2_in) >= self.node.config.receive_maximum:
+                if self._acks_qos1 + len(self._qos2_here) >= self.node.config.receive_maximum:
                     # [MQTT-3.3.4-8]: more unacknowledged publishes than Receive Maximum.
                     self.abort("Receive Maximum exceeded", "receive_maximum")
                     return
@@ -584,6 +590,7 @@ class MQTTConnection(asyncio.Protocol):
             # MQTT 5: a refused QoS 2 publish ends at its PUBREC (a reason code from 0x80).
             if not refused or v5 is None:
                 self.qos2_in[pid] = False
+                self._qos2_here.add(pid)
         else:
             self._acks_qos1 += 1
         self._acks.append(slot)
@@ -693,6 +700,7 @@ class MQTTConnection(asyncio.Protocol):
             # sends PUBREL before PUBREC.
             raise ProtocolError("PUBREL before PUBREC")
         known = self.qos2_in.pop(pid, None) is not None
+        self._qos2_here.discard(pid)
         if v5 is None or known:
             self.write(codec.encode_ack(codec.PUBCOMP, pid))  # [MQTT-4.3.3-2]
         else:
@@ -759,9 +767,11 @@ class MQTTConnection(asyncio.Protocol):
         if exc is not None:
             log.warning("client %s: replay lookup failed: %s", self.client_id, exc)
             self._refuse_subscribe(pid, len(wanted), "replay: Kafka did not answer")
+        elif self.outbound.catching_up:  # it fell behind while Kafka answered
+            self._refuse_subscribe(pid, len(wanted), "catching up: ask for a replay later")
         else:
             self._subscribe(pid, wanted, sub_id, (future.result(), since_ms))
-        if self.transport is not None:
+        if self.transport is not None and not self._throttled:
             self.transport.resume_reading()
         self._process(held)
 

@@ -77,7 +77,7 @@ def decode_connect(flags: int, body: bytes) -> ConnectInfo:
         return ConnectInfo(name, level)
     v5 = level == 5
     try:
-        check_connect_flags(cflags)
+        check_connect_flags(cflags, v5)
     except ProtocolError as exc:
         # MQTT 5 classes a broken CONNECT flag as a Malformed Packet [MQTT-3.1.2-3 and on].
         raise (MalformedPacket(str(exc)) if v5 else exc) from None

@@ -261,7 +261,13 @@ def _string(body: bytes, pos: int, what: str) -> tuple[str, int]:
         raise MalformedPacket(str(exc)) from exc
 
 
+# Reason strings are for people: a few hundred characters say enough, and a client's own
+# input quoted in one (a bad value) must not make the packet too large to encode.
+REASON_MAX = 256
+
+
 def _reason_block(reason: str, packet: int) -> bytes:
+    reason = reason[:REASON_MAX]
     return encode_properties(
         Properties(reason_string=utf8_string(reason.encode(), "reason")), packet
     )

@@ -51,12 +51,12 @@ def replay_since_ms(value: str, now_ms: int, max_seconds: int) -> int:
         try:
             when = datetime.fromisoformat(value)
         except ValueError:
-            raise ValueError(f"{value!r} is neither epoch milliseconds nor ISO 8601") from None
+            raise ValueError(f"{value[:64]!r} is neither epoch ms nor ISO 8601") from None
         if when.tzinfo is None:
-            raise ValueError(f"{value!r} has no time zone offset")
+            raise ValueError(f"{value[:64]!r} has no time zone offset")
         ms = int(when.timestamp() * 1000)
     if ms > now_ms:
-        raise ValueError(f"{value!r} is in the future")
+        raise ValueError(f"{value[:64]!r} is in the future")
     if max_seconds <= 0:
         raise ValueError("replays are off (BAYOU_REPLAY_MAX_SECONDS=0)")
     return max(ms, now_ms - max_seconds * 1000)
@@ -141,8 +141,15 @@ class V5Client:
         return 1 + len(encode_remaining_length(remaining)) + remaining <= self.max_packet_size
 
     def reason(self, text: str) -> str | None:
-        """``text`` as a reason string, or None when the client asked for none [MQTT-3.1.2-29]."""
-        return text if self.problem_info else None
+        """``text`` as a reason string, or None when the client asked for none [MQTT-3.1.2-29]
+        or the packet would then exceed its Maximum Packet Size (a reason string is the first
+        thing left out of a packet too large, §3.4.2.2.2)."""
+        if not self.problem_info:
+            return None
+        # An ack or DISCONNECT: fixed header, id, code, property length, the string's header.
+        if self.max_packet_size and 12 + len(text.encode()) > self.max_packet_size:
+            return None
+        return text
 
     def topic_of(self, topic: str, alias: int | None, maximum: int) -> str:
         """The topic of a PUBLISH, given its Topic Alias (§3.3.2.3.4); sets or uses the alias.

@@ -73,9 +73,12 @@ def outbound_properties(headers: Iterable[tuple[str, bytes]], now_ms: int) -> Pr
     """The properties of the PUBLISH an MQTT 5 subscriber gets for a record with ``headers``:
     the v5 ones, the remaining expiry interval (rounded up, at least 1 s), and every other
     header outside Bayou's prefixes as a user property (headers whose name or value is not
-    UTF-8 text cannot be one and are left out)."""
+    UTF-8 text cannot be one and are left out). A header too long for an MQTT string (65,535
+    bytes) is left out too: one record of any Kafka producer must not stop delivery."""
     props = Properties()
     for k, v in headers:
+        if len(v) > _MAX_FIELD or len(k) > _MAX_FIELD:
+            continue
         if k in MQTT5_PROPERTY_HEADERS:
             if k == H_MQTT_CONTENT_TYPE:
                 props.content_type = _text(v)
@@ -91,12 +94,17 @@ def outbound_properties(headers: Iterable[tuple[str, bytes]], now_ms: int) -> Pr
                 except ValueError:
                     continue
                 # The interval that is left [MQTT-3.3.2-6]; a message due now still has 1 s.
-                props.message_expiry_interval = max(1, -(-left_ms // 1000))
+                props.message_expiry_interval = min(_MAX_EXPIRY, max(1, -(-left_ms // 1000)))
         elif is_user_property(k):
             text = _text(v)
             if text is not None and "\x00" not in k:
                 props.user_properties.append((k, text))
     return props
+
+
+# The longest MQTT string or binary field, and the largest four-byte interval.
+_MAX_FIELD = 0xFFFF
+_MAX_EXPIRY = 0xFFFF_FFFF
 
 
 def _text(v: bytes) -> str | None:

@@ -56,8 +56,9 @@ def read_string(body: bytes, pos: int, what: str) -> tuple[str, int]:
     return utf8_string(raw, what), pos
 
 
-def check_connect_flags(flags: int) -> None:
-    """The CONNECT flag rules; raise ProtocolError when one is broken."""
+def check_connect_flags(flags: int, v5: bool = False) -> None:
+    """The CONNECT flag rules; raise ProtocolError when one is broken. MQTT 5 allows a
+    password without a user name (§3.1.2.9); 3.1.1 does not."""
     if flags & RESERVED_FLAG:
         raise ProtocolError("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
     will_qos = (flags & WILL_QOS_MASK) >> 3
@@ -69,7 +70,7 @@ def check_connect_flags(flags: int) -> None:
             raise ProtocolError("will QoS set without the will flag")  # [MQTT-3.1.2-13]
         if flags & WILL_RETAIN_FLAG:
             raise ProtocolError("will retain set without the will flag")  # [MQTT-3.1.2-15]
-    if flags & PASSWORD_FLAG and not flags & USERNAME_FLAG:
+    if flags & PASSWORD_FLAG and not flags & USERNAME_FLAG and not v5:
         raise ProtocolError("password flag set without the user name flag")  # [MQTT-3.1.2-22]
 
 
