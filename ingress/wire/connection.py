@@ -914,13 +914,13 @@ class MQTTConnection(asyncio.Protocol):
         """Close: the client id connected again, on this node or another one."""
         self.taken_over = True
         if self.v5 is not None:
-            self.write(encode_disconnect5(rc.SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3]
+            self._write_last(encode_disconnect5(rc.SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3]
         self.close()
 
     def shutdown(self) -> None:
         """Close because the node stops (MQTT 5: DISCONNECT 0x8B first)."""
         if self.v5 is not None and self.client_id is not None:
-            self.write(encode_disconnect5(SHUTDOWN))
+            self._write_last(encode_disconnect5(SHUTDOWN))
         self.close()
 
     def forget_fresh(self, wall_ms: float) -> None:
@@ -989,6 +989,13 @@ class MQTTConnection(asyncio.Protocol):
             BYTES_OUT_TOTAL.inc(len(data))
             self.transport.write(data)
 
+    def _write_last(self, data: bytes) -> None:
+        """Write the packet that precedes a close (a DISCONNECT): past any held writes, which
+        the close drops (they wait for a session save that will not be sent now)."""
+        if self.transport is not None and not self.closed:
+            BYTES_OUT_TOTAL.inc(len(data))
+            self.transport.write(data)
+
     def hold(self) -> None:
         """Keep writes back until the matching :meth:`release` (nests; order is kept)."""
         self._holds += 1
@@ -1023,7 +1030,7 @@ class MQTTConnection(asyncio.Protocol):
             return
         if self.v5 is not None and self.client_id is not None:
             code = disconnect_code(kind, exc)
-            self.write(encode_disconnect5(code, self.v5.reason(reason[:200])))
+            self._write_last(encode_disconnect5(code, self.v5.reason(reason[:200])))
         if kind is not None:
             PROTOCOL_ERRORS_TOTAL.labels(kind).inc()
             log.warning("closing client %s (%s): %s", self.client_id or "-", self.peer, reason)
