@@ -25,7 +25,7 @@ from bayou.processes import stop_process
 from ingress.wire import codec
 from ingress.wire import reason_codes as rc
 from ingress.wire.codec import PUBLISH, encode_remaining_length
-from ingress.wire.packets5 import encode_publish5
+from ingress.wire.packets5 import decode_publish5, encode_publish5
 from ingress.wire.properties import Properties, decode_properties, encode_properties
 from tests.conftest import Proc, start_ingress
 from tests.helpers import Mqtt, headers, read_topic
@@ -580,3 +580,37 @@ def test_a_will_with_a_reserved_user_property_is_refused_in_connack(ingress: Pro
             raw.read(5)
     finally:
         raw.close()
+
+
+def test_mqtt_3_3_4_9_retained_messages_wait_for_the_clients_receive_maximum(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    base = f"v5/{_uid()}/many"
+    pub = _v5(ingress.mqtt_port, clients)
+    pub.connect()
+    for i in range(5):
+        pub.publish(f"{base}/{i}", f"r{i}".encode(), retain=True).wait_for_publish(10)
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}", Properties(receive_maximum=2))
+    try:
+        f = f"{base}/#".encode()
+        body = b"\x00\x01\x00" + len(f).to_bytes(2, "big") + f + b"\x01"
+        raw.send(bytes((0x82,)) + encode_remaining_length(len(body)) + body)
+        assert raw.read().type == codec.SUBACK
+        first = [raw.read(), raw.read()]
+        assert all(p.type == codec.PUBLISH for p in first)
+        with pytest.raises(TimeoutError):
+            raw.read(1.0)  # no third while two wait for PUBACK
+        got = []
+        pending = first
+        while pending:
+            pkt = pending.pop(0)
+            pub5 = decode_publish5(pkt.flags, pkt.body)
+            got.append(pub5.payload)
+            raw.send(b"\x40\x02" + pub5.packet_id.to_bytes(2, "big"))
+            if len(got) + len(pending) < 5:
+                pending.append(raw.read())
+        assert sorted(got) == [f"r{i}".encode() for i in range(5)]
+    finally:
+        raw.close()
+        for i in range(5):
+            pub.publish(f"{base}/{i}", b"", retain=True).wait_for_publish(10)

@@ -91,6 +91,8 @@ MAX_QOS = 2
 
 
 _PLAIN = SubOptions()
+# send_publish's arguments, for a retained message waiting for the client's window.
+RetainedSend = tuple[str, bytes, int, bool, list[int] | None, tuple[tuple[str, bytes], ...]]
 
 
 def _now_ms() -> int:
@@ -197,6 +199,9 @@ class MQTTConnection(asyncio.Protocol):
         # QoS 2 publishes of THIS connection before PUBREL: Receive Maximum is not carried
         # over from an earlier connection of the session (§4.9).
         self._qos2_here: set[int] = set()
+        # MQTT 5: retained messages (QoS 1/2) waiting for the client's Receive Maximum to let
+        # them out [MQTT-3.3.4-9]; they refer to the store's payloads, no copy.
+        self._retained_wait: deque[RetainedSend] = deque()
         self._flush_scheduled = False
         self.outbound = OutboundState(node.config.max_inflight_out)
         # clean session = 0 (ingress/session_manager.py keeps its session).
@@ -719,6 +724,9 @@ class MQTTConnection(asyncio.Protocol):
         elif self.outbound.complete(pid):
             # PUBACK or PUBCOMP ends the flow, and so does a PUBREC refusing the message.
             self.node.window_opened(self)
+        wait = self._retained_wait
+        while wait and len(self.outbound.inflight) < self.outbound.max_inflight:
+            self.send_publish(*wait.popleft())
 
     def _on_subscribe(self, pkt: codec.Packet) -> None:
         v5 = self.v5
@@ -950,6 +958,9 @@ class MQTTConnection(asyncio.Protocol):
             pid = self.outbound.track(None, 0, 0, qos) if qos else 0
             self.write(codec.encode_publish(topic, payload, qos, pid, retain))
             return
+        if qos and len(self.outbound.inflight) >= self.outbound.max_inflight:
+            self._retained_wait.append((topic, payload, qos, retain, sub_ids, extra))
+            return  # sent as the client's acknowledgements make room [MQTT-3.3.4-9]
         props = outbound_properties(extra, now_ms) if extra else Properties()
         props.subscription_identifiers = sub_ids or []
         block = encode_properties(props, PUBLISH)
