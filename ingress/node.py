@@ -273,7 +273,9 @@ class IngressNode:
         node the older one hands its session over directly, across nodes through Kafka.
         """
         assert conn.client_id is not None
-        self._cancel_will(conn.client_id)
+        # A new connection of the session cancels its delayed will; one with a clean start
+        # ends the session, and the will goes out now (§3.1.3.2.2).
+        self._end_will(conn.client_id, publish=clean)
         old = self.clients.get(conn.client_id)
         handed = None
         if old is not None and old is not conn:
@@ -281,7 +283,7 @@ class IngressNode:
             TAKEOVERS_TOTAL.inc()
             if old.persistent:
                 handed = self.sessions.snapshot(old)
-            old.take_over()
+            old.take_over(ends_session=clean)
         self.clients[conn.client_id] = conn
         self.limits.connected(conn)
         CONNECTS_TOTAL.inc()
@@ -301,7 +303,7 @@ class IngressNode:
     def delay_will(self, client_id: str, seconds: float, publish: Callable[[], None]) -> None:
         """Publish a will in ``seconds`` unless the client connects again first: here
         (``client_connected``) or on another node (its ownership record, ``_owner_seen``)."""
-        self._cancel_will(client_id)
+        self._end_will(client_id, publish=False)
         if self._stopping:
             # A stopping node cannot wait out a Will Delay Interval: the will goes now.
             publish()
@@ -314,15 +316,19 @@ class IngressNode:
         handle = asyncio.get_running_loop().call_later(seconds, due)
         self._delayed_wills[client_id] = (handle, publish)
 
-    def _cancel_will(self, client_id: str) -> None:
+    def _end_will(self, client_id: str, publish: bool) -> None:
+        """Stop waiting on a delayed will: publish it now, or cancel it."""
         pending = self._delayed_wills.pop(client_id, None)
         if pending is not None:
             pending[0].cancel()
+            if publish:
+                pending[1]()
 
-    def _owner_seen(self, client_id: str, owner: str) -> None:
-        # A connection of the client on another node: its delayed will is not sent.
+    def _owner_seen(self, client_id: str, owner: str, clean_start: bool) -> None:
+        # A connection of the client on another node: its delayed will is not sent, unless
+        # that connection's clean start ended the session.
         if client_id in self._delayed_wills and not owner.startswith(f"{self.config.node_id}/"):
-            self._cancel_will(client_id)
+            self._end_will(client_id, publish=clean_start)
 
     def assign_client_id(self) -> str:
         """A client id for a CONNECT with an empty one [MQTT-3.1.3-6], unique across nodes."""

@@ -97,6 +97,7 @@ class SessionManager:
             state = SessionState(conn.client_id, clean=True)
         state.owner = self.owner_of(conn)
         state.gone_ms = 0
+        state.clean_start = clean
         self._sessions[conn] = state
         if present or conn.persistent:
             conn.resume(state.subscriptions, state.qos2_in, state.options)
@@ -136,6 +137,7 @@ class SessionManager:
             expiry_s=None if v5 is None else v5.session_expiry,
             options={} if v5 is None else v5.options_record(),
             seen_ms=int(time.time() * 1000),
+            clean_start=base.clean_start,
         )
 
     def save(
@@ -208,7 +210,7 @@ class SessionManager:
 
     # takeover across nodes ---------------------------------------------------------------
 
-    def _on_record(self, client_id: str, owner: str) -> None:
+    def _on_record(self, client_id: str, owner: str, clean_start: bool) -> None:
         local = self.node.clients.get(client_id)
         state = None if local is None else self._sessions.get(local)
         if local is None or state is None:
@@ -221,4 +223,4 @@ class SessionManager:
         if (int(started), node_id) > (local.connected_ms, self.node.config.node_id):
             log.info("client %s connected on node %s: closing it here", client_id, node_id)
             TAKEOVERS_TOTAL.inc()
-            local.take_over()
+            local.take_over(ends_session=clean_start)

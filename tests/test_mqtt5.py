@@ -614,3 +614,27 @@ def test_mqtt_3_3_4_9_retained_messages_wait_for_the_clients_receive_maximum(
         raw.close()
         for i in range(5):
             pub.publish(f"{base}/{i}", b"", retain=True).wait_for_publish(10)
+
+
+def test_a_clean_start_ends_the_session_and_sends_its_delayed_will(
+    ingress: Proc, node_b: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    """§3.1.3.2.2: a delayed will goes out when the delay passes or the session ends,
+    whichever comes first; a reconnect with Clean Start 1 ends it, here or on another node."""
+    base = f"v5/{_uid()}/ended"
+    watcher = _v5(ingress.mqtt_port, clients)
+    watcher.connect()
+    watcher.subscribe(f"{base}/#")
+    session = Properties(session_expiry_interval=300)
+    for where, port in (("here", ingress.mqtt_port), ("there", node_b.mqtt_port)):
+        cid = f"{where}-{_uid()}"
+        will = (f"{base}/{where}", b"session over", Properties(will_delay_interval=60))
+        first = Raw5(ingress.mqtt_port, cid, session, will)
+        first.close()  # no DISCONNECT: the will waits 60 s
+        assert watcher.nothing(0.5)
+        again = Raw5(port, cid, session, clean_start=True)
+        try:
+            got = watcher.expect(timeout=10)
+            assert (got.topic, got.payload) == (f"{base}/{where}", b"session over")
+        finally:
+            again.close()

@@ -54,6 +54,9 @@ class SessionState:
     # When a node last checkpointed it while connected (ms): a session whose node died
     # (no record with ``gone_ms``) expires counted from then, after a grace period.
     seen_ms: int = 0
+    # The connection that owns it came with Clean Start / clean session 1: it ended the
+    # session before it (a delayed will of that session goes out then, §3.1.3.2.2).
+    clean_start: bool = False
     options: dict[str, list[int]] = field(default_factory=dict)
 
     def expired(self, now_ms: int) -> bool:
@@ -87,6 +90,8 @@ class SessionState:
             doc["seen"] = self.seen_ms
         if self.options:
             doc["opts"] = self.options
+        if self.clean_start:
+            doc["cs"] = True
         return json.dumps(doc, separators=(",", ":")).encode()
 
     @classmethod
@@ -115,6 +120,7 @@ class SessionState:
             gone_ms=int(doc.get("gone", 0)),
             seen_ms=int(doc.get("seen", 0)),
             options={str(k): [int(x) for x in v] for k, v in doc.get("opts", {}).items()},
+            clean_start=bool(doc.get("cs", False)),
         )
 
 
@@ -139,7 +145,8 @@ class SessionStore:
     def __init__(self) -> None:
         self._raw: dict[str, bytes] = {}
         # Called with (client id, owner) for every session record read.
-        self.owner_listeners: list[Callable[[str, str], None]] = []
+        # Called with (client id, owner, clean start) for every session record read.
+        self.owner_listeners: list[Callable[[str, str, bool], None]] = []
 
     def __len__(self) -> int:
         return len(self._raw)
@@ -152,17 +159,20 @@ class SessionStore:
         raw = self._raw.get(client_id)
         return None if raw is None else SessionState.from_bytes(client_id, raw)
 
-    def put(self, client_id: str, raw: bytes | None) -> str:
+    def put(self, client_id: str, raw: bytes | None) -> tuple[str, bool]:
         """Store a persistent session record; forget it on a tombstone or a clean record.
 
-        Returns the record's owner ("" for a tombstone or an unreadable record).
+        Returns the record's owner ("" for a tombstone or an unreadable record) and whether
+        its connection came with a clean start.
         """
         owner = ""
         clean = raw is None
+        clean_start = False
         if raw is not None:
             try:
                 doc = json.loads(raw)
                 owner, clean = str(doc.get("owner", "")), bool(doc.get("clean", False))
+                clean_start = bool(doc.get("cs", False))
             except ValueError:
                 clean = True  # unreadable: nothing to resume from
         if clean:
@@ -171,7 +181,7 @@ class SessionStore:
             assert raw is not None
             self._raw[client_id] = raw
         SESSIONS_STORED.set(len(self._raw))
-        return owner
+        return owner, clean_start
 
     def expiring(self) -> list[tuple[str, SessionState]]:
         """The stored sessions that have a Session Expiry Interval (MQTT 5), parsed."""
@@ -190,7 +200,7 @@ class SessionStore:
             if rec.key is None:
                 continue
             client_id = rec.key.decode("utf-8", "replace")
-            owner = self.put(client_id, rec.value)
+            owner, clean_start = self.put(client_id, rec.value)
             if owner:
                 for listener in self.owner_listeners:
-                    listener(client_id, owner)
+                    listener(client_id, owner, clean_start)

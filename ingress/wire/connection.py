@@ -208,6 +208,7 @@ class MQTTConnection(asyncio.Protocol):
         self.persistent = False
         self.connected_ms = 0
         self.taken_over = False
+        self._session_ended = False
         # Filters subscribed in the last seconds → when (ms): a publish received by a node
         # before that moment may still be on its way through Kafka, and is not delivered.
         self.fresh: dict[str, int] = {}
@@ -266,8 +267,11 @@ class MQTTConnection(asyncio.Protocol):
                 delay = min(delay, self.v5.session_expiry) if self.persistent else 0
             if not delay:
                 publish()
-            elif not self.taken_over:  # taken over: the client is back already, no will
+            elif not self.taken_over:
                 self.node.delay_will(client_id, delay, publish)
+            elif self._session_ended:  # taken over with a clean start: the session is over
+                publish()
+            # else: taken over by a new connection of the session: no will
             self.will = None
         self.node.subscriptions.remove_all(self, list(self.filters))
         # Until QoS 2 publishes on their way to Kafka settle, the session is not saved yet.
@@ -918,9 +922,11 @@ class MQTTConnection(asyncio.Protocol):
             self.filters[filt] = qos
             self.node.subscriptions.subscribe(self, filt, qos)
 
-    def take_over(self) -> None:
-        """Close: the client id connected again, on this node or another one."""
+    def take_over(self, ends_session: bool = False) -> None:
+        """Close: the client id connected again, on this node or another one
+        (``ends_session``: with a clean start, so a delayed will goes out now)."""
         self.taken_over = True
+        self._session_ended = ends_session
         if self.v5 is not None:
             self._write_last(encode_disconnect5(rc.SESSION_TAKEN_OVER))  # [MQTT-3.1.4-3]
         self.close()
