@@ -192,6 +192,16 @@ class Raw5:
     def send(self, data: bytes) -> None:
         self.sock.sendall(data)
 
+    def subscribe(self, topic_filter: str, options: int, props: Properties | None = None) -> Packet:
+        """SUBSCRIBE (packet id 1) to one filter with its options byte; the SUBACK."""
+        f = topic_filter.encode()
+        block = encode_properties(props or Properties(), codec.SUBSCRIBE)
+        body = b"\x00\x01" + block + len(f).to_bytes(2, "big") + f + bytes((options,))
+        self.send(bytes((0x82,)) + encode_remaining_length(len(body)) + body)
+        ack = self.read()
+        assert ack.type == codec.SUBACK, ack
+        return ack
+
     def read(self, timeout: float = 10.0) -> Packet:
         """The next packet; raises ConnectionError when the node closed the socket."""
         deadline = time.monotonic() + timeout

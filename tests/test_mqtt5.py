@@ -550,11 +550,8 @@ def test_an_mqtt5_session_resumes_on_another_node_with_its_options(
     cid = f"roam-{_uid()}"
     first = Raw5(ingress.mqtt_port, cid, Properties(session_expiry_interval=300))
     try:
-        sub = encode_properties(Properties(subscription_identifiers=[11]), codec.SUBSCRIBE)
-        f = f"{base}/#".encode()
-        body = b"\x00\x01" + sub + len(f).to_bytes(2, "big") + f + bytes((0x05,))  # QoS 1, NL
-        first.send(bytes((0x82,)) + encode_remaining_length(len(body)) + body)
-        assert first.read().type == codec.SUBACK
+        # QoS 1, No Local, identifier 11
+        first.subscribe(f"{base}/#", 0x05, Properties(subscription_identifiers=[11]))
         time.sleep(1.5)  # the session record (with the options) is checkpointed
         again = _v5(node_b.mqtt_port, clients, cid, clean_start=False, session_expiry=300)
         code, present, _ = again.connect()
@@ -592,10 +589,7 @@ def test_mqtt_3_3_4_9_retained_messages_wait_for_the_clients_receive_maximum(
         pub.publish(f"{base}/{i}", f"r{i}".encode(), retain=True).wait_for_publish(10)
     raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}", Properties(receive_maximum=2))
     try:
-        f = f"{base}/#".encode()
-        body = b"\x00\x01\x00" + len(f).to_bytes(2, "big") + f + b"\x01"
-        raw.send(bytes((0x82,)) + encode_remaining_length(len(body)) + body)
-        assert raw.read().type == codec.SUBACK
+        raw.subscribe(f"{base}/#", 0x01)
         first = [raw.read(), raw.read()]
         assert all(p.type == codec.PUBLISH for p in first)
         with pytest.raises(TimeoutError):
