@@ -13,7 +13,6 @@ Kafka, so a resumed session can never receive it twice.
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -38,12 +37,10 @@ from ingress.state.sessions import Pending
 from ingress.wire import codec
 from ingress.wire.connection import MQTTConnection
 from ingress.wire.packets5 import NO_PROPERTIES, encode_publish5, publish5_head
-from ingress.wire.properties import Properties, encode_properties
+from ingress.wire.properties import Properties
 from ingress.wire.v5 import V5Client
-from ingress.wire.v5_headers import outbound_properties
+from ingress.wire.v5_headers import encode_block, outbound_properties, publish_block
 from kafkaio.reader import Record
-
-log = logging.getLogger(__name__)
 
 # What an MQTT 5 receiver's PUBLISH is built from, once per record: its properties (without
 # subscription identifiers), their encoded block, the publisher's client id, the RETAIN flag.
@@ -176,11 +173,8 @@ def _base5(headers: list[tuple[str, bytes]]) -> Base5:
     if not props:
         return Properties(), NO_PROPERTIES, publisher, retain
     p = outbound_properties(headers, time.time_ns() // 1_000_000)
-    try:
-        return p, encode_properties(p, codec.PUBLISH), publisher, retain
-    except ValueError as exc:  # a user property no MQTT packet can carry, say
-        log.warning("record's properties cannot be sent (%s): sent without them", exc)
-        return Properties(), NO_PROPERTIES, publisher, retain
+    block = encode_block(p)
+    return (p if block is not NO_PROPERTIES else Properties()), block, publisher, retain
 
 
 def _expired(exp_b: bytes) -> bool:
@@ -275,9 +269,7 @@ class Batch:
             ids = v5.identifiers(topic)
             if ids:  # [MQTT-3.3.4-3]
                 shared = False
-                block = encode_properties(
-                    replace(props, subscription_identifiers=ids), codec.PUBLISH
-                )
+                block = encode_block(replace(props, subscription_identifiers=ids))
             retain = retain and v5.retain_as_published(topic, conn.filters)
         else:
             retain = False  # live delivery clears RETAIN unless asked [MQTT-3.3.1-12]
@@ -311,9 +303,8 @@ class Batch:
         if p.released:
             data = codec.encode_ack(codec.PUBREL, p.packet_id)
         elif conn.v5 is not None:
-            props = outbound_properties(rec.headers, time.time_ns() // 1_000_000)
-            props.subscription_identifiers = conn.v5.identifiers(topic)
-            block = encode_properties(props, codec.PUBLISH)
+            now_ms = time.time_ns() // 1_000_000
+            block = publish_block(rec.headers, now_ms, conn.v5.identifiers(topic))
             data = encode_publish5(
                 topic, rec.value or b"", p.qos, p.packet_id, False, block, dup=True
             )

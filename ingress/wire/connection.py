@@ -37,7 +37,7 @@ from ingress.state.retained import RetainedStore
 from ingress.state.subscriptions import SubscriptionTable
 from ingress.wire import codec
 from ingress.wire import reason_codes as rc
-from ingress.wire.codec import PUBLISH, ProtocolError
+from ingress.wire.codec import ProtocolError
 from ingress.wire.control_packets import (
     ConnectInfo,
     connect_level,
@@ -60,7 +60,7 @@ from ingress.wire.packets5 import (
     encode_suback5,
     encode_unsuback5,
 )
-from ingress.wire.properties import AUTH, Properties, encode_properties
+from ingress.wire.properties import AUTH, Properties
 from ingress.wire.v5 import (
     REPLAY_SINCE,
     SHUTDOWN,
@@ -75,7 +75,7 @@ from ingress.wire.v5_headers import (
     ReservedUserProperty,
     expires_at,
     inbound_headers,
-    outbound_properties,
+    publish_block,
 )
 
 log = logging.getLogger(__name__)
@@ -967,9 +967,7 @@ class MQTTConnection(asyncio.Protocol):
         if qos and len(self.outbound.inflight) >= self.outbound.max_inflight:
             self._retained_wait.append((topic, payload, qos, retain, sub_ids, extra))
             return  # sent as the client's acknowledgements make room [MQTT-3.3.4-9]
-        props = outbound_properties(extra, now_ms) if extra else Properties()
-        props.subscription_identifiers = sub_ids or []
-        block = encode_properties(props, PUBLISH)
+        block = publish_block(extra, now_ms, sub_ids)
         if not v5.fits(topic, payload, block):
             return  # [MQTT-3.1.2-25]: not sent to a client that could not take it
         pid = self.outbound.track(None, 0, 0, qos) if qos else 0

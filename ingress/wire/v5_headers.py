@@ -13,6 +13,7 @@ what only Bayou writes (a result id, an ingress time).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable
 
 from ingress.contract import (
@@ -25,7 +26,11 @@ from ingress.contract import (
     Headers,
     is_user_property,
 )
-from ingress.wire.properties import Properties
+from ingress.wire.codec import PUBLISH
+from ingress.wire.packets5 import NO_PROPERTIES
+from ingress.wire.properties import Properties, encode_properties
+
+log = logging.getLogger(__name__)
 
 
 class ReservedUserProperty(ValueError):
@@ -100,6 +105,26 @@ def outbound_properties(headers: Iterable[tuple[str, bytes]], now_ms: int) -> Pr
             if text is not None and "\x00" not in k:
                 props.user_properties.append((k, text))
     return props
+
+
+def encode_block(props: Properties) -> bytes:
+    """``props`` as a PUBLISH's property block; without them (and a warning) when no MQTT
+    packet can carry them: one record must not stop a node's delivery."""
+    try:
+        return encode_properties(props, PUBLISH)
+    except ValueError as exc:
+        log.warning("record's properties cannot be sent (%s): sent without them", exc)
+        return NO_PROPERTIES
+
+
+def publish_block(
+    headers: Iterable[tuple[str, bytes]], now_ms: int, sub_ids: list[int] | None = None
+) -> bytes:
+    """The property block of the PUBLISH an MQTT 5 subscriber gets for a record with
+    ``headers``, with the identifiers of its matching subscriptions."""
+    props = outbound_properties(headers, now_ms)
+    props.subscription_identifiers = sub_ids or []
+    return encode_block(props)
 
 
 # The longest MQTT string or binary field, and the largest four-byte interval.
