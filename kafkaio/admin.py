@@ -7,8 +7,10 @@ embedded broker, no compaction; DESIGN §10).
 from __future__ import annotations
 
 import asyncio
+import time
 
 from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
 from kafkaio.clients import connected_admin
@@ -74,4 +76,26 @@ def _ensure(
             # Another process (a second node) created it between list and create: fine.
             if exc.args[0].code() != KafkaError.TOPIC_ALREADY_EXISTS:
                 raise
+    _wait_for_leaders(admin, missing)
     return missing
+
+
+def _wait_for_leaders(admin: AdminClient, topics: list[str]) -> None:
+    """Return once the metadata lists ``topics`` with a leader for every partition (or after
+    the admin timeout): CreateTopics answers when the controller has them, and a client that
+    asks right after may hear that they do not exist or have no leader yet (seen on a new
+    3-broker cluster). Readers also wait out a topic that is moments old (kafkaio.reader)."""
+    deadline = time.monotonic() + _TIMEOUT_S
+    brokers = len(admin.list_topics(timeout=_TIMEOUT_S).brokers)
+    while True:
+        meta = admin.list_topics(timeout=_TIMEOUT_S)
+        ready = len(meta.brokers) >= brokers and all(
+            (t := meta.topics.get(name)) is not None
+            and t.error is None
+            and t.partitions
+            and all(p.leader >= 0 for p in t.partitions.values())
+            for name in topics
+        )
+        if ready or time.monotonic() > deadline:
+            return
+        time.sleep(0.1)

@@ -12,6 +12,7 @@ under-reports on the embedded broker (DESIGN §10). The reader is blocking: run 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, NamedTuple
 
@@ -27,6 +28,9 @@ BEGINNING: int = OFFSET_BEGINNING
 END: int = OFFSET_END
 
 # Errors a reader cannot outwait; librdkafka retries the others (a broker restarting, say).
+# How long a topic may be unknown before it counts as missing (metadata reaches the brokers
+# a moment after CreateTopics answers).
+_NEW_TOPIC_GRACE_S = 5.0
 _LASTING = (KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError.TOPIC_AUTHORIZATION_FAILED)
 
 
@@ -88,12 +92,18 @@ class PartitionReader:
         self._bounded = False
 
     def partitions(self, topics: Iterable[str], timeout: float = 15.0) -> list[TP]:
-        """Every partition of ``topics``; :class:`ReadError` for a topic that does not exist."""
+        """Every partition of ``topics``; :class:`ReadError` for a topic that does not exist
+        (after a few seconds: a topic just created may not be known to every broker yet)."""
         out: list[TP] = []
         for topic in topics:
-            meta = self.consumer.list_topics(topic, timeout=timeout).topics.get(topic)
-            if meta is None or meta.error is not None or not meta.partitions:
-                raise ReadError(f"Kafka topic {topic!r} does not exist; create it first")
+            deadline = time.monotonic() + _NEW_TOPIC_GRACE_S
+            while True:
+                meta = self.consumer.list_topics(topic, timeout=timeout).topics.get(topic)
+                if meta is not None and meta.error is None and meta.partitions:
+                    break
+                if time.monotonic() > deadline:
+                    raise ReadError(f"Kafka topic {topic!r} does not exist; create it first")
+                time.sleep(0.2)
             out += [(topic, p) for p in sorted(meta.partitions)]
         return out
 
