@@ -103,6 +103,7 @@ class Settings(BaseSettings):
     topic_alias_maximum: int = Field(default=64, ge=0, le=65535)
     max_keep_alive: int = Field(default=0, ge=0, le=65535)
     replay_max_seconds: int = Field(default=86_400, ge=0)
+    share_session_timeout_ms: int = Field(default=6_000, ge=1_000, le=300_000)
     routes_file: Path | None = Field(
         default=None, description="TOML or YAML file of route rules; unset = the demo routes"
     )
@@ -300,6 +301,7 @@ class Settings(BaseSettings):
             topic_alias_maximum=self.topic_alias_maximum,
             max_keep_alive=self.max_keep_alive,
             replay_max_seconds=self.replay_max_seconds,
+            share_session_timeout_ms=self.share_session_timeout_ms,
             tls_port=self.tls_port,
             tls_certfile=self.tls_certfile,
             tls_keyfile=self.tls_keyfile,

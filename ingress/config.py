@@ -44,6 +44,9 @@ class IngressConfig(BaseModel):
     max_keep_alive: int = 0
     # How far back an MQTT 5 replay subscription may ask for history (s; 0: no replays).
     replay_max_seconds: int = 86_400
+    # Session timeout of the Kafka consumer group behind each shared subscription: how long a
+    # node that died holds its partitions before the others serve them (docs/mqtt.md).
+    share_session_timeout_ms: int = 6_000
     node_id: str = "ingress-1"
     reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC

@@ -59,6 +59,20 @@ SESSIONS_EXPIRED_TOTAL = Counter(
     "bayou_ingress_sessions_expired_total",
     "MQTT 5 sessions deleted after their Session Expiry Interval (by this node)",
 )
+SHARED_GROUPS = Gauge(
+    "bayou_ingress_shared_groups",
+    "Shared subscriptions ($share/{group}/{filter}) with members on this node; each is a "
+    "member of its Kafka consumer group",
+)
+SHARED_PARTITIONS = Gauge(
+    "bayou_ingress_shared_partitions",
+    "Delivery-topic partitions this node serves for shared subscriptions (summed over them)",
+)
+SHARED_REDELIVERED_TOTAL = Counter(
+    "bayou_ingress_shared_redelivered_total",
+    "QoS 1 messages of a shared subscription sent to another member because the member they "
+    "were in flight to went away",
+)
 SESSIONS_CREATED_TOTAL = Counter(
     "bayou_ingress_sessions_created_total", "Persistent sessions created"
 )

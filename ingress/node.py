@@ -9,6 +9,8 @@ The data path through the parts it builds:
   and ``bayou.outbound``, :class:`~ingress.outbound.live.LiveDelivery` sends each record to the
   matching subscribers through :mod:`ingress.outbound.send`, and
   :class:`~ingress.outbound.catch_up.CatchUp` serves resumed sessions and slow clients;
+  :class:`~ingress.outbound.shared.SharedSubscriptions` sends each record of a shared
+  subscription to one member, over a Kafka consumer group per subscription;
 - state: two more readers materialise ``bayou.retained`` and ``bayou.sessions`` before the node
   accepts a client; :class:`~ingress.session_manager.SessionManager` keeps sessions.
 
@@ -45,6 +47,7 @@ from ingress.outbound.catch_up import CatchUp, Replay
 from ingress.outbound.dedup import ResultDedup
 from ingress.outbound.live import LiveDelivery
 from ingress.outbound.send import Sender
+from ingress.outbound.shared import SharedSubscriptions
 from ingress.routing.rules import EgressRouter, Router
 from ingress.security.guard import Guard
 from ingress.security.limits import ConnectionLimits
@@ -124,6 +127,10 @@ class IngressNode:
         )
         self.live = LiveDelivery(
             self.sender, self.subscriptions, self.catch_up, self.delivery_reader.positions
+        )
+        # $share/{group}/{filter}: each message to one member, through a consumer group each.
+        self.shares = SharedSubscriptions(
+            config, self.sender, delivery_topics, self.delivery_reader.positions
         )
         self._state_readers = [
             TopicReader(
@@ -218,6 +225,7 @@ class IngressNode:
         # before the producer flushes too.
         await close_listeners(self._listeners)
         self._listeners = []
+        await self.shares.stop()
         await self._stop_kafka()
         self.guard.close()
 
@@ -390,6 +398,7 @@ class IngressNode:
                 # Every 30 s: memory freed by closed connections goes back to the system.
                 release_free_memory(collect=False)
             self.inbound.resume_paused()
+            self.shares.tick()
             now = time.monotonic()
             wall_ms = time.time() * 1000
             # Oldest first, only the expired ones are read: idle sockets cost no sweep time.

@@ -61,7 +61,8 @@ def test_connack_says_what_the_node_allows(ingress: Proc, clients: list[Mqtt5 | 
     assert (code, present) == (rc.SUCCESS, False)
     assert p.MaximumPacketSize == 1024 * 1024  # BAYOU_MAX_PACKET_SIZE
     assert p.TopicAliasMaximum == 64
-    assert p.SharedSubscriptionAvailable == 0
+    # Shared subscriptions are available: the property is left out (tests/test_mqtt5_shared.py).
+    assert not hasattr(p, "SharedSubscriptionAvailable")
     assert not hasattr(p, "AssignedClientIdentifier")
 
 
@@ -189,14 +190,6 @@ def test_subscription_options_and_identifiers(ingress: Proc, clients: list[Mqtt5
     assert late.unsubscribe(f"{base}/nothing-here") == [rc.NO_SUBSCRIPTION_EXISTED]
     assert late.unsubscribe(f"{base}/rap") == [rc.SUCCESS]
     pub.publish(f"{base}/rap", b"", retain=True).wait_for_publish(10)  # clear it
-
-
-def test_shared_subscriptions_are_refused_until_supported(
-    ingress: Proc, clients: list[Mqtt5 | Mqtt]
-) -> None:
-    c = _v5(ingress.mqtt_port, clients)
-    c.connect()
-    assert c.subscribe(f"$share/g/{_uid()}") == [rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED]
 
 
 def _alias(n: int) -> bytes:

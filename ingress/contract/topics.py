@@ -49,3 +49,22 @@ def matches(filt: str, topic: str) -> bool:
         if f != "+" and f != t_levels[i]:
             return False
     return len(f_levels) == len(t_levels)
+
+
+SHARE_PREFIX = "$share/"
+
+
+def shared_filter(filt: str) -> tuple[str, str] | None:
+    """``(share name, topic filter)`` of a shared subscription ``$share/{name}/{filter}``,
+    None for any other filter; TopicError for a malformed one [MQTT-4.8.2-1, -2]."""
+    if not filt.startswith(SHARE_PREFIX):
+        return None
+    name, sep, inner = filt[len(SHARE_PREFIX) :].partition("/")
+    if not name:
+        raise TopicError(f"shared subscription without a share name: {filt!r}")
+    if "+" in name or "#" in name:
+        raise TopicError(f"a share name may not hold '+' or '#': {filt!r}")
+    if not sep or not inner:
+        raise TopicError(f"shared subscription without a topic filter: {filt!r}")
+    validate_topic_filter(inner)
+    return name, inner

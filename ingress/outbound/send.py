@@ -294,6 +294,49 @@ class Batch:
             parts += (head, block, payload)
         self._counts[qos] += 1
 
+    def send_shared(
+        self, conn: MQTTConnection, rec: Record, msg: Message, qos: int, filt: str
+    ) -> int | None:
+        """Send ``msg`` to the member shared subscription ``filt`` chose; its packet id (0 for
+        QoS 0), None if it is larger than the member takes.
+
+        A QoS 1 message is tracked outside the session (it is the group's to send again if
+        the member goes); a QoS 2 one in it, so a resumed session completes it [MQTT-4.8.2-4].
+        The PUBLISH carries the shared subscription's identifier only.
+        """
+        topic, payload = msg[0], msg[2]
+        v5 = conn.v5
+        if v5 is None:
+            head = codec.publish_parts(topic, payload, qos)[0]
+            block = b""
+        else:
+            props, block, _, retain = _base5(rec.headers)
+            o = v5.options.get(filt)
+            if o is not None and o.identifier is not None:
+                block = encode_block(replace(props, subscription_identifiers=[o.identifier]))
+            if not v5.fits(topic, payload, block, qos):
+                return None  # [MQTT-3.1.2-25]
+            head = publish5_head(topic.encode(), qos, block, len(payload))[0]
+            if retain and o is not None and o.retain_as_published:
+                head = bytes((head[0] | 0x01,)) + head[1:]
+        parts = self.out.get(conn)
+        if parts is None:
+            parts = self.out[conn] = []
+        pid = 0
+        if qos:
+            pid = conn.outbound.track(rec.topic if qos == 2 else None, rec.partition,
+                                      rec.offset, qos)  # fmt: skip
+            parts += (head, pid.to_bytes(2, "big"), block, payload)
+            if qos == 2 and conn.persistent:
+                self._qos2.add(conn)
+        else:
+            parts += (head, block, payload)
+        counts = self.sent.get(rec.topic)
+        if counts is None:
+            counts = self.sent[rec.topic] = [0, 0, 0]
+        counts[qos] += 1
+        return pid
+
     def resend(self, conn: MQTTConnection, rec: Record, topic: str, p: Pending) -> None:
         """Send a message that was in flight again: same packet id, DUP set [MQTT-4.4.0-1];
         a released QoS 2 message gets its PUBREL again instead."""

@@ -20,7 +20,13 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from ingress.config import IngressConfig
-from ingress.contract.topics import TopicError, matches, validate_topic_filter, validate_topic_name
+from ingress.contract.topics import (
+    TopicError,
+    matches,
+    shared_filter,
+    validate_topic_filter,
+    validate_topic_name,
+)
 from ingress.inbound import Inbound
 from ingress.metrics import (
     BYTES_IN_TOTAL,
@@ -123,6 +129,19 @@ class Will:
     delay: int = 0
 
 
+class Shares(Protocol):
+    """The node's shared subscriptions (:class:`ingress.outbound.shared.SharedSubscriptions`)."""
+
+    def join(self, conn: MQTTConnection, filt: str, qos: int) -> None:
+        """``conn`` subscribed to the shared subscription ``filt``."""
+
+    def leave(self, conn: MQTTConnection, filt: str) -> None:
+        """``conn`` unsubscribed from ``filt``."""
+
+    def forget(self, conn: MQTTConnection) -> None:
+        """``conn``'s connection ended."""
+
+
 class ConnectionNode(Protocol):
     """What a connection needs of its node (:class:`ingress.node.IngressNode` provides it)."""
 
@@ -137,6 +156,9 @@ class ConnectionNode(Protocol):
 
     @property
     def retained(self) -> RetainedStore: ...
+
+    @property
+    def shares(self) -> Shares: ...
 
     @property
     def guard(self) -> Guard: ...
@@ -274,6 +296,7 @@ class MQTTConnection(asyncio.Protocol):
             # else: taken over by a new connection of the session: no will
             self.will = None
         self.node.subscriptions.remove_all(self, list(self.filters))
+        self.node.shares.forget(self)
         # Until QoS 2 publishes on their way to Kafka settle, the session is not saved yet.
         self._forget_deferred = self._qos2_writing()
         if not self._forget_deferred:
@@ -812,13 +835,15 @@ class MQTTConnection(asyncio.Protocol):
                 raise ProtocolError("SUBSCRIBE with QoS 3")  # [MQTT-3-8.3-4]
             try:
                 validate_topic_filter(filt)
+                shared = shared_filter(filt)
             except TopicError:
                 codes.append(failure or rc.TOPIC_FILTER_INVALID)
                 continue
-            if v5 is not None and filt.startswith("$share/"):
-                codes.append(rc.SHARED_SUBSCRIPTIONS_NOT_SUPPORTED)
-                continue
-            if self.acl is not None and not self.acl.subscribe(filt):
+            if shared is not None and opts is not None and opts.no_local:
+                raise ProtocolError("No Local on a shared subscription")  # [MQTT-3.8.3-4]
+            # A shared subscription is checked as the filter its members receive.
+            checked = filt if shared is None else shared[1]
+            if self.acl is not None and not self.acl.subscribe(checked):
                 denied("subscribe")
                 codes.append(failure or rc.NOT_AUTHORIZED)
                 continue
@@ -832,7 +857,10 @@ class MQTTConnection(asyncio.Protocol):
                 # A replaced subscription stays as old as it was [MQTT-3.8.4-3].
                 self.fresh[filt] = int(time.time() * 1000)
             self.filters[filt] = granted
-            self.node.subscriptions.subscribe(self, filt, granted)
+            if shared is None:
+                self.node.subscriptions.subscribe(self, filt, granted)
+            else:
+                self.node.shares.join(self, filt, granted)
             codes.append(granted)
             handling = 0
             if v5 is not None and opts is not None:
@@ -844,6 +872,8 @@ class MQTTConnection(asyncio.Protocol):
                 else:
                     v5.options[filt] = o
                 handling = opts.retain_handling
+            if shared is not None:
+                continue  # no retained messages, no replay: each message goes to one member
             # Retain Handling: 0 sends retained messages, 1 only for a new subscription, 2
             # never [MQTT-3.3.1-9, -10, -11]; MQTT 3.1.1 always sends them. A replay sends
             # the history instead.
@@ -877,7 +907,10 @@ class MQTTConnection(asyncio.Protocol):
         codes: list[int] = []
         for filt in topics:
             if self.filters.pop(filt, None) is not None:
-                self.node.subscriptions.unsubscribe(self, filt)
+                if filt.startswith("$share/"):
+                    self.node.shares.leave(self, filt)
+                else:
+                    self.node.subscriptions.unsubscribe(self, filt)
                 codes.append(rc.SUCCESS)
             else:
                 codes.append(rc.NO_SUBSCRIPTION_EXISTED)
@@ -920,7 +953,10 @@ class MQTTConnection(asyncio.Protocol):
             self.v5.restore_options(options)
         for filt, qos in subscriptions.items():
             self.filters[filt] = qos
-            self.node.subscriptions.subscribe(self, filt, qos)
+            if filt.startswith("$share/"):
+                self.node.shares.join(self, filt, qos)
+            else:
+                self.node.subscriptions.subscribe(self, filt, qos)
 
     def take_over(self, ends_session: bool = False) -> None:
         """Close: the client id connected again, on this node or another one

@@ -8,6 +8,7 @@ client acknowledges, the connection leaves live delivery, it is served up to her
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
+from typing import Protocol
 
 from ingress.wire.codec import ProtocolError
 
@@ -17,6 +18,19 @@ PartitionKey = tuple[str, int]
 Inflight = tuple[str | None, int, int, int, bool]
 # (Kafka topic, partition, offset, packet id, qos, released) of a message to resend.
 PendingEntry = tuple[str, int, int, int, int, bool]
+# (Kafka topic, partition, offset) of a record.
+Where = tuple[str, int, int]
+
+
+class SharedAck(Protocol):
+    """A shared subscription's group on this node (:mod:`ingress.outbound.shared`): told when
+    the member a message went to is done with it."""
+
+    def acked(self, where: Where) -> None:
+        """The member acknowledged it (PUBACK, PUBREC, or a refusal [MQTT-4.8.2-6])."""
+
+    def lost(self, where: Where, qos: int) -> None:
+        """The member's connection ended before it acknowledged."""
 
 
 class OutboundState:
@@ -27,6 +41,7 @@ class OutboundState:
 
     __slots__ = (
         "_next_pid", "blocked", "catching_up", "cursor", "floor", "inflight", "max_inflight",
+        "shared",
     )  # fmt: skip
 
     def __init__(self, max_inflight: int) -> None:
@@ -43,6 +58,8 @@ class OutboundState:
         # More than max_write_buffer bytes wait in the transport (the client does not read):
         # nothing more is queued in memory until it drains (ingress/outbound/live.py).
         self.blocked = False
+        # Packet id → (group, record, QoS) of a shared subscription's message in flight.
+        self.shared: dict[int, tuple[SharedAck, Where, int]] = {}
 
     @property
     def window_full(self) -> bool:
@@ -81,11 +98,28 @@ class OutboundState:
         entry = self.inflight.get(packet_id)
         if entry is not None:
             self.inflight[packet_id] = (*entry[:4], True)
+        if self.shared:
+            self._shared_done(packet_id)
 
     def complete(self, packet_id: int) -> bool:
         """PUBACK or PUBCOMP ended a flow; True if catch-up waits for this window to open."""
         self.inflight.pop(packet_id, None)
+        if self.shared:
+            self._shared_done(packet_id)
         return self.catching_up and len(self.inflight) < self.max_inflight
+
+    def _shared_done(self, packet_id: int) -> None:
+        # A shared subscription's message is done once the member has it: a QoS 2 one at
+        # PUBREC (from then on it is this member's alone, [MQTT-4.8.2-4]).
+        entry = self.shared.pop(packet_id, None)
+        if entry is not None:
+            entry[0].acked(entry[1])
+
+    def connection_lost(self) -> None:
+        """The connection ended: the shared subscriptions' messages in flight go back."""
+        shared, self.shared = self.shared, {}
+        for group, where, qos in shared.values():
+            group.lost(where, qos)
 
     def pending(self) -> list[PendingEntry]:
         """The messages in flight that Kafka can resend, for the session record."""

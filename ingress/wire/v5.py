@@ -219,6 +219,5 @@ def connack_properties(
         maximum_packet_size=max_packet_size,
         topic_alias_maximum=topic_alias_maximum or None,
         server_keep_alive=server_keep_alive,
-        # Not yet: each message to one member of a group (issue 12 item 2).
-        shared_subscription_available=False,
+        # Shared subscriptions are available: said by leaving the property out (§3.2.2.3.15).
     )
