@@ -212,6 +212,13 @@ def test_mqtt_3_3_2_12_topic_alias_set_then_used(ingress: Proc) -> None:
         assert raw.disconnect_reason() == rc.TOPIC_ALIAS_INVALID
         with pytest.raises(ConnectionError):
             raw.read(5)
+        # A Topic Alias of 0 is not permitted [MQTT-3.3.2-8]: 0x94 too.
+        zero = Raw5(ingress.mqtt_port, f"raw-{_uid()}")
+        try:
+            zero.send(encode_publish5(topic, b"four", 1, 4, False, b"\x03\x23\x00\x00"))
+            assert zero.disconnect_reason() == rc.TOPIC_ALIAS_INVALID
+        finally:
+            zero.close()
     finally:
         sub.close()
         raw.close()

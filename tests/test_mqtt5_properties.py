@@ -28,6 +28,7 @@ from ingress.wire.codec import (
 from ingress.wire.properties import (
     AUTH,
     WILL,
+    AliasError,
     MalformedPacket,
     Properties,
     PropertySpec,
@@ -371,7 +372,6 @@ def test_binary_data_is_not_decoded() -> None:
         (b"\x21\x00\x00", CONNECT, "Receive Maximum"),
         (b"\x21\x00\x00", CONNACK, "Receive Maximum"),
         (b"\x27\x00\x00\x00\x00", CONNECT, "Maximum Packet Size"),
-        (b"\x23\x00\x00", PUBLISH, "Topic Alias"),
         (b"\x0b\x00", PUBLISH, "Subscription Identifier"),
         (b"\x0b\x00", SUBSCRIBE, "Subscription Identifier"),
     ],
@@ -380,6 +380,12 @@ def test_value_out_of_range_is_a_protocol_error(entry: bytes, packet: int, name:
     with pytest.raises(ProtocolError, match=name) as exc:
         decode_properties(block(entry), 0, packet)
     assert type(exc.value) is ProtocolError
+
+
+def test_mqtt_3_3_2_8_topic_alias_0_is_topic_alias_invalid() -> None:
+    """A Topic Alias of 0: DISCONNECT 0x94 (AliasError), not a plain Protocol Error."""
+    with pytest.raises(AliasError, match="Topic Alias"):
+        decode_properties(block(b"\x23\x00\x00"), 0, PUBLISH)
 
 
 @pytest.mark.parametrize(

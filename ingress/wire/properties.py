@@ -64,6 +64,10 @@ class MalformedPacket(ProtocolError):
     """The bytes cannot be read as MQTT 5 says (reason code 0x81, Malformed Packet)."""
 
 
+class AliasError(ProtocolError):
+    """A Topic Alias of 0 or above the maximum announced (DISCONNECT 0x94, §3.3.2.3.4)."""
+
+
 # Property identifiers (table 2-4).
 PAYLOAD_FORMAT_INDICATOR = 0x01
 MESSAGE_EXPIRY_INTERVAL = 0x02
@@ -387,7 +391,8 @@ def decode_properties(body: bytes, pos: int, packet: int) -> tuple[Properties, i
             setattr(props, spec.attr, data)
             continue
         if not spec.lo <= number <= spec.hi:
-            raise ProtocolError(f"{_where(spec, packet)} has the invalid value {number}")
+            error = AliasError if ident == TOPIC_ALIAS else ProtocolError  # [MQTT-3.3.2-8]
+            raise error(f"{_where(spec, packet)} has the invalid value {number}")
         if ident == SUBSCRIPTION_IDENTIFIER:
             props.subscription_identifiers.append(number)
         else:

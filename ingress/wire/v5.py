@@ -14,7 +14,7 @@ from datetime import datetime
 from ingress.contract.topics import matches
 from ingress.wire import reason_codes as rc
 from ingress.wire.codec import PacketTooLarge, ProtocolError, encode_remaining_length
-from ingress.wire.properties import MalformedPacket, Properties
+from ingress.wire.properties import AliasError, MalformedPacket, Properties
 
 # The largest Session Expiry Interval: the session never expires (§3.1.2.11.2).
 NEVER_EXPIRES = 0xFFFF_FFFF
@@ -197,10 +197,6 @@ class V5Client:
             if o is not None and o.retain_as_published and matches(filt, topic):
                 return True
         return False
-
-
-class AliasError(ProtocolError):
-    """A Topic Alias above the maximum the node announced (DISCONNECT 0x94)."""
 
 
 def connack_properties(
