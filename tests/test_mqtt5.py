@@ -171,6 +171,13 @@ def test_subscription_options_and_identifiers(ingress: Proc, clients: list[Mqtt5
     assert got.payload == b"theirs"
     other.publish(f"{base}/ids/a/x", b"both").wait_for_publish(10)
     assert sorted(me.expect().subscription_ids) == [7, 9]
+    # My own publish delivered by a plain subscription carries its identifier, not that of
+    # the No Local one that matches too (it delivered nothing).
+    assert me.subscribe(f"{base}/both/#", no_local=True, sub_id=11) == [1]
+    assert me.subscribe(f"{base}/both/+", sub_id=12) == [1]
+    me.publish(f"{base}/both/t", b"own").wait_for_publish(10)
+    own = me.expect()
+    assert (own.payload, own.subscription_ids) == (b"own", [12])
     # Retain As Published keeps RETAIN on live delivery [MQTT-3.3.1-12]; without it, 0.
     assert me.subscribe(f"{base}/rap", retain_as_published=True) == [1]
     assert other.subscribe(f"{base}/rap") == [1]

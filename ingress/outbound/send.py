@@ -264,9 +264,10 @@ class Batch:
         props, block, publisher, retain = base
         shared = True  # the record's own property block, no identifier added
         if v5.options:
-            if publisher == conn.client_id_utf8 and v5.local_only(topic, conn.filters):
+            own = publisher == conn.client_id_utf8
+            if own and v5.local_only(topic, conn.filters):
                 return  # No Local [MQTT-3.8.3-3]
-            ids = v5.identifiers(topic)
+            ids = v5.identifiers(topic, own)  # a No Local subscription did not deliver it
             if ids:  # [MQTT-3.3.4-3]
                 shared = False
                 block = encode_block(replace(props, subscription_identifiers=ids))

@@ -170,12 +170,13 @@ class V5Client:
             raise ProtocolError(f"topic alias {alias} used before it was set")
         return known
 
-    def identifiers(self, topic: str) -> list[int]:
-        """The subscription identifiers of this client's subscriptions matching ``topic``."""
+    def identifiers(self, topic: str, own: bool = False) -> list[int]:
+        """The subscription identifiers of this client's subscriptions matching ``topic``
+        (``own``: the client published it, so its No Local subscriptions do not count)."""
         return sorted(
             o.identifier
             for filt, o in self.options.items()
-            if o.identifier is not None and matches(filt, topic)
+            if o.identifier is not None and not (own and o.no_local) and matches(filt, topic)
         )
 
     def local_only(self, topic: str, filters: dict[str, int]) -> bool:
