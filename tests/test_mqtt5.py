@@ -231,6 +231,39 @@ def test_mqtt_3_3_2_12_topic_alias_set_then_used(ingress: Proc) -> None:
         raw.close()
 
 
+def test_mqtt_3_3_2_12_node_sets_topic_aliases_within_the_clients_maximum(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    """Node → client aliases: the first topics sent get one (topic and alias), later messages
+    on them carry the alias and an empty topic; beyond the client's Topic Alias Maximum the
+    topic goes in full [MQTT-3.3.2-9, -10]. A raw socket reads them: libmosquitto 2.0's
+    client refuses an alias it was sent (eclipse-mosquitto/mosquitto#1468), paho ignores them."""
+    base = f"v5/{_uid()}/out-alias"
+    raw = Raw5(ingress.mqtt_port, f"raw-{_uid()}", Properties(topic_alias_maximum=2))
+    try:
+        assert raw.subscribe(f"{base}/+", 0).body[-1] == 0
+        pub = _v5(ingress.mqtt_port, clients)
+        pub.connect()
+        for t, p in [("a", b"1"), ("a", b"2"), ("b", b"3"), ("c", b"4"), ("b", b"5")]:
+            pub.publish(f"{base}/{t}", p).wait_for_publish(10)
+        got = []
+        while len(got) < 5:
+            pkt = raw.read(20)
+            if pkt.type == PUBLISH:
+                m = decode_publish5(pkt.flags, pkt.body)
+                alias = m.properties.topic_alias if m.properties else None
+                got.append((m.topic, alias, m.payload))
+        assert got == [
+            (f"{base}/a", 1, b"1"),
+            ("", 1, b"2"),
+            (f"{base}/b", 2, b"3"),
+            (f"{base}/c", None, b"4"),
+            ("", 2, b"5"),
+        ]
+    finally:
+        raw.close()
+
+
 def test_malformed_packet_closes_that_client_with_0x81(
     ingress: Proc, clients: list[Mqtt5 | Mqtt]
 ) -> None:

@@ -263,22 +263,29 @@ class Batch:
             base = self._base5 = _base5(rec.headers)
         props, block, publisher, retain = base
         shared = True  # the record's own property block, no identifier added
+        ids: list[int] = []
         if v5.options:
             own = publisher == conn.client_id_utf8
             if own and v5.local_only(topic, conn.filters):
                 return  # No Local [MQTT-3.8.3-3]
             ids = v5.identifiers(topic, own)  # a No Local subscription did not deliver it
-            if ids:  # [MQTT-3.3.4-3]
-                shared = False
-                block = encode_block(replace(props, subscription_identifiers=ids))
             retain = retain and v5.retain_as_published(topic, conn.filters)
         else:
             retain = False  # live delivery clears RETAIN unless asked [MQTT-3.3.1-12]
-        if not v5.fits(topic, payload, block, qos):
+        alias, known = v5.alias_out(topic) if v5.topic_alias_maximum else (0, False)
+        wire_topic = "" if known else topic  # a known alias replaces the topic [MQTT-3.3.2-12]
+        if ids or alias:  # [MQTT-3.3.4-3], §3.3.2.3.4
+            shared = False
+            block = encode_block(
+                replace(props, subscription_identifiers=ids, topic_alias=alias or None)
+            )
+        if not v5.fits(wire_topic, payload, block, qos):
             return  # larger than the client takes: not sent [MQTT-3.1.2-25]
+        if alias and not known:
+            v5.out_aliases[topic] = alias  # the client learns it from this PUBLISH
         head = self._heads5.get((qos, retain)) if shared else None
         if head is None:
-            head = publish5_head(topic.encode(), qos, block, len(payload))[0]
+            head = publish5_head(wire_topic.encode(), qos, block, len(payload))[0]
             if retain:
                 head = bytes((head[0] | 0x01,)) + head[1:]
             if shared:

@@ -413,7 +413,9 @@ class MQTTConnection(asyncio.Protocol):
         if info.reserved_flag:
             raise ProtocolError("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
         if info.properties is not None:
-            self.v5 = V5Client.from_connect(info.properties)
+            self.v5 = V5Client.from_connect(
+                info.properties, self.node.config.topic_alias_maximum
+            )
             if info.properties.authentication_method is not None:
                 # Enhanced authentication (§4.12): Bayou supports no method.
                 self._refuse(rc.BAD_AUTHENTICATION_METHOD, "enhanced authentication")

@@ -101,22 +101,25 @@ class V5Client:
     max_packet_size: int = 0
     # The client's Receive Maximum: its QoS 1/2 messages in flight from the node.
     receive_maximum: int = 65535
-    # The client's Topic Alias Maximum (the node sends no aliases: it may leave them unused).
+    # Topic aliases the node may set towards the client: the client's Topic Alias Maximum,
+    # capped by the node's (BAYOU_TOPIC_ALIAS_MAXIMUM) so a client cannot make it keep more.
     topic_alias_maximum: int = 0
     session_expiry: int = 0
     # Inbound topic aliases the client set: alias → topic name [MQTT-3.3.2-12].
     aliases: dict[int, str] = field(default_factory=dict)
     # Subscription options by filter (QoS is the connection's ``filters``).
     options: dict[str, SubOptions] = field(default_factory=dict)
+    # Outbound topic aliases the node set: topic → alias, for this connection [MQTT-3.3.2-7].
+    out_aliases: dict[str, int] = field(default_factory=dict)
 
     @classmethod
-    def from_connect(cls, props: Properties) -> V5Client:
-        """The client's CONNECT properties."""
+    def from_connect(cls, props: Properties, alias_cap: int = 0) -> V5Client:
+        """The client's CONNECT properties (``alias_cap``: the node's own alias maximum)."""
         return cls(
             problem_info=props.request_problem_information is not False,
             max_packet_size=props.maximum_packet_size or 0,
             receive_maximum=props.receive_maximum or 65535,
-            topic_alias_maximum=props.topic_alias_maximum or 0,
+            topic_alias_maximum=min(props.topic_alias_maximum or 0, alias_cap),
             session_expiry=props.session_expiry_interval or 0,
         )
 
@@ -169,6 +172,17 @@ class V5Client:
         if known is None:
             raise ProtocolError(f"topic alias {alias} used before it was set")
         return known
+
+    def alias_out(self, topic: str) -> tuple[int, bool]:
+        """The Topic Alias to send ``topic`` with, and whether the client knows it already
+        (the alias then replaces the topic); 0 when none is left. The first topics sent get
+        one each, for the connection; the caller records a new one once it is sent."""
+        alias = self.out_aliases.get(topic)
+        if alias is not None:
+            return alias, True
+        if len(self.out_aliases) < self.topic_alias_maximum:
+            return len(self.out_aliases) + 1, False
+        return 0, False
 
     def identifiers(self, topic: str, own: bool = False) -> list[int]:
         """The subscription identifiers of this client's subscriptions matching ``topic``
