@@ -49,6 +49,8 @@ class WorkerParams:
     stall_s: float = 5.0
     client_prefix: str = "bench"
     protocol: int = codec.MQTT311  # MQTT protocol level of both connections: 4 (3.1.1) or 5
+    # A share name: the subscriber joins $share/{share}/{topic} instead of the topic.
+    share: str = ""
 
 
 @dataclass
@@ -171,7 +173,8 @@ class _Pump:
                 p.host, p.port, f"{p.client_prefix}-sub-{p.index}", protocol=p.protocol
             )
             self.sub.sock.setblocking(True)
-            self.sub.sock.sendall(codec.encode_subscribe(1, p.topic, p.qos, p.protocol))
+            filt = f"$share/{p.share}/{p.topic}" if p.share else p.topic
+            self.sub.sock.sendall(codec.encode_subscribe(1, filt, p.qos, p.protocol))
             _, body = self.sub.expect(codec.SUBACK, 10.0)
             codes = codec.suback_codes(body, p.protocol)
             if not codes or codes[0] >= 0x80:

@@ -1,6 +1,6 @@
 """The publisher -> subscriber and publish -> acknowledgement scenarios (``qos0_pub_sub``,
 ``qos1_pub_sub``, ``qos1_puback``, ``qos2_pub_sub``, ``qos2_puback``, and on MQTT 5
-``qos1_pub_sub_v5``, ``qos1_puback_v5``): one run against one broker.
+``qos1_pub_sub_v5``, ``qos1_puback_v5``, ``qos1_shared_v5``): one run against one broker.
 
 ``--publishers`` generator processes (:mod:`benchmarks.load`) each own a publisher and, for
 the pub/sub scenarios, a subscriber connection; messages/s, messages per broker CPU-second and
@@ -50,6 +50,9 @@ def run_pubsub(
             rate=args.rate,
             client_prefix=f"bench-{run_id}",
             protocol=sc.protocol,
+            share=f"g{i}" if sc.shared else "",
+            # A shared subscription's group forms in seconds on Bayou: the warm-up waits.
+            stall_s=20.0 if sc.shared else 5.0,
         )
         for i in range(n)
     ]

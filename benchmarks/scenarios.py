@@ -19,6 +19,8 @@ class Scenario:
     kind: str = "pubsub"
     # MQTT protocol level of the generator's connections ("pubsub" only): 4 = 3.1.1, 5 = MQTT 5.
     protocol: int = 4
+    # Each subscriber is the one member of a shared subscription ($share/g<i>/<its topic>).
+    shared: bool = False
 
 
 SCENARIOS = [
@@ -34,6 +36,14 @@ SCENARIOS = [
     Scenario(
         "qos1_puback_v5", "QoS 1 publish -> PUBACK, no subscriber, MQTT 5", 1, False, protocol=5
     ),
+    Scenario(
+        "qos1_shared_v5",
+        "QoS 1 publisher -> shared subscription, MQTT 5",
+        1,
+        True,
+        protocol=5,
+        shared=True,
+    ),  # fmt: skip
     Scenario("reconnect_1000", "1,000 persistent sessions reconnect at once", 1, True, "reconnect"),
     Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
     # Opt-in; restarts each broker with authentication on, then back to anonymous access.

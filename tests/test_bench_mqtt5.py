@@ -85,3 +85,22 @@ def test_short_v5_run_on_bayou(tmp_path: Path) -> None:
         assert r["stalled_runs"] == r["time_bounded_runs"] == 0
         assert r["msgs_per_s"] > 0
     assert "ingest_target" not in report
+
+
+@pytest.mark.integration
+@pytest.mark.timeout(180)
+def test_short_shared_subscription_run_on_bayou(tmp_path: Path) -> None:
+    """``qos1_shared_v5`` through ``main`` against Bayou: each subscriber is the one member of
+    its shared subscription, and gets every message of its publisher through the group."""
+    out = tmp_path / "bench.json"
+    rc = cli.main(
+        ["--only", "bayou", "--scenario", "qos1_shared_v5", "--messages", "3000",
+         "--publishers", "2", "--warmup", "100", "--repeat", "1", "--output", str(out)]
+    )  # fmt: skip
+    report = json.loads(out.read_text())
+    assert rc == 0, report["errors"]
+    (entry,) = report["scenarios"]
+    r = entry["bayou"]
+    assert entry["name"] == "qos1_shared_v5"
+    assert r["completed"] == r["sent"] == 3000, entry
+    assert r["stalled_runs"] == r["time_bounded_runs"] == 0
