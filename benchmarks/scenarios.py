@@ -43,7 +43,7 @@ SCENARIOS = [
         True,
         protocol=5,
         shared=True,
-    ),  # fmt: skip
+    ),
     Scenario("reconnect_1000", "1,000 persistent sessions reconnect at once", 1, True, "reconnect"),
     Scenario("idle_memory", "broker RSS per idle connection", 0, False, "idle"),
     # Opt-in; restarts each broker with authentication on, then back to anonymous access.

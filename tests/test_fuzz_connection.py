@@ -58,6 +58,22 @@ class MemoryProducer(IngestProducer):
 
 
 @dataclass
+class MemoryShares:
+    """The node's shared subscriptions, as the joins and leaves the connection asked for."""
+
+    calls: list[tuple[str, str]] = field(default_factory=list)
+
+    def join(self, conn: MQTTConnection, filt: str, qos: int) -> None:
+        self.calls.append(("join", filt))
+
+    def leave(self, conn: MQTTConnection, filt: str) -> None:
+        self.calls.append(("leave", filt))
+
+    def forget(self, conn: MQTTConnection) -> None:
+        self.calls.append(("forget", ""))
+
+
+@dataclass
 class MemoryNode:
     """The ``ConnectionNode`` protocol over in-memory parts (the Kafka side is a list)."""
 
@@ -71,6 +87,7 @@ class MemoryNode:
     )
     retained: RetainedStore = field(default_factory=RetainedStore)
     subscriptions: SubscriptionTable[MQTTConnection] = field(default_factory=SubscriptionTable)
+    shares: MemoryShares = field(default_factory=MemoryShares)
     opened: int = 0
     closed: int = 0
 

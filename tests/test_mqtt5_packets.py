@@ -22,12 +22,13 @@ from ingress.wire.packets5 import (
 )
 from ingress.wire.properties import (
     WILL,
+    AliasError,
     MalformedPacket,
     Properties,
     decode_properties,
     encode_properties,
 )
-from ingress.wire.v5 import AliasError, SubOptions, V5Client, disconnect_code
+from ingress.wire.v5 import SubOptions, V5Client, disconnect_code
 from ingress.wire.v5_headers import (
     ReservedUserProperty,
     expires_at,

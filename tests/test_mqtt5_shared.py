@@ -170,7 +170,7 @@ def _raw_member(port: int, filt: str, receive_maximum: int) -> Raw5:
 
 def _publishes(raw: Raw5, n: int) -> list[tuple[int, bytes]]:
     """The next ``n`` PUBLISH packets ``raw`` gets (not acknowledged): (packet id, payload)."""
-    out = []
+    out: list[tuple[int, bytes]] = []
     while len(out) < n:
         pkt = raw.read(40)
         if pkt.type == PUBLISH:
