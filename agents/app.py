@@ -41,11 +41,13 @@ from typing import Any, Literal
 from pydantic import BaseModel
 
 from agents.alerting import Alerter, AlertEvent, AlertRule
+from agents.commands import TRACKER_APP, command_id
 from agents.global_tables import GlobalTable
 from agents.mqtt5 import Properties as Mqtt5Properties
 from agents.mqtt5 import headers_for, properties_of
 from agents.reducers import ReducerLike
 from agents.windowing import WindowedAggregator, WindowResult, WindowSpec
+from ingress.contract.commands import response_topic
 from ingress.contract.topics import TopicError, matches, validate_topic_filter
 
 Payload = Mapping[str, Any] | bytes
@@ -94,6 +96,10 @@ class Output:
     properties: tuple[tuple[str, bytes], ...] = ()
     retries: int | None = None
     timeout: float | None = None
+    # A command that expects a response (Out.command's expect_response): its id, and the
+    # seconds the device has to answer (agents.commands).
+    command_id: str = ""
+    expect_response: float | None = None
     callback: bool = False
     """A dead letter of a window result or alert event whose callback raised (``payload``: the
     result or event as JSON), not of an input record."""
@@ -182,16 +188,32 @@ class Out:
         properties: Mapping[str, Any],
         *,
         command: bool,
-    ) -> None:
+        expect_response: float | None = None,
+    ) -> str:
         if qos not in (0, 1, 2):
             raise ValueError("qos must be 0, 1 or 2")
-        props = headers_for(**properties) if properties else ()
         rid = self._rid(payload, result_id)
+        cid = ""
+        if expect_response is not None:
+            if not (isinstance(expect_response, int | float) and 0 < expect_response < math.inf):
+                raise ValueError("expect_response must be a number of seconds > 0")
+            if "response_topic" in properties or "correlation_data" in properties:
+                raise ValueError(
+                    "expect_response sets the response topic and correlation data itself"
+                )
+            cid = command_id(self._source, rid)
+            properties = {**properties, "response_topic": response_topic(mqtt_topic, cid),
+                          "correlation_data": cid.encode()}  # fmt: skip
+            if isinstance(payload, Mapping) and "command_id" not in payload:
+                # How a 3.1.1 device, which gets no Correlation Data, learns the id.
+                payload = {**payload, "command_id": cid}
+        props = headers_for(**properties) if properties else ()
         self._sink.append(
             Output("mqtt", mqtt_topic, _encode(payload), _key_bytes(self._key), qos, retain, rid,
                    agent=self._source, ingress_ts_ms=self._ingress_ts, command=command,
-                   properties=props)
+                   properties=props, command_id=cid, expect_response=expect_response)
         )  # fmt: skip
+        return cid
 
     def command(
         self,
@@ -200,10 +222,19 @@ class Out:
         *,
         retain: bool = False,
         result_id: str | None = None,
+        expect_response: float | None = None,
         **properties: Any,
-    ) -> None:
-        """Send a command to a device: :meth:`publish` with QoS 1 (and its ``properties``)."""
-        self._publish(mqtt_topic, payload, 1, retain, result_id, properties, command=True)
+    ) -> str:
+        """Send a command to a device: :meth:`publish` with QoS 1 (and its ``properties``).
+
+        With ``expect_response`` (seconds), the device is asked to answer and the command's
+        status is tracked (docs/agents.md, "Commands with a response"): it gets an id (returned;
+        else ``""``), the Response Topic ``<mqtt_topic>/response/<id>`` and the id as
+        Correlation Data, and a dict payload a ``"command_id"`` field; the tracker's table
+        (:func:`agents.commands.command_statuses`) says whether it was delivered, answered
+        or timed out."""
+        return self._publish(mqtt_topic, payload, 1, retain, result_id, properties,
+                             command=True, expect_response=expect_response)  # fmt: skip
 
     def produce(
         self,
@@ -313,6 +344,17 @@ class Context(Out):
 AgentFn = Callable[[Any, Context], Awaitable[None]]
 CloseFn = Callable[[WindowResult, Out], Any]
 EventFn = Callable[[AlertEvent, Out], Any]
+TimerFn = Callable[[float, Out], Any]
+
+
+@dataclass(slots=True)
+class TimerSpec:
+    """A function the runtime calls every ``interval`` seconds of wall-clock time."""
+
+    name: str
+    interval: float
+    fn: TimerFn
+    due: float = -math.inf
 
 
 _MATCH_CACHE_SIZE = 100_000
@@ -576,6 +618,10 @@ class Table(_Keyed):
         """Every ``(key, value)`` this worker holds (its partitions' keys), sorted."""
         return sorted(self._data.items())
 
+    def scan(self) -> list[tuple[str, Any]]:
+        """Every ``(key, value)`` this worker holds, unsorted (cheaper than :meth:`items`)."""
+        return list(self._data.items())
+
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
@@ -621,6 +667,7 @@ class App:
     _current_agent: str | None = field(default=None, init=False, repr=False)
     _alert_log: list[tuple[str, str]] = field(default_factory=list, init=False, repr=False)
     global_tables: list[GlobalTable] = field(default_factory=list, init=False, repr=False)
+    timers: list[TimerSpec] = field(default_factory=list, init=False, repr=False)
     _groups: set[str] = field(default_factory=set, init=False, repr=False)
     _group_failed: bool = field(default=False, init=False, repr=False)
 
@@ -692,6 +739,23 @@ class App:
 
         return register
 
+    def timer(self, interval: float, *, name: str | None = None) -> Callable[[TimerFn], TimerFn]:
+        """Decorator: ``fn(now, out)`` runs every ``interval`` seconds (wall clock, epoch
+        seconds ``now``) on every worker of the app, between batches; it sees the state of the
+        worker's partitions (Faust's ``app.timer``). Its outputs are the app's; in
+        :func:`agents.testing.run_app` it runs once, at ``advance_to``."""
+        if not (isinstance(interval, int | float) and 0 < interval < math.inf):
+            raise AppError(f"timer interval {interval!r}: give a number of seconds > 0")
+
+        def register(fn: TimerFn) -> TimerFn:
+            timer_name: str = name or getattr(fn, "__name__", None) or "timer"
+            if any(t.name == timer_name for t in self.timers):
+                raise AppError(f"app {self.name!r} already has a timer {timer_name!r}")
+            self.timers.append(TimerSpec(timer_name, float(interval), fn))
+            return fn
+
+        return register
+
     def window(self, name: str, spec: WindowSpec, reducers: Mapping[str, ReducerLike]) -> Window:
         """A windowed aggregation per key, kept in the app's state."""
         w = Window(self, name, spec, reducers)
@@ -738,6 +802,8 @@ def load_apps(modules: Iterable[str]) -> list[App]:
         if not found:
             raise AppError(f"module {mod_name!r} defines no agents.app.App")
         for a in found:
+            if a.name == TRACKER_APP:
+                raise AppError(f"app name {a.name!r} is the command tracker's; use another")
             if not a.agents:
                 raise AppError(f"app {a.name!r} in module {mod_name!r} has no agents")
         apps += [a for a in found if all(a is not b for b in apps)]

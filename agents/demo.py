@@ -27,8 +27,10 @@ Contract (other tools rely on it):
     latest reading never alerts: event time decides, as in :mod:`agents.alerting`); result id
     ``hot|device|ts|fired``;
   - ``devices/{device}/commands`` (QoS 1): ``{"command": "cool", "device", "reason":
-    "temperature", "issued_at": wall clock epoch seconds}`` with each alert; result id that of
-    its alert with ``#1`` appended.
+    "temperature", "issued_at": wall clock epoch seconds, "command_id"}`` with each alert; result
+    id that of its alert with ``#1`` appended. A command expects a response within
+    :data:`COMMAND_TIMEOUT_S` (docs/agents.md, "Commands with a response"): the demo's fleet
+    answers on ``devices/{device}/commands/response/{command_id}``.
 - Invalid records (not JSON, failing :class:`Reading`, or no device id) go to
   ``config.deadletter_topic`` with the original bytes and the ``bayou.error`` etc. headers; the
   header ``bayou.agent`` is ``demo.telemetry`` (in ``bayou_agent_dead_letters_total``: labels
@@ -64,6 +66,8 @@ from agents.runtime.config import WorkerConfig
 
 APP_NAME = "demo"
 AGENT_NAME = "telemetry"
+# Seconds a device has to answer a ``cool`` command before the tracker times it out.
+COMMAND_TIMEOUT_S = 30.0
 """The agent's name: dead letters say ``demo.telemetry``."""
 TELEMETRY_PATTERN = "sensors/{device}/telemetry"
 
@@ -123,7 +127,8 @@ def demo_app(config: WorkerConfig, *, clock: Callable[[], float] = time.time) ->
             ctx.publish(f"alerts/{device}", alert, qos=1, result_id=ev.id)
             command = {"command": "cool", "device": device, "reason": "temperature",
                        "issued_at": clock()}  # fmt: skip
-            ctx.command(f"devices/{device}/commands", command, result_id=ev.id)
+            ctx.command(f"devices/{device}/commands", command, result_id=ev.id,
+                        expect_response=COMMAND_TIMEOUT_S)  # fmt: skip
 
     @stats.on_close
     def publish_stats(w: WindowResult, out: Out) -> None:

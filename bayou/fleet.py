@@ -1,8 +1,10 @@
 """The simulated fleet of ``bayou up --demo``: devices publishing readings, receiving commands.
 
-Each device is a real MQTT client (amqtt's) that publishes the demo telemetry contract
-to ``sensors/{device}/telemetry`` at QoS 1 and listens on ``devices/{device}/commands``;
-a monitor client counts alerts and window stats. A live one-line summary shows the flow.
+Each device is a real MQTT client (amqtt's, MQTT 3.1.1) that publishes the demo telemetry
+contract to ``sensors/{device}/telemetry`` at QoS 1 and listens on ``devices/{device}/commands``,
+answering each command that has a ``command_id`` by the closed-loop convention (docs/agents.md,
+"Commands with a response"); a monitor client counts alerts and window stats. A live one-line
+summary shows the flow.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ class FleetCounts:
     stats: int = 0
     alerts: int = 0
     commands: int = 0
+    answered: int = 0
 
     def line(self, devices: int, elapsed: float) -> str:
         """The one-line summary."""
@@ -39,6 +42,7 @@ class FleetCounts:
             f"messages in [cyan]{self.published}[/cyan] · window stats [cyan]{self.stats}[/cyan]"
             f" · alerts [yellow]{self.alerts}[/yellow] · "
             f"commands delivered [green]{self.commands}[/green]"
+            f" · answered [green]{self.answered}[/green]"
         )
 
 
@@ -52,6 +56,17 @@ def reading(device_index: int, hot: bool, rng: random.Random) -> dict[str, float
     }
 
 
+def _answer(topic: str, payload: bytes) -> str | None:
+    """Where a device answers the command ``payload`` received on ``topic``: ``<topic>/response/
+    <command_id>``, the 3.1.1 convention; None for a command that expects no answer."""
+    try:
+        body = json.loads(payload)
+    except ValueError:
+        return None
+    cid = body.get("command_id") if isinstance(body, dict) else None
+    return f"{topic}/response/{cid}" if isinstance(cid, str) and cid else None
+
+
 async def _device(
     uri: str, name: str, index: int, hot: bool, settings: Settings, counts: FleetCounts,
     stop: asyncio.Event,
@@ -63,8 +78,12 @@ async def _device(
 
     async def listen() -> None:
         while True:
-            await client.deliver_message()
+            msg = await client.deliver_message()
             counts.commands += 1
+            answer = _answer(msg.topic, bytes(msg.data)) if msg is not None else None
+            if answer is not None:
+                await client.publish(answer, b'{"ok":true}', qos=1)
+                counts.answered += 1
 
     listener = asyncio.create_task(listen())
     try:

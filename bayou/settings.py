@@ -12,6 +12,7 @@ from agents.runtime.config import WorkerConfig
 from bayou.net import port_in_use
 from ingress.config import IngressConfig
 from ingress.contract import (
+    COMMANDS_TOPIC,
     DEADLETTER_TOPIC,
     DEFAULT_TOPIC,
     OUTBOUND_TOPIC,
@@ -36,6 +37,8 @@ from kafkaio.security import KafkaSecurity, SaslMechanism, SecurityProtocol
 # The demo app's changelog (agents.runtime.store.changelog_topic("demo")); spelt out so that reading
 # the settings imports no agent runtime.
 DEMO_CHANGELOG_TOPIC = "bayou.changelog.demo"
+# The command tracker's changelog (agents.runtime.command_tracker, app "bayou-commands").
+TRACKER_CHANGELOG_TOPIC = "bayou.changelog.bayou-commands"
 
 
 class SettingsError(Exception):
@@ -97,6 +100,11 @@ class Settings(BaseSettings):
     deadletter_topic: str = DEADLETTER_TOPIC
     retained_topic: str = RETAINED_TOPIC
     sessions_topic: str = SESSIONS_TOPIC
+    commands_topic: str = COMMANDS_TOPIC
+    # Closed-loop commands: whether workers run the command tracker, and how long a final
+    # status (acknowledged, timed out) stays in its table.
+    worker_track_commands: bool = True
+    command_retention_seconds: float = Field(default=86_400.0, gt=0)
     max_packet_size: int = Field(default=1024 * 1024, ge=16, le=268_435_455)
     max_inflight_messages: int = Field(default=1000, ge=1, le=65535)
     receive_maximum: int = Field(default=65535, ge=1, le=65535)
@@ -263,7 +271,12 @@ class Settings(BaseSettings):
         """Refuse rules that let MQTT clients write where only Bayou and agents write: a
         client's publish in ``bayou.sessions`` or ``bayou.retained`` would forge state, in
         ``bayou.outbound`` or a changelog it would pass for an agent's result."""
-        reserved = {self.sessions_topic, self.retained_topic, self.outbound_topic}
+        reserved = {
+            self.sessions_topic,
+            self.retained_topic,
+            self.outbound_topic,
+            self.commands_topic,
+        }
         where = f"BAYOU_ROUTES_FILE={self.routes_file}: "
         targets = [(f"{where}route {r.name!r}", r.kafka_topic) for r in rules.inbound]
         default = f"{where}default_topic" if self.routes_file else "BAYOU_DEFAULT_TOPIC"
@@ -294,6 +307,7 @@ class Settings(BaseSettings):
             reuse_port=self.ingress_processes > 1,
             retained_topic=self.retained_topic,
             sessions_topic=self.sessions_topic,
+            commands_topic=self.commands_topic,
             max_packet_size=self.max_packet_size,
             max_inflight_out=self.max_inflight_messages,
             fetch_wait_ms=self.fetch_wait_ms(),
@@ -327,6 +341,9 @@ class Settings(BaseSettings):
             max_clock_skew_seconds=self.worker_max_clock_skew_seconds,
             outbound_topic=self.outbound_topic,
             deadletter_topic=self.deadletter_topic,
+            commands_topic=self.commands_topic,
+            track_commands=self.worker_track_commands,
+            command_retention_seconds=self.command_retention_seconds,
             state_dir=self.state_dir,
             threshold=self.demo_threshold,
             window_seconds=self.demo_window_seconds,
@@ -341,7 +358,12 @@ class Settings(BaseSettings):
     def all_topics(self) -> list[str]:
         """Every Kafka topic the embedded stack needs, created explicitly at start."""
         rules = self.route_rules()
-        topics = [rules.default_topic, self.outbound_topic, self.deadletter_topic]
+        topics = [
+            rules.default_topic,
+            self.outbound_topic,
+            self.deadletter_topic,
+            self.commands_topic,
+        ]
         topics += [r.kafka_topic for r in rules.inbound]
         topics += [r.kafka_topic for r in rules.egress]
         return list(dict.fromkeys([*topics, *sorted(self.compacted_topics())]))
@@ -349,8 +371,12 @@ class Settings(BaseSettings):
     def compacted_topics(self) -> frozenset[str]:
         """The topics that keep the latest value per key: retained messages, sessions, and the
         state changelog of the built-in demo app (``bayou.changelog.<app>`` of app ``demo``,
-        :mod:`agents.demo`), which a worker without ``--agents`` runs."""
-        return frozenset((self.retained_topic, self.sessions_topic, DEMO_CHANGELOG_TOPIC))
+        :mod:`agents.demo`), which a worker without ``--agents`` runs, and the command
+        tracker's (agents.runtime.command_tracker)."""
+        return frozenset(
+            (self.retained_topic, self.sessions_topic, DEMO_CHANGELOG_TOPIC,
+             TRACKER_CHANGELOG_TOPIC)
+        )  # fmt: skip
 
 
 _SECRETS = frozenset(

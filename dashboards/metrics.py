@@ -33,6 +33,7 @@ INGRESS_RETAINED: Final = "bayou_ingress_retained_messages"
 INGRESS_CATCH_UPS: Final = "bayou_ingress_catch_ups_total"
 INGRESS_REPLAYED: Final = "bayou_ingress_replayed_messages_total"
 INGRESS_WILLS: Final = "bayou_ingress_wills_sent_total"
+INGRESS_COMMAND_EVENTS: Final = "bayou_ingress_command_events_total"  # kind
 INGRESS_TAKEOVERS: Final = "bayou_ingress_takeovers_total"
 INGRESS_DUPLICATES_DROPPED: Final = "bayou_ingress_duplicate_results_dropped_total"
 INGRESS_PROTOCOL_ERRORS: Final = "bayou_ingress_protocol_errors_total"  # kind
@@ -57,6 +58,10 @@ AGENT_WEBHOOK_RETRIES: Final = "bayou_agent_app_webhook_retries_total"  # app, a
 AGENT_CONSUMER_LAG: Final = "bayou_agent_consumer_lag"  # topic, partition
 # app, group; histogram
 AGENT_COMMAND_LATENCY_SECONDS: Final = "bayou_agent_command_latency_seconds"
+# Closed-loop commands (the command tracker).
+AGENT_COMMANDS: Final = "bayou_agent_commands_total"  # app, status
+AGENT_COMMANDS_PENDING: Final = "bayou_agent_commands_pending"  # app
+AGENT_COMMAND_RESPONSE_SECONDS: Final = "bayou_agent_command_response_seconds"  # app; histogram
 
 HISTOGRAMS: Final = frozenset(
     {
@@ -64,6 +69,7 @@ HISTOGRAMS: Final = frozenset(
         INGRESS_END_TO_END_SECONDS,
         AGENT_BATCH_SECONDS,
         AGENT_COMMAND_LATENCY_SECONDS,
+        AGENT_COMMAND_RESPONSE_SECONDS,
     }
 )
 """The histograms: a query reads ``<name>_bucket``, ``<name>_sum`` or ``<name>_count``."""

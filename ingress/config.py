@@ -9,7 +9,13 @@ from pathlib import Path
 
 from pydantic import BaseModel, Field
 
-from ingress.contract import DEFAULT_TOPIC, OUTBOUND_TOPIC, RETAINED_TOPIC, SESSIONS_TOPIC
+from ingress.contract import (
+    COMMANDS_TOPIC,
+    DEFAULT_TOPIC,
+    OUTBOUND_TOPIC,
+    RETAINED_TOPIC,
+    SESSIONS_TOPIC,
+)
 from ingress.routing.rules import EgressRule, RouteRule
 from ingress.security.config import SecurityConfig
 from kafkaio.security import KafkaSecurity
@@ -51,6 +57,8 @@ class IngressConfig(BaseModel):
     reuse_port: bool = False
     retained_topic: str = RETAINED_TOPIC
     sessions_topic: str = SESSIONS_TOPIC
+    # Where closed-loop command events go (ingress.contract.commands).
+    commands_topic: str = COMMANDS_TOPIC
     # Optional listeners besides plain TCP (None = off).
     tls_port: int | None = None
     tls_certfile: Path | None = None

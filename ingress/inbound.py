@@ -6,6 +6,10 @@ contract (:func:`ingress.contract.publish_headers`) gives the headers, and the p
 (:mod:`ingress.kafka.producer`) writes it with ``acks=all``, calling ``done`` once Kafka has
 it. A retained publish is also written to ``bayou.retained``. While too many records wait for
 Kafka, the node stops reading from publishers (backpressure).
+
+Closed-loop commands (:mod:`ingress.contract.commands`): a publish to a command's response topic
+is written as any other, and its ``acknowledged`` event to ``bayou.commands`` besides; a
+client's acknowledgement of a command's PUBLISH becomes its ``delivered`` event.
 """
 
 from __future__ import annotations
@@ -15,9 +19,21 @@ import logging
 import time
 from typing import Protocol
 
-from ingress.contract import H_RETAINED_WRITE, Headers, property_headers, publish_headers
+from ingress.contract import (
+    COMMANDS_TOPIC,
+    H_RETAINED_WRITE,
+    Headers,
+    property_headers,
+    publish_headers,
+)
+from ingress.contract.commands import (
+    RESPONSE_MARK,
+    acknowledged_event,
+    command_id_of_response,
+    delivered_event,
+)
 from ingress.kafka.producer import DoneCallback, IngestProducer
-from ingress.metrics import WILLS_TOTAL, count_in
+from ingress.metrics import COMMAND_EVENTS, WILLS_TOTAL, count_in
 from ingress.routing.rules import Router
 from ingress.state.retained import RetainedStore
 
@@ -50,7 +66,9 @@ class Inbound:
         producer: IngestProducer,
         retained: RetainedStore,
         retained_topic: str,
+        commands_topic: str = COMMANDS_TOPIC,
     ) -> None:
+        self.commands_topic = commands_topic
         self.router = router
         self.producer = producer
         self.retained = retained
@@ -74,13 +92,14 @@ class Inbound:
         """
         route = self.router.route(topic)
         count_in(route.kafka_topic, qos)
-        headers = publish_headers(
-            topic.encode(), qos, retain, conn.client_id_utf8, time.time_ns() // 1_000_000
-        )
+        now_ms = time.time_ns() // 1_000_000
+        headers = publish_headers(topic.encode(), qos, retain, conn.client_id_utf8, now_ms)
         if extra:
             headers += extra
         producer = self.producer
         producer.submit(route.kafka_topic, route.key, payload, headers, done)
+        if RESPONSE_MARK in topic:
+            self._responded(topic, conn.client_id_utf8, now_ms, payload)
         if retain:
             self.store_retained(topic, payload, qos, headers, done)
         if producer.pending > _PENDING_HIGH and conn.transport is not None:
@@ -142,6 +161,22 @@ class Inbound:
             [*headers, (H_RETAINED_WRITE, w.id)],
             stored,
         )
+
+    def _responded(self, topic: str, client_id: bytes, now_ms: int, payload: bytes) -> None:
+        command = command_id_of_response(topic)
+        if command is None:
+            return
+        event = acknowledged_event(client_id.decode("utf-8", "replace"), now_ms, payload)
+        # Written besides the response itself, not waited for: the publisher's PUBACK says
+        # its response is in Kafka; the event follows it through the same producer.
+        self.producer.submit(self.commands_topic, command.encode(), event, [], None)
+        COMMAND_EVENTS.labels("acknowledged").inc()
+
+    def command_delivered(self, command: bytes, client_id: str) -> None:
+        """The client ``client_id`` acknowledged the PUBLISH of command ``command``."""
+        event = delivered_event(client_id, time.time_ns() // 1_000_000)
+        self.producer.submit(self.commands_topic, command, event, [], None)
+        COMMAND_EVENTS.labels("delivered").inc()
 
     def resume_paused(self) -> None:
         """Read from paused publishers again once Kafka has caught up."""

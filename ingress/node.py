@@ -94,7 +94,9 @@ class IngressNode:
         )
         router = Router(config.routes, config.default_topic)
         self.retained = RetainedStore()
-        self.inbound = Inbound(router, self.producer, self.retained, config.retained_topic)
+        self.inbound = Inbound(
+            router, self.producer, self.retained, config.retained_topic, config.commands_topic
+        )
         self.subscriptions: SubscriptionTable[MQTTConnection] = SubscriptionTable()
         self.connections: set[MQTTConnection] = set()
         self.clients: dict[str, MQTTConnection] = {}

@@ -13,12 +13,13 @@ from typing import Any
 import pytest
 
 from agents.app import Output
-from agents.demo import AGENT_NAME, APP_NAME, demo_app
+from agents.demo import AGENT_NAME, APP_NAME, COMMAND_TIMEOUT_S, demo_app
 from agents.runtime.config import WorkerConfig
 from agents.runtime.engine import AppEngine, Record, record
 from agents.testing import run_app
 from bayou.settings import Settings
 from ingress.contract import H_INGRESS_TS, H_MQTT_TOPIC
+from ingress.contract.commands import is_command_id
 
 ISSUED_AT = 4242.5
 
@@ -46,7 +47,10 @@ def test_hot_reading_alerts_and_commands_with_the_contract_payloads() -> None:
     assert alert.json() == {"device": "dev-1", "temperature": 31.5, "threshold": 30.0, "ts": 1000.0}
     assert command.json() == {
         "command": "cool", "device": "dev-1", "reason": "temperature", "issued_at": ISSUED_AT,
+        "command_id": command.command_id,
     }  # fmt: skip
+    # The fleet answers it: the tracker waits COMMAND_TIMEOUT_S for that.
+    assert is_command_id(command.command_id) and command.expect_response == COMMAND_TIMEOUT_S
     assert list(alert.json()) == ["device", "temperature", "threshold", "ts"]
     assert (alert.qos, command.qos, alert.retain, command.retain) == (1, 1, False, False)
     assert (alert.command, command.command) == (False, True)

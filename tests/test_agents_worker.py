@@ -36,6 +36,7 @@ from ingress.contract import (
     H_MQTT_TOPIC,
     H_RESULT_ID,
 )
+from ingress.contract.commands import is_command_id
 from kafkaio.admin import ensure_topics
 
 pytestmark = [pytest.mark.integration, pytest.mark.asyncio(loop_scope="module")]
@@ -163,6 +164,7 @@ async def test_hot_reading_alerts_and_commands_once_per_cooldown(harness: Harnes
     ]
     (command,) = topics["devices/hot-1/commands"]
     issued_at = command.pop("issued_at")
+    assert is_command_id(str(command.pop("command_id")))  # the demo's commands expect answers
     assert command == {"command": "cool", "device": "hot-1", "reason": "temperature"}
     assert isinstance(issued_at, float) and before - 1 <= issued_at <= time.time() + 1
     # Alerts and commands carry the input's ingress timestamp for end-to-end latency.

@@ -153,8 +153,17 @@ def test_up_demo_runs_a_fleet_and_reports_commands_delivered(tmp_path: Path) -> 
     proc = _start_up(tmp_path, env, "--demo")
     try:
         assert proc.stdout is not None
-        m = Lines(proc.stdout).until(r"messages in (\d+).*commands delivered ([1-9]\d*)", 90)
+        lines = Lines(proc.stdout)
+        m = lines.until(r"messages in (\d+).*commands delivered ([1-9]\d*)", 90)
         assert int(m.group(1)) > 0
+        # The fleet answers each command (closed loop), and the tracker sees the answer.
+        lines.until(r"answered ([1-9]\d*)", 60)
+        port = int(env["BAYOU_WORKER_METRICS_PORT"])
+        labels = {"app": "demo", "status": "acknowledged"}
+        wait_until(
+            lambda: (metric_value(port, "bayou_agent_commands_total", labels) or 0) >= 1,
+            60, "the tracker to count an acknowledged command",
+        )  # fmt: skip
         kids = children_of(proc.pid)
         proc.send_signal(signal.SIGINT)
         assert proc.wait(30) == 0

@@ -52,6 +52,7 @@ INGRESS = {
     "bayou_ingress_catch_ups": ("counter", ()),
     "bayou_ingress_replayed_messages": ("counter", ()),
     "bayou_ingress_wills_sent": ("counter", ()),
+    "bayou_ingress_command_events": ("counter", ("kind",)),
     "bayou_ingress_takeovers": ("counter", ()),
     "bayou_ingress_duplicate_results_dropped": ("counter", ()),
     "bayou_ingress_protocol_errors": ("counter", ("kind",)),
@@ -75,6 +76,9 @@ WORKER = {
     "bayou_agent_app_webhook_retries": ("counter", ("app", "agent")),
     "bayou_agent_consumer_lag": ("gauge", ("topic", "partition")),
     "bayou_agent_command_latency_seconds": ("histogram", ("app", "group")),
+    "bayou_agent_commands": ("counter", ("app", "status")),
+    "bayou_agent_commands_pending": ("gauge", ("app",)),
+    "bayou_agent_command_response_seconds": ("histogram", ("app",)),
 }
 # Label sets the histograms add to their samples.
 _SAMPLE_LABELS = {"le"}
@@ -220,9 +224,11 @@ def test_every_metric_of_the_contract_is_exposed_and_moves_with_traffic(
     }
     assert group in groups and groups <= {f"group-{n}" for n in range(4)}, groups
     lag = w["bayou_agent_consumer_lag"][1]
-    assert {lbl["topic"] for _, lbl, _ in lag} == {telemetry}
-    partitions = sorted(int(lbl["partition"]) for _, lbl, _ in lag)
-    assert partitions == list(range(len(partitions))), partitions
+    # The demo's input, and bayou.commands of the command tracker's loop beside it.
+    assert {lbl["topic"] for _, lbl, _ in lag} == {telemetry, "bayou.commands"}
+    for topic in (telemetry, "bayou.commands"):
+        partitions = sorted(int(lbl["partition"]) for _, lbl, _ in lag if lbl["topic"] == topic)
+        assert partitions == list(range(len(partitions))), (topic, partitions)
     assert all(v >= 0 for _, _, v in lag), lag
 
 

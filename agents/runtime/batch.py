@@ -27,12 +27,14 @@ from confluent_kafka import Message
 
 from agents.app import Output, check_json
 from agents.runtime import metrics
+from agents.runtime.command_tracker import sent_event
 from agents.runtime.config import WorkerConfig
 from agents.runtime.engine import Record
 from agents.runtime.kafka_clients import BatchProducer
 from agents.runtime.store import AppRunner
 from agents.runtime.webhooks import WebhookCaller, WebhookResult, dead_letter
 from ingress.contract import (
+    H_COMMAND_ID,
     H_DEADLETTER_AGENT,
     H_DEADLETTER_REASON,
     H_DEADLETTER_SOURCE_OFFSET,
@@ -67,6 +69,8 @@ def _to_record(o: Output, config: WorkerConfig) -> tuple[str, bytes | None, byte
     if o.kind == "mqtt":
         msg = OutboundMessage(mqtt_topic=o.topic, payload=b"", qos=o.qos, retain=o.retain)
         out: Headers = [*msg.headers(o.ingress_ts_ms), rid, *o.properties]
+        if o.command_id:
+            out.append((H_COMMAND_ID, o.command_id.encode()))
         return config.outbound_topic, o.key, o.payload, out
     if o.kind == "kafka":
         return o.topic, o.key, o.payload, [rid]
@@ -213,6 +217,9 @@ async def process_batch(
                 metrics.DEAD_LETTERS.labels(*_labels(o.agent), o.reason_code or "agent_error").inc()
             elif o.command:
                 commands.append(o)
+                if o.command_id:  # tracked: its "sent" event goes with it
+                    send(config.commands_topic, sent_event(o, int(wall_now * 1000)),
+                         o.command_id.encode(), [])  # fmt: skip
         _count_engine(r)
         for (kind, name), part in r.app.parts.items():
             if kind == "w":

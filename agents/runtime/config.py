@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field
 
-from ingress.contract import DEADLETTER_TOPIC, OUTBOUND_TOPIC
+from ingress.contract import COMMANDS_TOPIC, DEADLETTER_TOPIC, OUTBOUND_TOPIC
 from kafkaio.security import KafkaSecurity
 
 
@@ -30,6 +30,11 @@ class WorkerConfig(BaseModel):
     telemetry_topic: str = "bayou.telemetry"
     outbound_topic: str = OUTBOUND_TOPIC
     deadletter_topic: str = DEADLETTER_TOPIC
+    # Closed-loop commands (agents.runtime.command_tracker): their events' topic, whether this
+    # worker runs the tracker, and how long a final status stays in its table.
+    commands_topic: str = COMMANDS_TOPIC
+    track_commands: bool = True
+    command_retention_seconds: float = 86_400.0
     state_dir: Path = Path(".bayou/state")
     threshold: float = 30.0
     window_seconds: float = 10.0

@@ -340,6 +340,7 @@ class AppEngine:
                 self.close_wm[p] = wm
             wms[p] = wm
         out: list[Output] = []
+        await self._timers(wall_now, to, out)
         if not wms:
             return out
         for part in self.app.parts.values():
@@ -368,6 +369,20 @@ class AppEngine:
                             await self._callback(fn, ev, ev.key, ev.id, source, ev.as_dict(), out)
                 self._count_alerts()
         return out
+
+    async def _timers(self, wall_now: float | None, to: float | None, out: list[Output]) -> None:
+        """Run the app's timers that are due (module docs of agents.app.App.timer): on the wall
+        clock; without one (tests), once at ``to``."""
+        now = wall_now if wall_now is not None else to
+        if now is None:
+            return
+        for t in self.app.timers:
+            if wall_now is not None and now < t.due:
+                continue
+            t.due = now + t.interval
+            source = f"{self.app.name}.{t.name}"
+            rid = f"timer/{t.name}/{now:.3f}"
+            await self._callback(t.fn, now, "", rid, source, {"timer": t.name, "now": now}, out)
 
     async def _callback(
         self, fn: Callable[..., Any], item: Any, key: str, rid: str, source: str,

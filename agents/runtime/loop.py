@@ -47,11 +47,16 @@ from agents.runtime.kafka_clients import TP, BatchProducer, GroupConsumer, is_re
 from agents.runtime.store import AppRunner
 from agents.runtime.webhooks import WebhookCaller
 
-__all__ = ["run_apps", "transactional_id"]
+__all__ = ["default_group", "run_apps", "transactional_id"]
 
 log = logging.getLogger(__name__)
 
 POLL_TIMEOUT_S = 0.2
+
+
+def default_group(config: WorkerConfig, apps: Sequence[App]) -> str:
+    """The consumer group of a worker running ``apps``: one per set of app names."""
+    return f"{config.group_id}.{'+'.join(sorted(a.name for a in apps))}"
 
 
 def transactional_id(config: WorkerConfig, group: str) -> str:
@@ -63,9 +68,16 @@ def transactional_id(config: WorkerConfig, group: str) -> str:
 
 
 async def run_apps(
-    config: WorkerConfig, apps: Sequence[App], stop: asyncio.Event, group_id: str | None = None
+    config: WorkerConfig,
+    apps: Sequence[App],
+    stop: asyncio.Event,
+    group_id: str | None = None,
+    *,
+    main: bool = True,
 ) -> None:
-    """Run ``apps`` until ``stop`` is set (see the module docs)."""
+    """Run ``apps`` until ``stop`` is set (see the module docs). ``main``: this loop's
+    assignment is what ``bayou_agent_ready`` reports (False for the command tracker's loop
+    beside the apps')."""
     runners = [AppRunner(a, config) for a in apps]
     hooks = WebhookCaller(
         config.webhook_retries, config.webhook_timeout_seconds, config.webhook_backoff_seconds
@@ -76,7 +88,7 @@ async def run_apps(
     follower.start()
     try:
         await asyncio.to_thread(follower.wait_caught_up)
-        await _loop(config, runners, stop, group_id, hooks, follower)
+        await _loop(config, runners, stop, group_id, hooks, follower, main)
     finally:
         follower.stop()
         await hooks.close()
@@ -106,9 +118,10 @@ async def _loop(
     group_id: str | None,
     hooks: WebhookCaller,
     follower: Follower,
+    main: bool,
 ) -> None:
     topics = sorted({t for r in runners for t in r.engine.topics})
-    group = group_id or f"{config.group_id}.{'+'.join(sorted(r.app.name for r in runners))}"
+    group = group_id or default_group(config, [r.app for r in runners])
     eos = config.processing_guarantee == "exactly_once"
     consumer = GroupConsumer(
         config.kafka_bootstrap, group, topics,
@@ -138,10 +151,11 @@ async def _loop(
                     r.revoke({p for t, p in revoked if t in r.engine.by_topic})
                 await _sync(runners, consumer.assigned)
                 resync = False
-                metrics.ASSIGNED_PARTITIONS.set(len(consumer.assigned))
+                metrics.set_assigned(group, len(consumer.assigned))
                 if any(ev.kind == "assigned" for ev in events):
-                    metrics.READY.set(1)
-                    log.info("agent worker assigned %d partition(s)", len(consumer.assigned))
+                    if main:
+                        metrics.READY.set(1)
+                    log.info("%s assigned %d partition(s)", group, len(consumer.assigned))
             t0 = time.perf_counter()
             offsets = _next_offsets(records)
             backlog = await consumer.backlog()
@@ -174,8 +188,9 @@ async def _loop(
             if records:
                 metrics.BATCH_SECONDS.observe(time.perf_counter() - t0)
     finally:
-        metrics.READY.set(0)
-        metrics.ASSIGNED_PARTITIONS.set(0)
+        if main:
+            metrics.READY.set(0)
+        metrics.set_assigned(group, 0)
         lag.clear()
         await consumer.close()
         await producer.close()

@@ -68,6 +68,26 @@ COMMAND_LATENCY = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
 )
 
+# Closed-loop commands (agents.runtime.command_tracker), by the app that sent them: each command
+# counts once per status it reaches (sent, delivered, acknowledged, timed_out).
+COMMANDS = Counter(
+    "bayou_agent_commands",
+    "Commands expecting a response that reached a status (sent, delivered, acknowledged, "
+    "timed_out), by the app that sent them; counted by the command tracker.",
+    ["app", "status"],
+)
+COMMANDS_PENDING = Gauge(
+    "bayou_agent_commands_pending",
+    "Commands of the tracker's partitions on this worker neither acknowledged nor timed out.",
+    ["app"],
+)
+COMMAND_RESPONSE = Histogram(
+    "bayou_agent_command_response_seconds",
+    "From a command being sent to the device's response reaching the ingress, by app.",
+    ["app"],
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0),
+)
+
 APP_ALERTS_FIRED = Counter(
     "bayou_agent_app_alerts_fired", "Alerts an app's alerters fired (after de-duplication).", _APP
 )
@@ -88,6 +108,16 @@ APP_WEBHOOK_FAILED = Counter(
 APP_WEBHOOK_RETRIES = Counter(
     "bayou_agent_app_webhook_retries", "Webhook tries after a failed one.", _APP
 )
+
+
+_ASSIGNED: dict[str, int] = {}
+
+
+def set_assigned(group: str, n: int) -> None:
+    """``group``'s loop holds ``n`` partitions: the gauge shows the sum over the worker's loops
+    (the apps' and the command tracker's), as the lag series cover both."""
+    _ASSIGNED[group] = n
+    ASSIGNED_PARTITIONS.set(sum(_ASSIGNED.values()))
 
 
 class LagMetric:

@@ -6,6 +6,8 @@ import asyncio
 import gc
 import logging
 import signal
+from collections.abc import Coroutine
+from typing import Any
 
 from prometheus_client import start_http_server
 
@@ -23,11 +25,14 @@ async def run_worker(
 
     Serves Prometheus metrics on ``config.metrics_host:config.metrics_port`` unless the port
     is None. An app's state lives in ``config.state_dir / "apps" / <app name>`` (the demo's in
-    ``apps/demo``).
+    ``apps/demo``). The command tracker (:mod:`agents.runtime.command_tracker`) runs beside
+    them unless ``config.track_commands`` is off, in a loop and consumer group of its own
+    (``<group_id>.bayou-commands``, the same for every worker whatever its apps), so each
+    command is tracked once however many kinds of workers a deployment runs.
     """
-    from agents.runtime.loop import run_apps
+    from agents.runtime.command_tracker import tracker_app
+    from agents.runtime.loop import default_group, run_apps
 
-    group_id = None
     if not apps:
         from agents.demo import demo_app
 
@@ -35,17 +40,38 @@ async def run_worker(
         # The demo keeps the group of its first versions, so an upgraded demo against a
         # persistent Kafka carries on from its committed offsets instead of re-reading all.
         group_id = config.group_id
+    else:
+        group_id = default_group(config, apps)
+    loops = [run_apps(config, apps, stop, group_id)]
+    if config.track_commands:
+        tracker = tracker_app(config)
+        group = default_group(config, [tracker])
+        loops.append(run_apps(config, [tracker], stop, group, main=False))
     server = None
     if config.metrics_port is not None:
         server, _thread = start_http_server(config.metrics_port, addr=config.metrics_host)
     try:
         log.info("agent worker starting: apps %s", [a.name for a in apps])
-        await run_apps(config, apps, stop, group_id)
+        await _run_all(loops, stop)
     finally:
         if server is not None:
             server.shutdown()
             server.server_close()
         log.info("agent worker stopped")
+
+
+async def _run_all(loops: list[Coroutine[Any, Any, None]], stop: asyncio.Event) -> None:
+    """Run the loops until all end; one that fails stops the others, then its error is
+    raised."""
+    tasks = [asyncio.create_task(c) for c in loops]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+    finally:
+        stop.set()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for res in results:
+        if isinstance(res, BaseException):
+            raise res
 
 
 def tune_gc() -> None:

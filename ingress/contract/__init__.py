@@ -4,9 +4,11 @@ Only constants, pydantic models and pure functions live here: importing this pac
 import the broker, amqtt or any Kafka client. Nothing else in Bayou defines header names.
 :mod:`ingress.contract.records` holds the header names, topic defaults and record models;
 :mod:`ingress.contract.topics` validates and matches MQTT topic names and filters, the one
-matcher both the broker (subscriptions, retained) and the agents (stream patterns) use.
+matcher both the broker (subscriptions, retained) and the agents (stream patterns) use;
+:mod:`ingress.contract.commands` holds the closed-loop command contract.
 """
 
+from ingress.contract.commands import COMMANDS_TOPIC, H_COMMAND_ID
 from ingress.contract.records import (
     DEADLETTER_TOPIC,
     DEFAULT_TOPIC,
@@ -46,9 +48,11 @@ from ingress.contract.records import (
 )
 
 __all__ = [
+    "COMMANDS_TOPIC",
     "DEADLETTER_TOPIC",
     "DEFAULT_TOPIC",
     "DEMO_TELEMETRY_TOPIC",
+    "H_COMMAND_ID",
     "H_DEADLETTER_AGENT",
     "H_DEADLETTER_REASON",
     "H_DEADLETTER_SOURCE_OFFSET",

@@ -51,7 +51,7 @@ class LiveDelivery:
             if got is None:
                 continue
             msg, targets = got
-            topic, msg_qos, _, ts_b, from_client = msg
+            topic, msg_qos, _, ts_b, from_client, _ = msg
             for conn, sub_qos in targets:
                 out = conn.outbound
                 if out.catching_up:

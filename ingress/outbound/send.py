@@ -18,6 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 
 from ingress.contract import (
+    H_COMMAND_ID,
     H_INGRESS_TS,
     H_MQTT_CLIENT_ID,
     H_MQTT_EXPIRES_AT,
@@ -48,8 +49,9 @@ Base5 = tuple[Properties, bytes, bytes | None, bool]
 
 # An outbound record as read once for all its receivers: (MQTT topic, QoS of the record,
 # payload, bayou.ingress_ts header or None, from a client: stamped by a node on a client's
-# publish). A plain tuple: it is built for every record delivered, on the hot path.
-Message = tuple[str, int, bytes, bytes | None, bool]
+# publish, bayou.command_id header or None). A plain tuple: it is built for every record
+# delivered, on the hot path.
+Message = tuple[str, int, bytes, bytes | None, bool, bytes | None]
 
 # The connections subscribed to an MQTT topic, each with its granted QoS.
 Targets = list[tuple[MQTTConnection, int]]
@@ -84,7 +86,7 @@ class Sender:
         Most records a node reads have no subscriber on it (every publish comes back through
         the delivery topics), so nothing is built for those.
         """
-        topic_b = qos_b = ts_b = rid = cid_b = exp_b = None
+        topic_b = qos_b = ts_b = rid = cid_b = exp_b = cmd_b = None
         for k, v in rec.headers:
             if k == H_MQTT_TOPIC:
                 topic_b = v
@@ -98,6 +100,8 @@ class Sender:
                 cid_b = v
             elif k == H_MQTT_EXPIRES_AT:
                 exp_b = v
+            elif k == H_COMMAND_ID:
+                cmd_b = v
         if exp_b is not None and _expired(exp_b):
             # MQTT 5 Message Expiry: not delivered once the interval is over [MQTT-3.3.2-5].
             return None
@@ -129,7 +133,7 @@ class Sender:
             targets = readable(targets, topic)
             if not targets:
                 return None
-        return (topic, qos, rec.value or b"", ts_b, cid_b is not None), targets
+        return (topic, qos, rec.value or b"", ts_b, cid_b is not None, cmd_b), targets
 
     def topic_of(self, rec: Record) -> str | None:
         """The MQTT topic of a record sent before (a resend: no duplicate check, no match)."""
@@ -245,6 +249,10 @@ class Batch:
             parts = self.out[conn] = []
         if qos:
             pid = conn.outbound.track(rec.topic, rec.partition, rec.offset, qos)
+            if (
+                msg[5] is not None
+            ):  # a command: its delivery is reported (ingress.contract.commands)
+                conn.outbound.commands[pid] = msg[5]
             parts += (head, pid.to_bytes(2, "big"), msg[2])
             if qos == 2 and conn.persistent:
                 self._qos2.add(conn)
@@ -295,6 +303,8 @@ class Batch:
             parts = self.out[conn] = []
         if qos:
             pid = conn.outbound.track(rec.topic, rec.partition, rec.offset, qos)
+            if msg[5] is not None:
+                conn.outbound.commands[pid] = msg[5]
             parts += (head, pid.to_bytes(2, "big"), block, payload)
             if qos == 2 and conn.persistent:
                 self._qos2.add(conn)
@@ -334,6 +344,8 @@ class Batch:
         if qos:
             pid = conn.outbound.track(rec.topic if qos == 2 else None, rec.partition,
                                       rec.offset, qos)  # fmt: skip
+            if msg[5] is not None:
+                conn.outbound.commands[pid] = msg[5]
             parts += (head, pid.to_bytes(2, "big"), block, payload)
             if qos == 2 and conn.persistent:
                 self._qos2.add(conn)
@@ -349,6 +361,9 @@ class Batch:
         """Send a message that was in flight again: same packet id, DUP set [MQTT-4.4.0-1];
         a released QoS 2 message gets its PUBREL again instead."""
         conn.outbound.retrack(p.packet_id, rec.topic, rec.partition, rec.offset, p.qos, p.released)
+        command = header(rec.headers, H_COMMAND_ID)
+        if command is not None and not p.released:
+            conn.outbound.commands[p.packet_id] = command
         if p.qos == 2 and conn.persistent:
             self._qos2.add(conn)
         if p.released:

@@ -413,9 +413,7 @@ class MQTTConnection(asyncio.Protocol):
         if info.reserved_flag:
             raise ProtocolError("CONNECT reserved flag set")  # [MQTT-3.1.2-3]
         if info.properties is not None:
-            self.v5 = V5Client.from_connect(
-                info.properties, self.node.config.topic_alias_maximum
-            )
+            self.v5 = V5Client.from_connect(info.properties, self.node.config.topic_alias_maximum)
             if info.properties.authentication_method is not None:
                 # Enhanced authentication (§4.12): Bayou supports no method.
                 self._refuse(rc.BAD_AUTHENTICATION_METHOD, "enhanced authentication")
@@ -747,6 +745,10 @@ class MQTTConnection(asyncio.Protocol):
             pid = codec.decode_packet_id(pkt.body)
         else:
             pid, code = decode_ack5(pkt.body, pkt.type)
+        if self.outbound.commands and pkt.type != codec.PUBCOMP:
+            command = self.outbound.commands.pop(pid, None)
+            if command is not None and code < 0x80:  # a refusal is no delivery
+                self.node.inbound.command_delivered(command, self.client_id or "")
         if pkt.type == codec.PUBREC and code < 0x80:
             self.outbound.pubrec(pid)
             self.write(codec.encode_ack(codec.PUBREL, pid))

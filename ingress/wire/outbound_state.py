@@ -40,7 +40,14 @@ class OutboundState:
     """
 
     __slots__ = (
-        "_next_pid", "blocked", "catching_up", "cursor", "floor", "inflight", "max_inflight",
+        "_next_pid",
+        "blocked",
+        "catching_up",
+        "commands",
+        "cursor",
+        "floor",
+        "inflight",
+        "max_inflight",
         "shared",
     )  # fmt: skip
 
@@ -60,6 +67,9 @@ class OutboundState:
         self.blocked = False
         # Packet id → (group, record, QoS) of a shared subscription's message in flight.
         self.shared: dict[int, tuple[SharedAck, Where, int]] = {}
+        # Packet id → command id of a closed-loop command in flight: its PUBACK (PUBREC) is
+        # reported as the command's delivery (ingress.contract.commands).
+        self.commands: dict[int, bytes] = {}
 
     @property
     def window_full(self) -> bool:
