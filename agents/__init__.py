@@ -2,8 +2,8 @@
 
 ``from agents import App, Context, Tumbling, Mean, Threshold, AlertRule, run_app`` — an app, its
 agents bound to MQTT topic patterns, windows and their reducers, alert rules, tables and global
-tables, commands back to devices, and the broker-free test helper. The runtime that runs them
-(``agents.runtime``) is private.
+tables, commands back to devices (and the status of those expecting a response), and the
+broker-free test helper. The runtime that runs them (``agents.runtime``) is private.
 
 Note: ``agents`` is also the import name of OpenAI's Agents SDK; the two cannot share one
 environment. In a Bayou environment ``from agents import ...`` finds this package.
@@ -11,6 +11,7 @@ environment. In a Bayou environment ``from agents import ...`` finds this packag
 
 from agents.alerting import Absence, Alerter, AlertEvent, AlertRule, RateOfChange, Threshold
 from agents.app import App, AppError, Context, Out, Output, Table, load_apps
+from agents.commands import command_statuses
 from agents.global_tables import GlobalTable
 from agents.reducers import (
     Count,
@@ -59,6 +60,7 @@ __all__ = [
     "WindowResult",
     "WindowedAggregator",
     "aggregate",
+    "command_statuses",
     "load_apps",
     "percentile",
     "run_app",

@@ -5,9 +5,10 @@
   time-outs, app timers, the tracker app run by the engine without Kafka.
 - End to end on the embedded Kafka with a real ``bayou ingress`` and ``bayou worker``: an
   MQTT 5 device answers on the Response Topic with the Correlation Data, a 3.1.1 device by the
-  topic convention, a silent device's command is delivered then times out, an offline
-  device's is never delivered; another agent reads each status from the tracker's table; the
-  worker's metrics count each status; a malformed event is dead-lettered.
+  topic convention, a silent device's command is delivered then times out, a persistent
+  session's is delivered when its device comes back, an offline device's is never delivered;
+  another agent reads each status from the tracker's table; the worker's metrics count each
+  status; a malformed event is dead-lettered.
 """
 
 from __future__ import annotations
@@ -274,7 +275,7 @@ def _status(asker: Mqtt, cid: str, want: str, timeout: float = 30) -> dict[str, 
 
 
 @pytest.mark.integration
-@pytest.mark.timeout(150)
+@pytest.mark.timeout(180)
 def test_commands_are_tracked_from_sent_to_acknowledged_or_timed_out(
     ingress: Proc, loop_worker: Proc
 ) -> None:
@@ -324,6 +325,19 @@ def test_commands_are_tracked_from_sent_to_acknowledged_or_timed_out(
         st = _status(app_side, cid_s, "timed_out")
         assert "delivered_at_ms" in st and st["timed_out_at_ms"] > st["deadline_ms"]
 
+        # A persistent session whose device is away: the command waits in Kafka ("sent") and
+        # is delivered when the device comes back and its session catches up.
+        away = f"away-{run}"
+        first = Mqtt(ingress.mqtt_port, away, clean_session=False).connect()
+        first.subscribe(f"devices/{away}/commands")
+        first.close()
+        cid_a = _issue(app_side, app_side, away, 60)
+        assert "delivered_at_ms" not in _status(app_side, cid_a, "sent")
+        back = Mqtt(ingress.mqtt_port, away, clean_session=False).connect()
+        clients.append(back)
+        assert json.loads(back.expect(timeout=30).payload)["command_id"] == cid_a
+        assert _status(app_side, cid_a, "delivered")["client_id"] == away
+
         # Nobody subscribed: never delivered, timed out.
         cid_o = _issue(app_side, app_side, offline, 2)
         st = _status(app_side, cid_o, "timed_out")
@@ -335,7 +349,7 @@ def test_commands_are_tracked_from_sent_to_acknowledged_or_timed_out(
             return metric_value(loop_worker.metrics_port, "bayou_agent_commands_total",
                                 labels) or 0.0  # fmt: skip
 
-        assert count("sent") >= 4 and count("delivered") >= 3
+        assert count("sent") >= 5 and count("delivered") >= 4
         assert count("acknowledged") >= 2 and count("timed_out") >= 2
         got_ingress = metric_value(ingress.metrics_port, "bayou_ingress_command_events_total",
                                    {"kind": "acknowledged"})  # fmt: skip

@@ -38,6 +38,7 @@ EXPORTED = [
     "WindowResult",
     "WindowedAggregator",
     "aggregate",
+    "command_statuses",
     "load_apps",
     "percentile",
     "run_app",

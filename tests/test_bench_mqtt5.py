@@ -25,8 +25,15 @@ def test_v5_scenarios_are_the_qos1_pair_on_protocol_5() -> None:
         assert (sc.qos, sc.with_subscriber, sc.kind) == (ref.qos, ref.with_subscriber, "pubsub")
         assert sc.title == ref.title + ", MQTT 5"
         assert v5 not in OPT_IN_SCENARIOS
-    # Every other scenario stays on 3.1.1.
-    assert {s.name for s in SCENARIOS if s.protocol != 4} == set(V5)
+    # Every other scenario stays on 3.1.1, but for the shared subscription one (MQTT 5's).
+    assert {s.name for s in SCENARIOS if s.protocol != 4} == {*V5, "qos1_shared_v5"}
+    shared = by_name["qos1_shared_v5"]
+    assert (shared.protocol, shared.qos, shared.with_subscriber, shared.shared) == (
+        5,
+        1,
+        True,
+        True,
+    )
 
 
 def test_v5_scenarios_run_on_both_brokers_without_variants() -> None:

@@ -76,8 +76,8 @@ async def run_apps(
     main: bool = True,
 ) -> None:
     """Run ``apps`` until ``stop`` is set (see the module docs). ``main``: this loop's
-    assignment is what ``bayou_agent_ready`` reports (False for the command tracker's loop
-    beside the apps')."""
+    assignment is what ``bayou_agent_ready`` and ``bayou_agent_assigned_partitions`` report
+    (False for the command tracker's loop beside the apps')."""
     runners = [AppRunner(a, config) for a in apps]
     hooks = WebhookCaller(
         config.webhook_retries, config.webhook_timeout_seconds, config.webhook_backoff_seconds
@@ -151,7 +151,8 @@ async def _loop(
                     r.revoke({p for t, p in revoked if t in r.engine.by_topic})
                 await _sync(runners, consumer.assigned)
                 resync = False
-                metrics.set_assigned(group, len(consumer.assigned))
+                if main:
+                    metrics.ASSIGNED_PARTITIONS.set(len(consumer.assigned))
                 if any(ev.kind == "assigned" for ev in events):
                     if main:
                         metrics.READY.set(1)
@@ -190,7 +191,7 @@ async def _loop(
     finally:
         if main:
             metrics.READY.set(0)
-        metrics.set_assigned(group, 0)
+            metrics.ASSIGNED_PARTITIONS.set(0)
         lag.clear()
         await consumer.close()
         await producer.close()

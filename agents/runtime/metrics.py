@@ -110,16 +110,6 @@ APP_WEBHOOK_RETRIES = Counter(
 )
 
 
-_ASSIGNED: dict[str, int] = {}
-
-
-def set_assigned(group: str, n: int) -> None:
-    """``group``'s loop holds ``n`` partitions: the gauge shows the sum over the worker's loops
-    (the apps' and the command tracker's), as the lag series cover both."""
-    _ASSIGNED[group] = n
-    ASSIGNED_PARTITIONS.set(sum(_ASSIGNED.values()))
-
-
 class LagMetric:
     """Keeps ``bayou_agent_consumer_lag`` to the consumer's partitions: values at most once a
     second (the lag is read every batch; a scrape every few seconds needs no more), the series

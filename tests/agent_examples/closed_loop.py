@@ -13,8 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from agents import App, Context
-from agents.commands import command_statuses
+from agents import App, Context, command_statuses
 from ingress.contract import DEFAULT_TOPIC
 
 app = App("closed_loop")
