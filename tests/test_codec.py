@@ -50,6 +50,14 @@ def test_packet_above_max_size_is_a_protocol_error() -> None:
         Framer(max_size=10).feed(codec.encode_publish("t", b"x" * 20))
 
 
+def test_max_size_counts_the_whole_packet_fixed_header_included() -> None:
+    pkt = codec.encode_publish("t", b"x" * 200)  # 1 + 2 length bytes + 203
+    assert len(pkt) == 206
+    assert len(Framer(max_size=206).feed(pkt)) == 1
+    with pytest.raises(ProtocolError, match="packet of 206 bytes exceeds the maximum 205"):
+        Framer(max_size=205).feed(pkt[:3])  # refused on its header alone
+
+
 def test_publish_parts_splice_packet_id() -> None:
     head, payload = codec.publish_parts("a", b"pp", 1)
     assert head + (7).to_bytes(2, "big") + payload == codec.encode_publish("a", b"pp", 1, 7)

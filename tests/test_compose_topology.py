@@ -27,7 +27,7 @@ import pytest
 import yaml
 
 from bayou.metrics_scrape import metric_value
-from bayou.net import free_port
+from bayou.net import free_port, wait_for_port
 from bayou.processes import stop_process
 from bayou.prometheus import Prometheus
 from tests.apache_kafka import ApacheKafka
@@ -60,6 +60,14 @@ def _metric(port: int, name: str) -> float | None:
         return metric_value(port, name)
     except OSError:
         return None
+
+
+def _accepts(port: int) -> bool:
+    try:
+        wait_for_port("127.0.0.1", port, timeout=0)
+    except TimeoutError:
+        return False
+    return True
 
 
 def _ready(p: Proc, metric: str) -> Callable[[], bool]:
@@ -223,7 +231,10 @@ def test_the_compose_topology_serves_spreads_and_fails_over(
         prom.launch()
 
         prom.wait_ready(60)
-        assert others[0].poll() is None, logs()
+        # HAProxy binds in ~0.1 s alone, but under the full suite's load it was seen not yet
+        # listening once Prometheus was ready: wait for the bind, bounded, or fail with its log.
+        _wait(lambda: lb.poll() is not None or _accepts(lb_port), 30, "HAProxy listening", logs)
+        assert lb.poll() is None, logs()
         started_s = time.monotonic() - t0
 
         # Clients through HAProxy: both nodes must be up in HAProxy (rise 2 checks) first.

@@ -408,10 +408,20 @@ def test_maximum_packet_size_both_ways(small_node: Proc, clients: list[Mqtt5 | M
     pub.publish(topic, b"x" * 100).wait_for_publish(10)
     pub.publish(topic, b"small").wait_for_publish(10)
     assert tiny.expect().payload == b"small"
-    # The node's maximum (300 bytes): a larger packet is answered DISCONNECT 0x95.
+
+    # The node's maximum (300 bytes, the whole packet [MQTT-3.2.2-15]): exactly 300 is taken,
+    # 301 is answered DISCONNECT 0x95.
+    def publish_of(size: int, pid: int) -> bytes:
+        # 200 bytes of payload and more keep the remaining length at two bytes.
+        base = len(encode_publish5(topic, b"y" * 200, 1, pid, False))
+        return encode_publish5(topic, b"y" * (200 + size - base), 1, pid, False)
+
+    assert len(publish_of(300, 1)) == 300 and len(publish_of(301, 2)) == 301
     raw = Raw5(small_node.mqtt_port, f"raw-{_uid()}")
     try:
-        raw.send(encode_publish5(topic, b"y" * 400, 0, 0, False))
+        raw.send(publish_of(300, 1))
+        assert raw.read().type == codec.PUBACK
+        raw.send(publish_of(301, 2))
         assert raw.disconnect_reason() == rc.PACKET_TOO_LARGE
     finally:
         raw.close()

@@ -212,10 +212,11 @@ def small_node(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -
     stop_process(p.proc)
 
 
-def _publish_of_size(topic: str, remaining_length: int, packet_id: int) -> bytes:
-    head = 2 + len(topic.encode()) + 2
-    pkt = codec.encode_publish(topic, b"x" * (remaining_length - head), 1, packet_id)
-    assert pkt[1:3] == codec.encode_remaining_length(remaining_length)
+def _publish_of_size(topic: str, size: int, packet_id: int) -> bytes:
+    """A QoS 1 PUBLISH of ``size`` bytes in all (fixed header with a 2-byte length included)."""
+    head = 1 + 2 + 2 + len(topic.encode()) + 2
+    pkt = codec.encode_publish(topic, b"x" * (size - head), 1, packet_id)
+    assert len(pkt) == size
     return pkt
 
 
@@ -227,10 +228,10 @@ def test_packet_above_max_packet_size_disconnects_only_that_client(small_node: P
     try:
         sub.subscribe(topic, 1)
         assert big.connect(f"big-{_uid()}") == b"\x20\x02\x00\x00"
-        # Exactly the maximum (remaining length 1024) is accepted.
+        # Exactly the maximum (1024 bytes in all, fixed header included) is accepted.
         big.send(_publish_of_size(topic, 1024, 1))
         assert big.packet().body == b"\x00\x01"  # PUBACK
-        assert len(sub.expect(lambda m: m.topic == topic).payload) == 1024 - 2 - len(topic) - 2
+        assert len(sub.expect(lambda m: m.topic == topic).payload) == 1024 - 3 - 2 - len(topic) - 2
         # One byte more: that client is closed, without a PUBACK.
         big.send(_publish_of_size(topic, 1025, 2))
         assert big.closed_by_node()

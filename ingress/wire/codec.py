@@ -50,7 +50,8 @@ class Packet:
 class Framer:
     """Incremental parser: feed bytes as they arrive, take whole packets out.
 
-    Raises ProtocolError on a malformed remaining length or a packet above ``max_size``.
+    Raises ProtocolError on a malformed remaining length or a packet (whole, fixed header
+    included) above ``max_size``.
     """
 
     __slots__ = ("_buf", "max_size")
@@ -86,10 +87,11 @@ class Framer:
                     raise ProtocolError("remaining length longer than 4 bytes")
             if length < 0:
                 break
-            if length > self.max_size:
-                raise PacketTooLarge(
-                    f"packet of {length} bytes exceeds the maximum {self.max_size}"
-                )
+            # MQTT 5's Maximum Packet Size is the whole packet (fixed header included,
+            # §3.1.2.11.4), the size announced in CONNACK: checked as soon as the header is in.
+            size = i - pos + length
+            if size > self.max_size:
+                raise PacketTooLarge(f"packet of {size} bytes exceeds the maximum {self.max_size}")
             end = i + length
             if end > n:
                 break
