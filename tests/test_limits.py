@@ -156,3 +156,19 @@ def test_blocked_writes_fill_the_window() -> None:
     out.start_catch_up({}, {("t", 0): 5}, [])
     assert out.writes_paused(False)  # drained while catching up: wake catch-up
     assert not out.window_full
+
+
+def test_a_resumed_sessions_resends_count_against_the_window_once_sent() -> None:
+    """Reserved packet ids (not resent yet) keep new messages back but leave room for
+    resends; each resend takes a place, an acknowledgement gives one back [MQTT-4.9.0-2]."""
+    out = OutboundState(max_inflight=2)
+    out.start_catch_up({}, {("t", 0): 9}, [("t", 0, o, o + 1, 1, False) for o in range(4)])
+    assert out.window_full and out.room_to_resend  # 4 reserved, none on the wire
+    out.retrack(1, "t", 0, 0, 1, False)
+    out.retrack(2, "t", 0, 1, 1, False)
+    assert not out.room_to_resend  # two on the wire: the client's maximum
+    assert out.complete(1)  # wake catch-up: room for the next resend
+    assert out.room_to_resend and out.window_full
+    out.complete(4)  # acknowledged before its resend: no longer reserved
+    assert out.reserved == {3}
+    assert sorted(p[3] for p in out.pending()) == [2, 3]

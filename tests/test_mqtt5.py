@@ -663,6 +663,49 @@ def test_mqtt_3_3_4_9_retained_messages_wait_for_the_clients_receive_maximum(
             pub.publish(f"{base}/{i}", b"", retain=True).wait_for_publish(10)
 
 
+def test_mqtt_4_9_0_2_resends_of_a_resumed_session_keep_to_the_new_receive_maximum(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt]
+) -> None:
+    """Five QoS 1 messages left unacknowledged; the session resumes with Receive Maximum 2:
+    two go out again (DUP, same packet ids), the next only as PUBACKs come, all in order."""
+    topic = f"v5/{_uid()}/resume"
+    cid = f"resume-{_uid()}"
+    first = Raw5(ingress.mqtt_port, cid, Properties(session_expiry_interval=300))
+    pub = _v5(ingress.mqtt_port, clients)
+    try:
+        first.subscribe(topic, 0x01)
+        pub.connect()
+        for i in range(5):
+            pub.publish(topic, f"m{i}".encode(), qos=1).wait_for_publish(10)
+        sent = []
+        for _ in range(5):
+            pkt = first.read()
+            sent.append(decode_publish5(pkt.flags, pkt.body))
+        assert [m.payload for m in sent] == [f"m{i}".encode() for i in range(5)]
+    finally:
+        first.close()  # no PUBACK for any of them
+    window_of_two = Properties(session_expiry_interval=300, receive_maximum=2)
+    back = Raw5(ingress.mqtt_port, cid, window_of_two, clean_start=False)
+    try:
+        assert back.connack.body[0] == 1  # session present
+        got = []
+        window = [back.read(), back.read()]
+        with pytest.raises(TimeoutError):
+            back.read(1.0)  # no third while two wait for PUBACK
+        while window:
+            m = decode_publish5(window[0].flags, window.pop(0).body)
+            assert m.dup
+            got.append((m.packet_id, m.payload))
+            back.send(b"\x40\x02" + m.packet_id.to_bytes(2, "big"))
+            if len(got) + len(window) < 5:
+                window.append(back.read())
+        assert got == [(m.packet_id, m.payload) for m in sent]
+        with pytest.raises(TimeoutError):
+            back.read(1.0)  # each once
+    finally:
+        back.close()
+
+
 def test_a_clean_start_ends_the_session_and_sends_its_delayed_will(
     ingress: Proc, node_b: Proc, clients: list[Mqtt5 | Mqtt]
 ) -> None:

@@ -129,7 +129,8 @@ class CatchUp:
                 for conn in [c for c in self.pending if c.closed]:
                     del self.pending[conn]
                     self.replays.pop(conn, None)
-                active = [c for c in self.pending if not c.outbound.window_full]
+                # Room for a new message, or for one of its resends (not_full implies room).
+                active = [c for c in self.pending if c.outbound.room_to_resend]
                 upto = dict(self.node.positions)
                 behind = []
                 for conn in active:
@@ -213,8 +214,27 @@ class CatchUp:
                 if waiting:
                     topic = sender.topic_of(rec)
                     for conn in waiting:
-                        p = self.pending[conn].pop(where, None)
-                        if p is not None and topic is not None and conn in live:
+                        if conn not in live or conn in stalled:
+                            continue  # its resend waits for a later pass
+                        out = conn.outbound
+                        p = self.pending[conn].get(where)
+                        if p is None:
+                            continue
+                        if p.packet_id not in out.reserved:
+                            del self.pending[conn][where]  # acknowledged before its resend
+                        elif topic is None:
+                            # No MQTT topic any more (its route rule is gone): dropped, and
+                            # its packet id freed.
+                            del self.pending[conn][where]
+                            out.complete(p.packet_id)
+                        elif not out.room_to_resend:
+                            # The client's Receive Maximum: no more on the wire than it
+                            # allows, resends included [MQTT-4.9.0-2]; the rest go on in a
+                            # later pass, from this offset.
+                            stalled.add(conn)
+                            out.served_up_to(progress)
+                        else:
+                            del self.pending[conn][where]
                             batch.resend(conn, rec, topic, p)
                 got = sender.read(rec, match)
                 if got is None:

@@ -48,6 +48,7 @@ class OutboundState:
         "floor",
         "inflight",
         "max_inflight",
+        "reserved",
         "shared",
     )  # fmt: skip
 
@@ -67,6 +68,9 @@ class OutboundState:
         self.blocked = False
         # Packet id → (group, record, QoS) of a shared subscription's message in flight.
         self.shared: dict[int, tuple[SharedAck, Where, int]] = {}
+        # Packet ids of a resumed session's messages not resent yet: kept from reuse, but not
+        # on the wire, so they take no room in the client's window (Receive Maximum).
+        self.reserved: set[int] = set()
         # Packet id → command id of a closed-loop command in flight: its PUBACK (PUBREC) is
         # reported as the command's delivery (ingress.contract.commands).
         self.commands: dict[int, bytes] = {}
@@ -77,11 +81,17 @@ class OutboundState:
         transport's write buffer is over the limit (catch-up goes on once it drains)."""
         return self.blocked or len(self.inflight) >= self.max_inflight
 
+    @property
+    def room_to_resend(self) -> bool:
+        """True when a resumed session's message may go out again: fewer than ``max_inflight``
+        are on the wire unacknowledged [MQTT-4.9.0-2] and the transport takes writes."""
+        return not self.blocked and len(self.inflight) - len(self.reserved) < self.max_inflight
+
     def writes_paused(self, paused: bool) -> bool:
         """The transport's write buffer went over the limit (True) or drained (False);
         True if catch-up waits for this connection to take writes again."""
         self.blocked = paused
-        return not paused and self.catching_up and len(self.inflight) < self.max_inflight
+        return not paused and self.catching_up and self.room_to_resend
 
     # messages in flight ---------------------------------------------------------------------
 
@@ -102,6 +112,7 @@ class OutboundState:
     ) -> None:
         """A message in flight before goes out again with its packet id (a resend)."""
         self.inflight[packet_id] = (topic, partition, offset, qos, released)
+        self.reserved.discard(packet_id)
 
     def pubrec(self, packet_id: int) -> None:
         """The client received a QoS 2 message: only its PUBCOMP is outstanding."""
@@ -114,9 +125,12 @@ class OutboundState:
     def complete(self, packet_id: int) -> bool:
         """PUBACK or PUBCOMP ended a flow; True if catch-up waits for this window to open."""
         self.inflight.pop(packet_id, None)
+        # An acknowledgement for a message not resent yet (the client had it before it
+        # left): it is done, catch-up drops its resend.
+        self.reserved.discard(packet_id)
         if self.shared:
             self._shared_done(packet_id)
-        return self.catching_up and len(self.inflight) < self.max_inflight
+        return self.catching_up and self.room_to_resend
 
     def _shared_done(self, packet_id: int) -> None:
         # A shared subscription's message is done once the member has it: a QoS 2 one at
@@ -149,8 +163,8 @@ class OutboundState:
     ) -> bool:
         """Leave live delivery, served up to ``served`` (else up to ``positions``).
 
-        The packet ids of ``pending`` stay reserved until they are resent. False if the
-        connection was already catching up.
+        The packet ids of ``pending`` stay reserved until they are resent (or acknowledged).
+        False if the connection was already catching up.
         """
         if self.catching_up:
             return False
@@ -161,6 +175,7 @@ class OutboundState:
         self.cursor = cursor
         for topic, partition, offset, pid, qos, released in pending:
             self.inflight[pid] = (topic, partition, offset, qos, released)
+            self.reserved.add(pid)
         return True
 
     def served_up_to(self, upto: Mapping[PartitionKey, int]) -> None:
