@@ -87,6 +87,20 @@ def build() -> Dashboard:
             unit="s",
         ),
         timeseries(
+            "Commands with a response: statuses",
+            "Of the commands that expect a response, how many per second reach each status "
+            "(sent, delivered, acknowledged, timed_out), and how many are waiting?",
+            Query(rate_sum(m.AGENT_COMMANDS, "app, status", APP), "{{app}} {{status}}"),
+            Query(f"sum by (app) ({m.AGENT_COMMANDS_PENDING}{{{APP}}})", "{{app}} pending"),
+        ),
+        timeseries(
+            "Commands with a response: time to answer",
+            "How long from a command being sent to the device's response (p50, p99)?",
+            Query(quantile(0.5, m.AGENT_COMMAND_RESPONSE_SECONDS, "app", APP), "{{app}} p50"),
+            Query(quantile(0.99, m.AGENT_COMMAND_RESPONSE_SECONDS, "app", APP), "{{app}} p99"),
+            unit="s",
+        ),
+        timeseries(
             "Webhooks",
             "Do the agents' webhook calls succeed, fail after the last try, or need retries?",
             Query(_rate(m.AGENT_WEBHOOK_OK), LEGEND + " ok"),

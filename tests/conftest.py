@@ -10,7 +10,7 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -154,6 +154,24 @@ def worker(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> It
     p = start_worker(kafka.bootstrap, d / "worker.log", d / "state")
     yield p
     stop_process(p.proc)
+
+
+@pytest.fixture
+def agents_worker(kafka: EmbeddedKafka, tmp_path: Path) -> Iterator[Callable[[str], Proc]]:
+    """Start ``bayou worker --agents <module>`` on the shared broker (state under the test's
+    tmp_path); every worker started so is stopped by PID after the test."""
+    started: list[Proc] = []
+
+    def start(module: str) -> Proc:
+        n = len(started)
+        p = start_worker(kafka.bootstrap, tmp_path / f"worker-{n}.log", tmp_path / f"state-{n}",
+                         ["--agents", module])  # fmt: skip
+        started.append(p)
+        return p
+
+    yield start
+    for p in started:
+        stop_process(p.proc)
 
 
 @pytest.fixture(scope="session")

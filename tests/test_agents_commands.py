@@ -17,8 +17,7 @@ import asyncio
 import json
 import math
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -41,7 +40,7 @@ from ingress.contract.commands import (
     is_command_id,
     response_topic,
 )
-from tests.conftest import Proc, start_worker
+from tests.conftest import Proc, start_ingress, start_kafka
 from tests.helpers import Mqtt, wait_until
 from tests.mqtt5_client import Mqtt5
 
@@ -238,14 +237,27 @@ def test_the_tracker_keeps_a_status_per_command_and_dead_letters_bad_events() ->
 # -- end to end ------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def loop_worker(kafka: EmbeddedKafka, tmp_path: Path) -> Iterator[Proc]:
-    p = start_worker(
-        kafka.bootstrap, tmp_path / "worker.log", tmp_path / "state",
-        ["--agents", "tests.agent_examples.closed_loop"],
-    )  # fmt: skip
+@pytest.fixture(scope="module")
+def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
+    """A broker of this module's own (overrides the session's): every worker on one Kafka
+    shares the tracker's consumer group, so a session worker would take some of the
+    bayou.commands partitions and count their commands where these tests do not look."""
+    k = start_kafka(tmp_path_factory.mktemp("kafka-commands") / "tansu.log")
+    yield k
+    k.stop()
+
+
+@pytest.fixture(scope="module")
+def ingress(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
+    """An ingress node on this module's broker."""
+    p = start_ingress(kafka.bootstrap, tmp_path_factory.mktemp("ingress-commands") / "i.log")
     yield p
     stop_process(p.proc)
+
+
+@pytest.fixture
+def loop_worker(agents_worker: Callable[[str], Proc]) -> Proc:
+    return agents_worker("tests.agent_examples.closed_loop")
 
 
 def _issue(pub: Mqtt, listener: Mqtt, device: str, timeout: float) -> str:

@@ -13,8 +13,7 @@ from __future__ import annotations
 import asyncio
 import json
 import uuid
-from collections.abc import Iterator
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -22,10 +21,8 @@ import pytest
 from agents import App, Context
 from agents.mqtt5 import headers_for, properties_of
 from agents.runtime.engine import AppEngine, record
-from bayou.embedded import EmbeddedKafka
-from bayou.processes import stop_process
 from ingress.contract import H_MQTT_TOPIC
-from tests.conftest import Proc, start_worker
+from tests.conftest import Proc
 from tests.mqtt5_client import Mqtt5
 
 REQUEST = [
@@ -91,13 +88,8 @@ def test_reserved_names_and_bad_values_are_refused() -> None:
 
 
 @pytest.fixture
-def reply_worker(kafka: EmbeddedKafka, tmp_path: Path) -> Iterator[Proc]:
-    p = start_worker(
-        kafka.bootstrap, tmp_path / "worker.log", tmp_path / "state",
-        ["--agents", "tests.agent_examples.mqtt5_reply"],
-    )  # fmt: skip
-    yield p
-    stop_process(p.proc)
+def reply_worker(agents_worker: Callable[[str], Proc]) -> Proc:
+    return agents_worker("tests.agent_examples.mqtt5_reply")
 
 
 @pytest.mark.integration

@@ -48,8 +48,8 @@ def _targets() -> list[tuple[str, str, str, str, list[str]]]:
 
 
 def _drive(ingress: Proc) -> None:
-    """A few devices through the demo pipeline: readings, an alert and its command, a dead
-    letter, a closed window."""
+    """A few devices through the demo pipeline: readings, an alert and its command (answered),
+    a dead letter, a closed window."""
     run = uuid.uuid4().hex[:6]
     watcher = Mqtt(ingress.mqtt_port, f"panels-watch-{run}").connect()
     watcher.subscribe("sensors/+/stats", 1)
@@ -68,7 +68,10 @@ def _drive(ingress: Proc) -> None:
             d.publish(topic, b"not json", qos=1).wait_for_publish(10)
         for d in devices:
             command_topic = f"devices/{d.client_id}/commands"
-            d.expect(lambda m: m.topic == command_topic)  # noqa: B023 (called here, at once)
+            got = d.expect(lambda m: m.topic == command_topic)  # noqa: B023 (called here, at once)
+            # The demo's commands expect a response: the device answers by the 3.1.1 convention.
+            answer = f"{command_topic}/response/{json.loads(got.payload)['command_id']}"
+            d.publish(answer, b'{"ok":true}', qos=1).wait_for_publish(10)
         watcher.expect(lambda m: m.topic.startswith(f"sensors/panels-{run}-"))
     finally:
         for d in [*devices, watcher]:
@@ -89,10 +92,13 @@ def test_every_panel_query_returns_data_of_its_shape(
     wait_value(prom, "sum(up)", lambda v: v == 2, 60)
     # The fixtures' processes serve the whole session: count from what they had.
     commands = "sum(bayou_agent_app_commands_sent_total)"
+    answered = 'sum(bayou_agent_commands_total{status="acknowledged"}) or vector(0)'
     before = wait_value(prom, commands, lambda v: v >= 0, 30)
+    answered_before = wait_value(prom, answered, lambda v: v >= 0, 30)
     _drive(ingress)
     # The traffic is in Prometheus, with two scrapes after it for rate() to see it move.
     wait_value(prom, commands, lambda v: v >= before + 4, 60)
+    wait_value(prom, answered, lambda v: v >= answered_before + 4, 60)
     time.sleep(2.5)
 
     targets = _targets()

@@ -60,6 +60,10 @@ def tracker_app(config: WorkerConfig) -> App:
         entry, reached = fold(status.get(ctx.key), event)
         status.put(ctx.key, entry)
         _count(entry, reached)
+        if entry.get("app"):
+            # Its pending gauge exists from the first command on (0 when each is answered
+            # within a check), so a dashboard or alert sees the app at all.
+            apps_seen.add(str(entry["app"]))
 
     @app.timer(CHECK_INTERVAL_S, name="check")
     def check(now: float, _out: Out) -> None:
