@@ -1,18 +1,21 @@
 """Closed-loop commands: what ``ctx.command(..., expect_response=seconds)`` starts, and the status
 each command has in the tracker's table (docs/agents.md, "Commands with a response").
 
-The events of a command (:mod:`ingress.contract.commands`: ``sent`` by the worker, ``delivered``
-and ``acknowledged`` by the ingress) arrive in ``bayou.commands`` keyed by its id, in any order
-(they come from different processes); :func:`fold` merges one into the command's entry and
-:func:`expire` times it out. Both are pure (entry in, entry and what changed out), so the
-tracker (:mod:`agents.runtime.command_tracker`) and the tests run the same rules.
+The events of a command (:mod:`ingress.contract.commands`: ``sent`` by the worker,
+``delivered``, ``refused`` and ``acknowledged`` by the ingress) arrive in ``bayou.commands``
+keyed by its id, in any order (they come from different processes); :func:`fold` merges one
+into the command's entry and :func:`expire` times it out. Both are pure (entry in, entry and
+what changed out), so the tracker (:mod:`agents.runtime.command_tracker`) and the tests run the
+same rules.
 
 An entry (a JSON object) holds ``status`` (``sent``, ``delivered``, ``acknowledged``,
-``timed_out``), what the ``sent`` event said (``app``, ``agent``, ``topic``, ``device``,
-``sent_at_ms``, ``deadline_ms``), ``delivered_at_ms`` and ``client_id`` once delivered,
-``acknowledged_at_ms`` and ``response`` (text, when short) once answered, ``timed_out_at_ms``.
-A status only moves forward; ``timed_out`` is final except for a response the ingress stamped
-before the deadline (its event may arrive after the tracker timed the command out).
+``refused``, ``timed_out``), what the ``sent`` event said (``app``, ``agent``, ``topic``,
+``device``, ``sent_at_ms``, ``deadline_ms``), ``delivered_at_ms`` and ``client_id`` once delivered,
+``acknowledged_at_ms`` and ``response`` (text, when short) once answered, ``refused_at_ms`` and
+``reason_code`` once an MQTT 5 device refused the PUBLISH, ``timed_out_at_ms``.
+A status only moves forward; ``refused`` and ``timed_out`` are final except for a response (one
+the ingress stamped before the deadline, for ``timed_out``: its event may arrive after the
+tracker timed the command out).
 """
 
 from __future__ import annotations
@@ -25,13 +28,15 @@ from ingress.contract.commands import (
     ACKNOWLEDGED,
     COMMAND_ID_PREFIX,
     DELIVERED,
+    REFUSED,
     SENT,
     TIMED_OUT,
 )
 
 TRACKER_APP = "bayou-commands"
 STATUS_TABLE = "status"
-_RANK = {SENT: 0, DELIVERED: 1, ACKNOWLEDGED: 2, TIMED_OUT: 2}
+_RANK = {SENT: 0, DELIVERED: 1, ACKNOWLEDGED: 2, REFUSED: 2, TIMED_OUT: 2}
+FINAL = (ACKNOWLEDGED, REFUSED, TIMED_OUT)
 Entry = dict[str, Any]
 
 
@@ -51,8 +56,8 @@ def command_statuses(app: Any) -> GlobalTable:
 
 
 def is_final(entry: Entry) -> bool:
-    """Acknowledged or timed out."""
-    return entry.get("status") in (ACKNOWLEDGED, TIMED_OUT)
+    """Acknowledged, refused or timed out."""
+    return entry.get("status") in FINAL
 
 
 def fold(entry: Entry | None, event: Entry) -> tuple[Entry, list[str]]:
@@ -72,6 +77,14 @@ def fold(entry: Entry | None, event: Entry) -> tuple[Entry, list[str]]:
         new.setdefault("client_id", event.get("client_id"))
         if _RANK.get(new.get("status", SENT), 0) < _RANK[DELIVERED]:
             new["status"] = DELIVERED
+    elif kind == REFUSED:
+        # The device's client would not take it (MQTT 5 PUBACK/PUBREC 0x80 or above): final at
+        # once, no need to wait for the deadline; a response that still comes wins.
+        new.setdefault("refused_at_ms", at)
+        new.setdefault("reason_code", event.get("reason_code"))
+        new.setdefault("client_id", event.get("client_id"))
+        if not is_final(new):
+            new["status"] = REFUSED
     elif kind == ACKNOWLEDGED:
         deadline = new.get("deadline_ms")
         on_time = deadline is None or at is None or at <= deadline
@@ -103,10 +116,10 @@ def expire(entry: Entry, now_ms: int) -> tuple[Entry, list[str]] | None:
 
 def _reached(old: Entry, new: Entry) -> list[str]:
     """What the fold recorded for the first time: ``sent`` and ``delivered`` by their times
-    (they may arrive in either order), ``acknowledged`` and ``timed_out`` by the status."""
+    (they may arrive in either order), the final statuses by the status."""
     out = [s for s, k in ((SENT, "sent_at_ms"), (DELIVERED, "delivered_at_ms"))
            if k in new and k not in old]  # fmt: skip
     status = new.get("status")
-    if status != old.get("status") and status in (ACKNOWLEDGED, TIMED_OUT):
+    if status != old.get("status") and status in FINAL:
         out.append(status)
     return out

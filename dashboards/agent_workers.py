@@ -89,7 +89,7 @@ def build() -> Dashboard:
         timeseries(
             "Commands with a response: statuses",
             "Of the commands that expect a response, how many per second reach each status "
-            "(sent, delivered, acknowledged, timed_out), and how many are waiting?",
+            "(sent, delivered, acknowledged, refused, timed_out), and how many are waiting?",
             Query(rate_sum(m.AGENT_COMMANDS, "app, status", APP), "{{app}} {{status}}"),
             Query(f"sum by (app) ({m.AGENT_COMMANDS_PENDING}{{{APP}}})", "{{app}} pending"),
         ),

@@ -31,6 +31,7 @@ from ingress.contract.commands import (
     acknowledged_event,
     command_id_of_response,
     delivered_event,
+    refused_event,
 )
 from ingress.kafka.producer import DoneCallback, IngestProducer
 from ingress.metrics import COMMAND_EVENTS, WILLS_TOTAL, count_in
@@ -177,6 +178,12 @@ class Inbound:
         event = delivered_event(client_id, time.time_ns() // 1_000_000)
         self.producer.submit(self.commands_topic, command, event, [], None)
         COMMAND_EVENTS.labels("delivered").inc()
+
+    def command_refused(self, command: bytes, client_id: str, reason_code: int) -> None:
+        """The MQTT 5 client ``client_id`` refused command ``command``'s PUBLISH."""
+        event = refused_event(client_id, time.time_ns() // 1_000_000, reason_code)
+        self.producer.submit(self.commands_topic, command, event, [], None)
+        COMMAND_EVENTS.labels("refused").inc()
 
     def resume_paused(self) -> None:
         """Read from paused publishers again once Kafka has caught up."""

@@ -48,14 +48,15 @@ SUBSCRIPTIONS = Gauge("bayou_ingress_subscriptions", "Active subscriptions on th
 READY = Gauge("bayou_ingress_ready", "1 once the node accepts MQTT and consumes its topics")
 RETAINED = Gauge("bayou_ingress_retained_messages", "Retained messages materialised on this node")
 WILLS_TOTAL = Counter("bayou_ingress_wills_sent_total", "Will messages published")
-# kind: "delivered" (a client acknowledged a command's PUBLISH) or "acknowledged" (a client
-# published a command's response): events written to bayou.commands (ingress.contract.commands).
+# kind: "delivered" (a client acknowledged a command's PUBLISH), "refused" (an MQTT 5 client
+# refused it) or "acknowledged" (a client published a command's response): events written to
+# bayou.commands (ingress.contract.commands).
 COMMAND_EVENTS = Counter(
     "bayou_ingress_command_events",
     "Closed-loop command events this node wrote to bayou.commands, by kind.",
     ["kind"],
 )
-for _kind in ("delivered", "acknowledged"):
+for _kind in ("delivered", "refused", "acknowledged"):
     COMMAND_EVENTS.labels(_kind)
 TAKEOVERS_TOTAL = Counter(
     "bayou_ingress_takeovers_total", "Connections closed because their client id connected again"

@@ -38,11 +38,13 @@ from ingress.contract.commands import (
     command_id_of_response,
     delivered_event,
     is_command_id,
+    refused_event,
     response_topic,
 )
+from ingress.wire.packets5 import decode_publish5
 from tests.conftest import Proc, start_ingress, start_kafka
 from tests.helpers import Mqtt, wait_until
-from tests.mqtt5_client import Mqtt5
+from tests.mqtt5_client import Mqtt5, Raw5
 
 # -- pure rules ------------------------------------------------------------------------------
 
@@ -94,6 +96,24 @@ def test_events_fold_into_a_status_in_any_order() -> None:
     assert again == entry and more == reached
     with pytest.raises(ValueError, match="unknown"):
         fold(None, {"status": "lost"})
+
+
+def test_a_refusal_is_final_at_once_and_an_answer_still_wins() -> None:
+    refused = json.loads(refused_event("dev", 2_000, 0x87))
+    entry, reached = _fold_all([SENT, refused])
+    assert entry["status"] == "refused" and reached == ["sent", "refused"]
+    assert (entry["refused_at_ms"], entry["reason_code"]) == (2_000, 0x87)
+    assert entry["client_id"] == "dev"
+    assert expire(entry, 10**12) is None  # final: never times out
+    # Read before "sent", the same; a "delivered" (a resend taken later) moves nothing back.
+    other, reached2 = _fold_all([refused, SENT, json.loads(delivered_event("dev", 2_500))])
+    assert other["status"] == "refused" and sorted(reached2) == ["delivered", "refused", "sent"]
+    # After a timeout the refusal changes nothing.
+    timed_out = (expire(fold(None, SENT)[0], 7_000) or ({}, []))[0]
+    assert fold(timed_out, refused)[0]["status"] == "timed_out"
+    # The device answered after all: acknowledged.
+    answered, r = fold(entry, json.loads(acknowledged_event("dev", 3_000, b"ok")))
+    assert answered["status"] == "acknowledged" and r == ["acknowledged"]
 
 
 def test_a_command_times_out_after_its_deadline_unless_answered_in_time() -> None:
@@ -350,6 +370,20 @@ def test_commands_are_tracked_from_sent_to_acknowledged_or_timed_out(
         assert json.loads(back.expect(timeout=30).payload)["command_id"] == cid_a
         assert _status(app_side, cid_a, "delivered")["client_id"] == away
 
+        # An MQTT 5 device refuses the PUBLISH (PUBACK 0x87): refused at once, never delivered.
+        refuser = f"refuse-{run}"
+        raw = Raw5(ingress.mqtt_port, refuser)
+        clients.append(raw)
+        raw.subscribe(f"devices/{refuser}/commands", 0x01)
+        cid_r = _issue(app_side, app_side, refuser, 60)
+        pkt = raw.read(30)
+        pub = decode_publish5(pkt.flags, pkt.body)
+        assert pub.properties is not None and pub.properties.correlation_data == cid_r.encode()
+        raw.send(b"\x40\x03" + pub.packet_id.to_bytes(2, "big") + b"\x87")
+        st = _status(app_side, cid_r, "refused")
+        assert (st["reason_code"], st["client_id"]) == (0x87, refuser)
+        assert "delivered_at_ms" not in st
+
         # Nobody subscribed: never delivered, timed out.
         cid_o = _issue(app_side, app_side, offline, 2)
         st = _status(app_side, cid_o, "timed_out")
@@ -362,10 +396,11 @@ def test_commands_are_tracked_from_sent_to_acknowledged_or_timed_out(
                                 labels) or 0.0  # fmt: skip
 
         assert count("sent") >= 5 and count("delivered") >= 4
-        assert count("acknowledged") >= 2 and count("timed_out") >= 2
-        got_ingress = metric_value(ingress.metrics_port, "bayou_ingress_command_events_total",
-                                   {"kind": "acknowledged"})  # fmt: skip
-        assert (got_ingress or 0) >= 2
+        assert count("acknowledged") >= 2 and count("timed_out") >= 2 and count("refused") >= 1
+        for kind, least in (("acknowledged", 2), ("refused", 1)):
+            got_ingress = metric_value(ingress.metrics_port, "bayou_ingress_command_events_total",
+                                       {"kind": kind})  # fmt: skip
+            assert (got_ingress or 0) >= least, kind
     finally:
         for c in clients:
             c.close()

@@ -38,7 +38,12 @@ def _count(entry: Entry, reached: list[str]) -> None:
 
 
 def _final_at(entry: Entry) -> int:
-    at = entry.get("acknowledged_at_ms") or entry.get("timed_out_at_ms") or 0
+    at = (
+        entry.get("acknowledged_at_ms")
+        or entry.get("refused_at_ms")
+        or entry.get("timed_out_at_ms")
+        or 0
+    )
     return int(at) if isinstance(at, int | float) else 0
 
 

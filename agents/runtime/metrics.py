@@ -69,16 +69,17 @@ COMMAND_LATENCY = Histogram(
 )
 
 # Closed-loop commands (agents.runtime.command_tracker), by the app that sent them: each command
-# counts once per status it reaches (sent, delivered, acknowledged, timed_out).
+# counts once per status it reaches (sent, delivered, acknowledged, refused, timed_out).
 COMMANDS = Counter(
     "bayou_agent_commands",
     "Commands expecting a response that reached a status (sent, delivered, acknowledged, "
-    "timed_out), by the app that sent them; counted by the command tracker.",
+    "refused, timed_out), by the app that sent them; counted by the command tracker.",
     ["app", "status"],
 )
 COMMANDS_PENDING = Gauge(
     "bayou_agent_commands_pending",
-    "Commands of the tracker's partitions on this worker neither acknowledged nor timed out.",
+    "Commands of the tracker's partitions on this worker not acknowledged, refused or timed "
+    "out yet.",
     ["app"],
 )
 COMMAND_RESPONSE = Histogram(

@@ -9,8 +9,9 @@ topic by the convention.
 
 What happens to a command is written to :data:`COMMANDS_TOPIC`, keyed by its id, as small JSON
 events: ``sent`` by the agent worker with the command, ``delivered`` by the ingress node when the
-device's client acknowledges the PUBLISH (PUBACK; PUBREC at QoS 2), ``acknowledged`` by the node
-that receives the device's response. The worker's command tracker folds them into a table.
+device's client acknowledges the PUBLISH (PUBACK; PUBREC at QoS 2), ``refused`` instead when an
+MQTT 5 client answers it with a reason code of 0x80 or above, ``acknowledged`` by the node that
+receives the device's response. The worker's command tracker folds them into a table.
 
 Pure functions and constants only, as the rest of the contract.
 """
@@ -33,7 +34,8 @@ SENT = "sent"
 DELIVERED = "delivered"
 ACKNOWLEDGED = "acknowledged"
 TIMED_OUT = "timed_out"
-STATUSES = (SENT, DELIVERED, ACKNOWLEDGED, TIMED_OUT)
+REFUSED = "refused"
+STATUSES = (SENT, DELIVERED, ACKNOWLEDGED, TIMED_OUT, REFUSED)
 # A response's payload kept in its event (and the status table) up to this size, as text.
 MAX_RESPONSE_KEPT = 1024
 
@@ -62,6 +64,15 @@ def delivered_event(client_id: str, at_ms: int) -> bytes:
     """The ``delivered`` event: ``client_id`` acknowledged the command's PUBLISH at ``at_ms``."""
     return json.dumps(
         {"status": DELIVERED, "client_id": client_id, "at_ms": at_ms}, separators=(",", ":")
+    ).encode()
+
+
+def refused_event(client_id: str, at_ms: int, reason_code: int) -> bytes:
+    """The ``refused`` event: ``client_id`` answered the command's PUBLISH with MQTT 5 reason
+    ``reason_code`` (0x80 or above: not authorized, quota exceeded...) at ``at_ms``."""
+    return json.dumps(
+        {"status": REFUSED, "client_id": client_id, "at_ms": at_ms, "reason_code": reason_code},
+        separators=(",", ":"),
     ).encode()
 
 

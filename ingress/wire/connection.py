@@ -747,8 +747,12 @@ class MQTTConnection(asyncio.Protocol):
             pid, code = decode_ack5(pkt.body, pkt.type)
         if self.outbound.commands and pkt.type != codec.PUBCOMP:
             command = self.outbound.commands.pop(pid, None)
-            if command is not None and code < 0x80:  # a refusal is no delivery
+            if command is None:
+                pass
+            elif code < 0x80:
                 self.node.inbound.command_delivered(command, self.client_id or "")
+            else:  # a refusal is no delivery
+                self.node.inbound.command_refused(command, self.client_id or "", code)
         if pkt.type == codec.PUBREC and code < 0x80:
             self.outbound.pubrec(pid)
             self.write(codec.encode_ack(codec.PUBREL, pid))
