@@ -446,6 +446,11 @@ class _Keyed:
         """Forget the state of ``partitions`` (``keys``: the keys that came from them)."""
         raise NotImplementedError
 
+    def holds(self, key: str) -> bool:
+        """True unless this part surely keeps nothing of ``key`` (nor a change to write), so
+        the app may forget the key's partition. Parts that cannot tell say True."""
+        return True
+
     def reset(self) -> None:
         raise NotImplementedError
 
@@ -628,14 +633,27 @@ class Table(_Keyed):
     def changes(self) -> dict[int, dict[str, Any]]:
         out: dict[int, dict[str, Any]] = {}
         kp = self.app._key_partition
+        deleted = []
         for k in sorted(self._changed):
             p = kp.get(k)
             if p is None:
                 log.warning("app %s: key %r has no input partition; kept on 0", self.name, k)
                 p = 0
-            out.setdefault(p, {})[k] = self._data.get(k)
+            value = self._data.get(k)
+            out.setdefault(p, {})[k] = value
+            if value is None:
+                deleted.append(k)
         self._changed.clear()
+        # A deleted key's partition is forgotten once no part holds the key: a table of
+        # short-lived keys (the command tracker's) must not grow the map without end.
+        parts = self.app.parts.values()
+        for k in deleted:
+            if not any(part.holds(k) for part in parts):
+                kp.pop(k, None)
         return out
+
+    def holds(self, key: str) -> bool:
+        return key in self._data or key in self._changed
 
     def load(self, partition: int, keys: Mapping[str, Any]) -> None:
         self._data.update({k: v for k, v in keys.items() if v is not None})

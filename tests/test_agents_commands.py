@@ -254,6 +254,25 @@ def test_the_tracker_keeps_a_status_per_command_and_dead_letters_bad_events() ->
     assert a not in later
 
 
+def test_a_deleted_keys_partition_is_forgotten_once_its_delete_is_written() -> None:
+    """The tracker deletes every command after its retention: the app's key → partition map
+    must shrink with it (it grew by one entry per command before)."""
+    app = App("forgets")
+    status, other = app.table("status"), app.table("other")
+    app._current_partition = 3
+    for i in range(50):
+        status.put(f"k{i}", i)
+    other.put("k0", "kept elsewhere")
+    status.changes(), other.changes()
+    app._current_partition = None  # a timer's deletes: no record being processed
+    for i in range(50):
+        status.delete(f"k{i}")
+    # The deletes still go to each key's partition's changelog, then the map forgets them,
+    # except a key another table still holds.
+    assert status.changes() == {3: {f"k{i}": None for i in range(50)}}
+    assert app._key_partition == {"k0": 3}
+
+
 # -- end to end ------------------------------------------------------------------------------
 
 
