@@ -119,6 +119,22 @@ def test_mqtt_4_8_2_each_message_goes_to_one_member_in_turn(
     assert sorted(_collect([plain], N)[0]) == sorted(sent)
 
 
+def test_shared_deliveries_are_timed_end_to_end(
+    ingress: Proc, clients: list[Mqtt5 | Mqtt | Raw5]
+) -> None:
+    """bayou_ingress_end_to_end_seconds counts a message written to a share's member as it
+    counts one written to a plain subscriber (only a share subscribes here)."""
+    name = "bayou_ingress_end_to_end_seconds_count"
+    base = f"share/{_uid()}"
+    members = [_v5(ingress.mqtt_port, clients) for _ in range(2)]
+    for m in members:
+        assert m.subscribe(f"$share/timed/{base}/+") == [1]
+    before = metric_value(ingress.metrics_port, name) or 0.0
+    sent = _publish(_v5(ingress.mqtt_port, clients), base, 10)
+    assert sorted(p for g in _collect(members, 10) for p in g) == sorted(sent)
+    assert (metric_value(ingress.metrics_port, name) or 0.0) - before >= 10
+
+
 def test_members_on_two_nodes_share_the_partitions(
     kafka: EmbeddedKafka, tmp_path: Path, clients: list[Mqtt5 | Mqtt | Raw5]
 ) -> None:

@@ -17,6 +17,7 @@ ends the message too [MQTT-4.8.2-6]. Retained messages are not sent to shared su
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import deque
 from collections.abc import Mapping
 
@@ -24,6 +25,7 @@ from ingress.config import IngressConfig
 from ingress.contract.topics import matches, shared_filter
 from ingress.kafka.share_reader import ShareReader, group_id
 from ingress.metrics import (
+    END_TO_END_LATENCY,
     SHARED_GROUPS,
     SHARED_PARTITIONS,
     SHARED_REDELIVERED_TOTAL,
@@ -173,6 +175,7 @@ class ShareGroup:
         if not backlog:
             return
         batch = self.sender.batch()
+        now_ms = time.time() * 1000
         while backlog:
             where = backlog[0]
             entry = held.get(where)
@@ -193,6 +196,9 @@ class ShareGroup:
             else:
                 self.acked(where)  # QoS 0, or too large for the member: done
             batch.added(len(msg[2]))
+            ts_b = msg[3]
+            if ts_b:  # as live delivery: publish reaching Bayou → written to the member
+                END_TO_END_LATENCY.observe(max(0.0, (now_ms - int(ts_b)) / 1000))
         batch.flush()
         count_out(batch.sent)
         self._pause()
