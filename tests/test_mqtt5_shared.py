@@ -126,7 +126,7 @@ def test_shared_deliveries_are_timed_end_to_end(
     counts one written to a plain subscriber (only a share subscribes here)."""
     name = "bayou_ingress_end_to_end_seconds_count"
     base = f"share/{_uid()}"
-    members = [_v5(ingress.mqtt_port, clients) for _ in range(2)]
+    members: list[Mqtt5 | Mqtt] = [_v5(ingress.mqtt_port, clients) for _ in range(2)]
     for m in members:
         assert m.subscribe(f"$share/timed/{base}/+") == [1]
     before = metric_value(ingress.metrics_port, name) or 0.0
