@@ -131,20 +131,33 @@ def start_worker(
     return _ready(p, "bayou_agent_ready", "worker ready", 60)
 
 
+def kafka_in(tmp_path_factory: pytest.TempPathFactory, name: str) -> Iterator[EmbeddedKafka]:
+    """An embedded broker logging under a new ``name`` directory, stopped after (a fixture's
+    body: ``yield from``)."""
+    k = start_kafka(tmp_path_factory.mktemp(name) / "tansu.log")
+    yield k
+    k.stop()
+
+
+def ingress_on(
+    kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory, name: str
+) -> Iterator[Proc]:
+    """A `bayou ingress` process on ``kafka``, stopped by PID after (a fixture's body)."""
+    p = start_ingress(kafka.bootstrap, tmp_path_factory.mktemp(name) / "ingress.log")
+    yield p
+    stop_process(p.proc)
+
+
 @pytest.fixture(scope="session")
 def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
     """One embedded broker shared by the session's integration tests."""
-    k = start_kafka(tmp_path_factory.mktemp("kafka") / "tansu.log")
-    yield k
-    k.stop()
+    yield from kafka_in(tmp_path_factory, "kafka")
 
 
 @pytest.fixture(scope="session")
 def ingress(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     """A `bayou ingress` process on the shared broker."""
-    p = start_ingress(kafka.bootstrap, tmp_path_factory.mktemp("ingress") / "ingress.log")
-    yield p
-    stop_process(p.proc)
+    yield from ingress_on(kafka, tmp_path_factory, "ingress")
 
 
 @pytest.fixture(scope="session")

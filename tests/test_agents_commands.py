@@ -31,7 +31,6 @@ from agents.runtime.engine import AppEngine, record
 from agents.testing import run_app
 from bayou.embedded import EmbeddedKafka
 from bayou.metrics_scrape import metric_value
-from bayou.processes import stop_process
 from ingress.contract import COMMANDS_TOPIC
 from ingress.contract.commands import (
     acknowledged_event,
@@ -42,7 +41,7 @@ from ingress.contract.commands import (
     response_topic,
 )
 from ingress.wire.packets5 import decode_publish5
-from tests.conftest import Proc, start_ingress, start_kafka
+from tests.conftest import Proc, ingress_on, kafka_in
 from tests.helpers import Mqtt, wait_until
 from tests.mqtt5_client import Mqtt5, Raw5
 
@@ -281,17 +280,13 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedKafka]:
     """A broker of this module's own (overrides the session's): every worker on one Kafka
     shares the tracker's consumer group, so a session worker would take some of the
     bayou.commands partitions and count their commands where these tests do not look."""
-    k = start_kafka(tmp_path_factory.mktemp("kafka-commands") / "tansu.log")
-    yield k
-    k.stop()
+    yield from kafka_in(tmp_path_factory, "kafka-commands")
 
 
 @pytest.fixture(scope="module")
 def ingress(kafka: EmbeddedKafka, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Proc]:
     """An ingress node on this module's broker."""
-    p = start_ingress(kafka.bootstrap, tmp_path_factory.mktemp("ingress-commands") / "i.log")
-    yield p
-    stop_process(p.proc)
+    yield from ingress_on(kafka, tmp_path_factory, "ingress-commands")
 
 
 @pytest.fixture
