@@ -120,6 +120,13 @@ class Node:
     def log(self) -> Path:
         return self.directory / "kafka.log"
 
+    def port_was_taken(self) -> bool:
+        """Its log says a listener could not bind (another process had the port)."""
+        try:
+            return "Address already in use" in self.log.read_text(errors="replace")
+        except OSError:
+            return False
+
     def log_tail(self, lines: int = 40) -> str:
         try:
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
@@ -144,10 +151,26 @@ class ApacheKafka:
         """The bootstrap servers of ``listener`` (every broker)."""
         return ",".join(f"127.0.0.1:{n.ports[listener]}" for n in self.nodes)
 
-    def start(self, timeout: float = 90.0) -> ApacheKafka:
-        """Format and start every node; return once all brokers are in the metadata."""
+    def start(self, timeout: float = 90.0, attempts: int = 3) -> ApacheKafka:
+        """Format and start every node; return once all brokers are in the metadata.
+
+        The ports are free when chosen, but seconds of JVM starts pass before the brokers
+        bind them, and under a busy suite another process's connection has taken one (seen
+        in CI: "Address already in use"): then the nodes start again, on new ports and
+        empty directories, up to ``attempts`` times."""
         classpath = _classpath()
         self.tls = make_certs(self.workdir / "tls")
+        for attempt in range(1, attempts + 1):
+            try:
+                return self._start_on_new_ports(classpath, timeout)
+            except KafkaStartError:
+                if attempt == attempts or not any(n.port_was_taken() for n in self.nodes):
+                    raise
+                for node in self.nodes:
+                    shutil.rmtree(node.directory, ignore_errors=True)
+        raise AssertionError("unreachable")
+
+    def _start_on_new_ports(self, classpath: str, timeout: float) -> ApacheKafka:
         names = (*LISTENERS, "CONTROLLER")
         self.nodes = [
             Node(i, {name: free_port() for name in names}, self.workdir / f"n{i}")
