@@ -170,20 +170,21 @@ class Inbound:
         event = acknowledged_event(client_id.decode("utf-8", "replace"), now_ms, payload)
         # Written besides the response itself, not waited for: the publisher's PUBACK says
         # its response is in Kafka; the event follows it through the same producer.
-        self.producer.submit(self.commands_topic, command.encode(), event, [], None)
-        COMMAND_EVENTS.labels("acknowledged").inc()
+        self._command_event(command.encode(), "acknowledged", event)
 
     def command_delivered(self, command: bytes, client_id: str) -> None:
         """The client ``client_id`` acknowledged the PUBLISH of command ``command``."""
         event = delivered_event(client_id, time.time_ns() // 1_000_000)
-        self.producer.submit(self.commands_topic, command, event, [], None)
-        COMMAND_EVENTS.labels("delivered").inc()
+        self._command_event(command, "delivered", event)
 
     def command_refused(self, command: bytes, client_id: str, reason_code: int) -> None:
         """The MQTT 5 client ``client_id`` refused command ``command``'s PUBLISH."""
         event = refused_event(client_id, time.time_ns() // 1_000_000, reason_code)
+        self._command_event(command, "refused", event)
+
+    def _command_event(self, command: bytes, kind: str, event: bytes) -> None:
         self.producer.submit(self.commands_topic, command, event, [], None)
-        COMMAND_EVENTS.labels("refused").inc()
+        COMMAND_EVENTS.labels(kind).inc()
 
     def resume_paused(self) -> None:
         """Read from paused publishers again once Kafka has caught up."""
